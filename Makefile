@@ -1,0 +1,33 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+# Every target installs what it needs into .venv first.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+BUILD   := export/build
+DEMO    := $(BUILD)/demo
+
+.PHONY: setup test demo lint bench eval soak clean
+
+setup: $(STAMP)
+
+# torch is installed on its own, pinned, before the extras: a resolver that is
+# free to pick torch pulls the newest CUDA build (GBs) instead of the CPU wheel.
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[export,camera,plots,dev]'
+	touch $(STAMP)
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check edgecvm tests
+
+demo: setup
+	$(BIN)/python -m edgecvm.demo --out $(DEMO)
+
+clean:
+	rm -rf $(BUILD) .cache .pytest_cache

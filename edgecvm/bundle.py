@@ -1,0 +1,128 @@
+"""The export bundle: a folder the device loads, described by ``manifest.json``.
+
+A bundle holds ``backbone.onnx`` (frozen feature extractor), ``head.npz``
+(initial projection head), a copy of the anchor file, and ``manifest.json``
+with the preprocessing settings and the sha256 of every file. The manifest
+also carries a hash of itself, so editing it (say, the mean/std) is caught
+like any other tampering. ``load_bundle`` verifies everything before the
+device trusts a single byte.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from edgecvm.errors import BadInputError, IntegrityError
+from edgecvm.integrity import atomic_write_bytes, sha256_bytes, sha256_file
+from edgecvm.schema import from_dict
+
+BUNDLE_FORMAT = "edgecvm.bundle"
+BUNDLE_VERSION = 1
+MANIFEST = "manifest.json"
+BACKBONE = "backbone.onnx"
+HEAD = "head.npz"
+_FIX = "re-export it with `edgecvm export`"
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Everything the device needs to reproduce the export's preprocessing and verify files."""
+
+    format: str
+    version: int
+    backbone: str  # e.g. "efficientnet-lite0"
+    input_size: int  # square input, pixels
+    resize: int  # shorter side is resized to this before the centre crop of input_size
+    interpolation: Literal["bilinear", "bicubic"]
+    mean: tuple[float, ...]  # per RGB channel, on pixels scaled to [0, 1]
+    std: tuple[float, ...]
+    feature_dim: int
+    concept_dim: int
+    precision: Literal["fp32", "int8"]
+    head_init: Literal["random", "conse"]
+    anchors_file: str  # file name inside the bundle folder
+    anchors_sha256: str
+    anchors_model: str
+    files: dict[str, str]  # file name -> sha256, every file except the manifest
+    tools: dict[str, str] = field(default_factory=dict)  # versions used to export
+    parity_max_abs_diff: float | None = None  # ORT vs torch on random inputs
+    recipe: dict[str, Any] = field(default_factory=dict)
+    manifest_sha256: str = ""
+
+
+def _self_hash(data: dict[str, Any]) -> str:
+    clean = {k: v for k, v in data.items() if k != "manifest_sha256"}
+    return sha256_bytes(json.dumps(clean, sort_keys=True).encode())
+
+
+def write_manifest(folder: Path, manifest: Manifest) -> Manifest:
+    """Write ``manifest.json`` atomically, filling in its self-hash."""
+    data = dataclasses.asdict(manifest)
+    data["manifest_sha256"] = ""
+    data = json.loads(json.dumps(data))  # tuples -> lists, as they will be read back
+    data["manifest_sha256"] = _self_hash(data)
+    atomic_write_bytes(folder / MANIFEST, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+    return from_dict(Manifest, data, str(folder / MANIFEST))
+
+
+@dataclass(frozen=True)
+class Bundle:
+    folder: Path
+    manifest: Manifest
+
+    @property
+    def backbone_path(self) -> Path:
+        return self.folder / BACKBONE
+
+    @property
+    def head_path(self) -> Path:
+        return self.folder / HEAD
+
+    @property
+    def anchors_path(self) -> Path:
+        return self.folder / self.manifest.anchors_file
+
+    @property
+    def sha256(self) -> str:
+        """Identity of the bundle: keys feature caches and learner state."""
+        return self.manifest.manifest_sha256
+
+
+def read_manifest(folder: Path) -> Manifest:
+    path = folder / MANIFEST
+    if not folder.is_dir():
+        raise BadInputError(f"{folder}: bundle folder not found; create one with `edgecvm export`")
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BadInputError(f"{path}: missing; {folder} is not a bundle, {_FIX}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise IntegrityError(f"{path}: unreadable or corrupt manifest ({type(exc).__name__}); {_FIX}") from None
+    if not isinstance(data, dict):
+        raise IntegrityError(f"{path}: corrupt manifest (not a JSON object); {_FIX}")
+    if data.get("manifest_sha256") != _self_hash(data):
+        raise IntegrityError(f"{path}: manifest checksum mismatch (edited or corrupt); {_FIX}")
+    manifest = from_dict(Manifest, data, str(path))
+    if manifest.format != BUNDLE_FORMAT or manifest.version != BUNDLE_VERSION:
+        raise IntegrityError(f"{path}: unsupported bundle {manifest.format} v{manifest.version}; {_FIX}")
+    return manifest
+
+
+def load_bundle(folder: str | Path, verify: bool = True) -> Bundle:
+    """Open a bundle folder; with ``verify`` every file's sha256 is checked against the manifest."""
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    if verify:
+        for name, expected in manifest.files.items():
+            path = folder / name
+            if not path.is_file():
+                raise IntegrityError(f"{path}: missing from bundle; {_FIX}")
+            if sha256_file(path) != expected:
+                raise IntegrityError(f"{path}: sha256 does not match the manifest (corrupt or replaced); {_FIX}")
+        if manifest.files.get(manifest.anchors_file) != manifest.anchors_sha256:
+            raise IntegrityError(f"{folder / MANIFEST}: anchor file hash disagrees with the file list; {_FIX}")
+    return Bundle(folder=folder, manifest=manifest)

@@ -1,0 +1,72 @@
+"""The ``edgecvm`` command: one sub-command per module, errors as one line + exit code.
+
+Each command module exposes ``register(subparsers)``, which adds its parser and
+sets ``func`` (``args -> int``). Command modules keep heavy imports (torch,
+sentence-transformers, onnx) inside their functions so ``edgecvm --help`` and
+the device-side commands start fast and work without the export extra.
+
+Exit codes: 0 ok, 2 bad input/config, 3 memory budget exceeded, 4 stream lost,
+130 interrupted (after a clean checkpoint where there was state to save).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from edgecvm import __version__
+from edgecvm.errors import EdgeCVMError
+
+# Order here is the order in `edgecvm --help`: the data path, offline to device.
+COMMAND_MODULES = (
+    "edgecvm.anchors_cli",
+    "edgecvm.export_cli",
+    "edgecvm.learn_cli",
+    "edgecvm.predict_cli",
+    "edgecvm.profiles_cli",
+    "edgecvm.bench",
+    "edgecvm.eval_cli",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edgecvm",
+        description="Continual Visual Mapping on small devices: learn new visual concepts "
+        "from a camera, offline, without forgetting. Run `edgecvm COMMAND --help` for each command.",
+    )
+    parser.add_argument("--version", action="version", version=f"edgecvm {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:  # command not built yet in this checkout
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except EdgeCVMError as exc:
+        print(f"edgecvm: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("edgecvm: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,173 @@
+"""Checksummed containers and atomic writes: the storage layer every file format uses.
+
+Every file edgecvm writes (anchor files, heads, learner state) is one
+*container*: an uncompressed ``.npz`` of plain arrays plus a ``__meta__`` entry
+holding JSON. The JSON names the format and version and carries a sha256 over
+the arrays *and* the rest of the metadata, so a truncated, bit-flipped or
+edited file is caught at load instead of producing silently wrong output.
+``allow_pickle=False`` everywhere: loading a file never runs code.
+
+Writes go to a temp file in the same folder, are fsynced, then renamed over the
+target, so a power cut leaves either the old or the new file, never half of one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgecvm.errors import BadInputError, IntegrityError
+
+META_KEY = "__meta__"
+_CHUNK = 1 << 20
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Streamed sha256 of a file, so a 20 MB ONNX model is not read into memory twice."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(_CHUNK), b""):
+                digest.update(chunk)
+    except OSError as exc:
+        raise BadInputError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    return digest.hexdigest()
+
+
+def payload_sha256(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> str:
+    """Hash of every array (name, dtype, shape, bytes) and of the metadata minus the hash itself."""
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        arr = np.ascontiguousarray(arrays[name])
+        digest.update(f"{name}|{arr.dtype.str}|{arr.shape}|".encode())
+        digest.update(arr.tobytes())
+    clean = {k: v for k, v in meta.items() if k != "payload_sha256"}
+    digest.update(json.dumps(clean, sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def _fsync_dir(folder: Path) -> None:
+    # Directory fsync makes the rename itself durable; not every OS allows it.
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _keep_previous(path: Path) -> None:
+    """Make ``path.prev`` a copy of the current file before it is replaced."""
+    prev = path.with_name(path.name + ".prev")
+    tmp_prev = path.with_name(path.name + ".prev.tmp")
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_prev.unlink()
+        os.link(path, tmp_prev)  # cheap and atomic where hard links exist
+    except OSError:
+        shutil.copyfile(path, tmp_prev)  # FAT/exFAT SD cards have no hard links
+    os.replace(tmp_prev, prev)
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, keep_previous: bool = False) -> None:
+    """Write ``data`` to ``path`` so that a crash leaves the old file or the new one, whole.
+
+    With ``keep_previous`` the file being replaced stays available as ``<name>.prev``.
+    Raises ``OSError`` (e.g. ENOSPC, EROFS) unchanged so callers can decide to keep
+    running in memory; the target is untouched in that case.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if keep_previous and target.exists():
+            _keep_previous(target)
+        os.replace(tmp_name, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp_name)
+        raise
+    _fsync_dir(target.parent)
+
+
+def encode_container(fmt: str, version: int, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> bytes:
+    """Serialise arrays + metadata into container bytes (see module docstring)."""
+    if META_KEY in arrays:
+        raise ValueError(f"array name {META_KEY!r} is reserved")
+    full_meta = dict(meta)
+    full_meta["format"] = fmt
+    full_meta["version"] = version
+    full_meta["payload_sha256"] = payload_sha256(arrays, full_meta)
+    meta_bytes = np.frombuffer(json.dumps(full_meta, sort_keys=True).encode(), dtype=np.uint8)
+    buf = io.BytesIO()
+    np.savez(buf, **{META_KEY: meta_bytes}, **{k: np.ascontiguousarray(v) for k, v in arrays.items()})
+    return buf.getvalue()
+
+
+def save_container(
+    path: str | os.PathLike[str],
+    fmt: str,
+    version: int,
+    arrays: Mapping[str, np.ndarray],
+    meta: Mapping[str, Any],
+    keep_previous: bool = False,
+) -> str:
+    """Atomically write a container; returns the sha256 of the written file."""
+    data = encode_container(fmt, version, arrays, meta)
+    atomic_write_bytes(path, data, keep_previous=keep_previous)
+    return sha256_bytes(data)
+
+
+def load_container(
+    path: str | os.PathLike[str], fmt: str, versions: tuple[int, ...], fix: str
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Load and verify a container of format ``fmt``.
+
+    ``fix`` is appended to every error so the one-line message says what to do
+    (e.g. "rebuild it with `edgecvm anchors build`").
+    Raises ``IntegrityError`` for anything unreadable, mismatched or tampered.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise BadInputError(f"{path}: no such file; {fix}")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if META_KEY not in npz.files:
+                raise IntegrityError(f"{path}: not an edgecvm {fmt} file (no metadata); {fix}")
+            meta = json.loads(npz[META_KEY].tobytes().decode())
+            arrays = {name: npz[name] for name in npz.files if name != META_KEY}
+    except IntegrityError:
+        raise
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise IntegrityError(f"{path}: unreadable or truncated {fmt} file ({type(exc).__name__}); {fix}") from None
+    except Exception as exc:  # zlib/struct errors from a damaged zip directory
+        raise IntegrityError(f"{path}: corrupt {fmt} file ({type(exc).__name__}); {fix}") from None
+    if not isinstance(meta, dict) or meta.get("format") != fmt:
+        found = meta.get("format") if isinstance(meta, dict) else None
+        raise IntegrityError(f"{path}: expected a {fmt} file, found {found!r}; {fix}")
+    if meta.get("version") not in versions:
+        raise IntegrityError(
+            f"{path}: {fmt} version {meta.get('version')!r} is not supported (supported: {list(versions)}); {fix}"
+        )
+    if meta.get("payload_sha256") != payload_sha256(arrays, meta):
+        raise IntegrityError(f"{path}: checksum mismatch (file is corrupt or was modified); {fix}")
+    return arrays, meta
