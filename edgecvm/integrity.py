@@ -2,9 +2,10 @@
 
 Every file edgecvm writes (anchor files, heads, learner state) is one
 *container*: an uncompressed ``.npz`` of plain arrays plus a ``__meta__`` entry
-holding JSON. The JSON names the format and version and carries a sha256 over
-the arrays *and* the rest of the metadata, so a truncated, bit-flipped or
-edited file is caught at load instead of producing silently wrong output.
+holding JSON that names the format and version. The zip's archive comment, the
+file's last 64 bytes, is the sha256 of everything before it, so a truncated,
+bit-flipped or edited file is caught at load instead of producing silently
+wrong output.
 ``allow_pickle=False`` everywhere: loading a file never runs code.
 
 Writes go to a temp file in the same folder, are fsynced, then renamed over the
@@ -31,6 +32,7 @@ from edgecvm.errors import BadInputError, IntegrityError
 
 META_KEY = "__meta__"
 _CHUNK = 1 << 20
+_DIGEST_LEN = 64  # hex sha256 in the zip archive comment
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -46,18 +48,6 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
                 digest.update(chunk)
     except OSError as exc:
         raise BadInputError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    return digest.hexdigest()
-
-
-def payload_sha256(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> str:
-    """Hash of every array (name, dtype, shape, bytes) and of the metadata minus the hash itself."""
-    digest = hashlib.sha256()
-    for name in sorted(arrays):
-        arr = np.ascontiguousarray(arrays[name])
-        digest.update(f"{name}|{arr.dtype.str}|{arr.shape}|".encode())
-        digest.update(arr.tobytes())
-    clean = {k: v for k, v in meta.items() if k != "payload_sha256"}
-    digest.update(json.dumps(clean, sort_keys=True).encode())
     return digest.hexdigest()
 
 
@@ -110,17 +100,27 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, keep_previous:
 
 
 def encode_container(fmt: str, version: int, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> bytes:
-    """Serialise arrays + metadata into container bytes (see module docstring)."""
+    """Serialise arrays + metadata into container bytes (see module docstring).
+
+    The archive is a plain zip of ``.npy`` members (``np.load`` reads it) whose
+    archive comment, the last bytes of the file, is the hex sha256 of every byte
+    before it. So any flipped bit anywhere, including zip headers ``np.load``
+    would not check, and any truncation fail verification.
+    """
     if META_KEY in arrays:
         raise ValueError(f"array name {META_KEY!r} is reserved")
-    full_meta = dict(meta)
-    full_meta["format"] = fmt
-    full_meta["version"] = version
-    full_meta["payload_sha256"] = payload_sha256(arrays, full_meta)
-    meta_bytes = np.frombuffer(json.dumps(full_meta, sort_keys=True).encode(), dtype=np.uint8)
+    full_meta = {**meta, "format": fmt, "version": version}
+    members = {META_KEY: np.frombuffer(json.dumps(full_meta, sort_keys=True).encode(), dtype=np.uint8)}
+    members.update({k: np.ascontiguousarray(v) for k, v in arrays.items()})
     buf = io.BytesIO()
-    np.savez(buf, **{META_KEY: meta_bytes}, **{k: np.ascontiguousarray(v) for k, v in arrays.items()})
-    return buf.getvalue()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
+        for name, arr in members.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            with zf.open(info, "w", force_zip64=True) as fh:
+                np.lib.format.write_array(fh, arr, allow_pickle=False)
+        zf.comment = b"0" * _DIGEST_LEN
+    data = buf.getvalue()
+    return data[:-_DIGEST_LEN] + sha256_bytes(data[:-_DIGEST_LEN]).encode()
 
 
 def save_container(
@@ -150,17 +150,22 @@ def load_container(
     if not path.is_file():
         raise BadInputError(f"{path}: no such file; {fix}")
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise BadInputError(f"{path}: cannot read ({exc.strerror or exc}); {fix}") from None
+    body, digest = data[:-_DIGEST_LEN], data[-_DIGEST_LEN:]
+    if len(data) <= _DIGEST_LEN or sha256_bytes(body).encode() != digest:
+        raise IntegrityError(f"{path}: checksum mismatch (truncated, corrupt or modified {fmt} file); {fix}")
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             if META_KEY not in npz.files:
                 raise IntegrityError(f"{path}: not an edgecvm {fmt} file (no metadata); {fix}")
             meta = json.loads(npz[META_KEY].tobytes().decode())
             arrays = {name: npz[name] for name in npz.files if name != META_KEY}
     except IntegrityError:
         raise
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise IntegrityError(f"{path}: unreadable or truncated {fmt} file ({type(exc).__name__}); {fix}") from None
-    except Exception as exc:  # zlib/struct errors from a damaged zip directory
-        raise IntegrityError(f"{path}: corrupt {fmt} file ({type(exc).__name__}); {fix}") from None
+    except Exception as exc:  # a well-hashed but malformed file: written by something else
+        raise IntegrityError(f"{path}: malformed {fmt} file ({type(exc).__name__}); {fix}") from None
     if not isinstance(meta, dict) or meta.get("format") != fmt:
         found = meta.get("format") if isinstance(meta, dict) else None
         raise IntegrityError(f"{path}: expected a {fmt} file, found {found!r}; {fix}")
@@ -168,6 +173,4 @@ def load_container(
         raise IntegrityError(
             f"{path}: {fmt} version {meta.get('version')!r} is not supported (supported: {list(versions)}); {fix}"
         )
-    if meta.get("payload_sha256") != payload_sha256(arrays, meta):
-        raise IntegrityError(f"{path}: checksum mismatch (file is corrupt or was modified); {fix}")
     return arrays, meta

@@ -1,0 +1,110 @@
+"""The checksummed container and atomic writes every file format relies on."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import numpy as np
+import pytest
+
+from edgecvm.errors import BadInputError, IntegrityError
+from edgecvm.integrity import atomic_write_bytes, load_container, save_container, sha256_file
+
+FIX = "rebuild it"
+
+
+def _save(path, **meta):
+    arrays = {"w": np.arange(12, dtype=np.float32).reshape(3, 4), "names": np.frombuffer(b"a\nb", np.uint8)}
+    save_container(path, "edgecvm.test", 1, arrays, {"model": "m", **meta})
+    return arrays
+
+
+def test_round_trip_returns_same_arrays_and_meta(tmp_path):
+    path = tmp_path / "x.npz"
+    arrays = _save(path)
+    loaded, meta = load_container(path, "edgecvm.test", (1,), FIX)
+    assert meta["model"] == "m" and meta["format"] == "edgecvm.test"
+    np.testing.assert_array_equal(loaded["w"], arrays["w"])
+
+
+@pytest.mark.parametrize("offset_frac", [0.0, 0.1, 0.5, 0.9, 0.97, 0.999])
+def test_bit_flip_anywhere_is_detected(tmp_path, offset_frac):
+    path = tmp_path / "x.npz"
+    _save(path)
+    data = bytearray(path.read_bytes())
+    data[int(len(data) * offset_frac)] ^= 0x10
+    path.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match=str(path.name)):
+        load_container(path, "edgecvm.test", (1,), FIX)
+
+
+@pytest.mark.parametrize("keep", [0, 10, 200])
+def test_truncation_is_detected(tmp_path, keep):
+    path = tmp_path / "x.npz"
+    _save(path)
+    path.write_bytes(path.read_bytes()[:keep])
+    with pytest.raises(IntegrityError, match="x.npz"):
+        load_container(path, "edgecvm.test", (1,), FIX)
+
+
+def test_wrong_format_and_version_are_refused(tmp_path):
+    path = tmp_path / "x.npz"
+    _save(path)
+    with pytest.raises(IntegrityError, match="expected a edgecvm.other"):
+        load_container(path, "edgecvm.other", (1,), FIX)
+    with pytest.raises(IntegrityError, match="version 1 is not supported"):
+        load_container(path, "edgecvm.test", (2,), FIX)
+
+
+def test_missing_file_names_it_and_the_fix(tmp_path):
+    with pytest.raises(BadInputError, match=r"nope\.npz: no such file; rebuild it"):
+        load_container(tmp_path / "nope.npz", "edgecvm.test", (1,), FIX)
+
+
+def test_plain_npz_is_refused(tmp_path):
+    path = tmp_path / "plain.npz"
+    np.savez(path, w=np.zeros(3))
+    with pytest.raises(IntegrityError, match="checksum mismatch"):
+        load_container(path, "edgecvm.test", (1,), FIX)
+
+
+def test_container_is_a_plain_npz_and_deterministic(tmp_path):
+    a, b = tmp_path / "a.npz", tmp_path / "b.npz"
+    _save(a)
+    _save(b)
+    assert a.read_bytes() == b.read_bytes()
+    with np.load(a, allow_pickle=False) as npz:
+        assert set(npz.files) == {"__meta__", "w", "names"}
+
+
+def test_atomic_write_keeps_previous_version(tmp_path):
+    path = tmp_path / "state.bin"
+    atomic_write_bytes(path, b"one")
+    atomic_write_bytes(path, b"two", keep_previous=True)
+    assert path.read_bytes() == b"two"
+    assert (tmp_path / "state.bin.prev").read_bytes() == b"one"
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_failed_write_leaves_target_intact_and_no_temp(tmp_path, monkeypatch):
+    path = tmp_path / "state.bin"
+    atomic_write_bytes(path, b"good")
+
+    def full_disk(*_args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(OSError):
+        atomic_write_bytes(path, b"new")
+    assert path.read_bytes() == b"good"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.bin"]
+
+
+def test_sha256_file_changes_with_content(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.write_bytes(b"x" * 3_000_000)
+    b.write_bytes(b"x" * 2_999_999 + b"y")
+    assert sha256_file(a) != sha256_file(b)
+    with pytest.raises(BadInputError, match="cannot read"):
+        sha256_file(tmp_path / "missing")
