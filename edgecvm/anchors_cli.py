@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -20,6 +21,9 @@ from edgecvm.anchors import DTYPES, AnchorSet, load_anchors, nearest_pairs, norm
 from edgecvm.concepts import Concept, read_concepts
 from edgecvm.errors import BadInputError
 from edgecvm.progress import Progress
+
+if TYPE_CHECKING:
+    from edgecvm.text_encoder import TextEncoder
 
 DEFAULT_TEMPLATES = (
     "a photo of a {}.",
@@ -48,19 +52,19 @@ def resolve_templates(spec: str) -> tuple[str, ...]:
     return templates
 
 
-def embed_concepts(concepts: list[Concept], encoder, templates: tuple[str, ...], batch: int = 64) -> np.ndarray:
-    """(N, D) unit vectors: mean over templates, plus the description where there is one."""
+def embed_concepts(concepts: list[Concept], encoder: TextEncoder, templates: tuple[str, ...],
+                   batch: int = 64) -> np.ndarray:
+    """(N, D) unit vectors: mean over templates, plus DESCRIPTION_WEIGHT x the description's embedding."""
     out = np.zeros((len(concepts), encoder.dim), dtype=np.float32)
     with Progress(len(concepts), "embedding concepts", unit="concepts") as bar:
         for start in range(0, len(concepts), batch):
             chunk = concepts[start : start + batch]
             sentences = [t.format(c.name) for c in chunk for t in templates]
-            vecs = encoder.encode(sentences).reshape(len(chunk), len(templates), -1).mean(axis=1)
-            vecs = normalise_rows(vecs)
-            for i, concept in enumerate(chunk):
-                if concept.description:
-                    desc = encoder.encode([f"{concept.name}: {concept.description}"])[0]
-                    vecs[i] = vecs[i] + DESCRIPTION_WEIGHT * desc
+            vecs = normalise_rows(encoder.encode(sentences).reshape(len(chunk), len(templates), -1).mean(axis=1))
+            described = [i for i, c in enumerate(chunk) if c.description]
+            if described:
+                texts = [f"{chunk[i].name}: {chunk[i].description}" for i in described]
+                vecs[described] += DESCRIPTION_WEIGHT * encoder.encode(texts)
             out[start : start + len(chunk)] = normalise_rows(vecs)
             bar.update(len(chunk))
     return out
