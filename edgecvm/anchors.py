@@ -44,6 +44,8 @@ class AnchorSet:
     model: str  # id of the sentence-transformers model that embedded the names
     templates: tuple[str, ...]  # prompt templates ensembled per name ("{}" = the bare name)
     dtype: str  # storage precision in the file: float16 or int8
+    # The model's embedding of a fixed probe sentence: tells on `extend` whether a model is the very same one.
+    model_probe: np.ndarray | None = None
     _index: dict[str, int] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -57,6 +59,11 @@ class AnchorSet:
         object.__setattr__(self, "names", names)
         object.__setattr__(self, "vectors", vectors)
         object.__setattr__(self, "templates", tuple(self.templates))
+        if self.model_probe is not None:
+            probe = np.asarray(self.model_probe, dtype=np.float32)
+            if probe.shape != (vectors.shape[1],):
+                raise BadInputError(f"model probe {probe.shape} does not match the {vectors.shape[1]}-d anchors")
+            object.__setattr__(self, "model_probe", probe)
         object.__setattr__(self, "_index", index)
 
     @property
@@ -85,7 +92,8 @@ class AnchorSet:
     def subset(self, names: Iterable[str]) -> AnchorSet:
         """The named concepts only, in the order given (e.g. the classes of one task)."""
         idx = self.indices_of(names)
-        return AnchorSet(tuple(self.names[i] for i in idx), self.vectors[idx], self.model, self.templates, self.dtype)
+        return AnchorSet(tuple(self.names[i] for i in idx), self.vectors[idx], self.model, self.templates, self.dtype,
+                         self.model_probe)
 
 
 def quantise(vectors: np.ndarray, dtype: str) -> dict[str, np.ndarray]:
@@ -121,6 +129,8 @@ def save_anchors(path: str | Path, anchors: AnchorSet, dtype: str = "float16") -
     """Write an anchor file atomically at ``dtype`` precision; returns the file's sha256."""
     arrays = quantise(anchors.vectors, dtype)
     arrays["names"] = encode_names(anchors.names)
+    if anchors.model_probe is not None:
+        arrays["model_probe"] = anchors.model_probe.astype(np.float32)
     meta = {"model": anchors.model, "dim": anchors.dim, "count": len(anchors), "dtype": dtype,
             "templates": list(anchors.templates)}
     return save_container(path, ANCHORS_FORMAT, ANCHORS_VERSION, arrays, meta)
@@ -140,10 +150,11 @@ def load_anchors(path: str | Path) -> AnchorSet:
     if not (isinstance(templates, list) and all(isinstance(t, str) for t in templates)):
         raise IntegrityError(f"{path}: templates are not a list of strings; {_FIX}")
     vectors = _dequantise(path, arrays, dtype, count)
-    if vectors.shape[1] != dim or not np.isfinite(vectors).all():
+    probe = arrays.get("model_probe")
+    if vectors.shape[1] != dim or not np.isfinite(vectors).all() or (probe is not None and not np.isfinite(probe).all()):
         raise IntegrityError(f"{path}: anchor vectors are not {count}x{dim} finite numbers; {_FIX}")
     try:
-        return AnchorSet(tuple(names), normalise_rows(vectors), str(model), tuple(templates), dtype)
+        return AnchorSet(tuple(names), normalise_rows(vectors), str(model), tuple(templates), dtype, probe)
     except BadInputError as exc:
         raise IntegrityError(f"{path}: {exc}; {_FIX}") from None
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +27,7 @@ MANIFEST = "manifest.json"
 BACKBONE = "backbone.onnx"
 HEAD = "head.npz"
 _FIX = "re-export it with `edgecvm export`"
+_MAX_PIXELS = 4096  # no edge backbone takes a larger input; bigger values are corruption or tampering
 
 
 @dataclass(frozen=True)
@@ -109,7 +111,18 @@ def read_manifest(folder: Path) -> Manifest:
     manifest = from_dict(Manifest, data, str(path))
     if manifest.format != BUNDLE_FORMAT or manifest.version != BUNDLE_VERSION:
         raise IntegrityError(f"{path}: unsupported bundle {manifest.format} v{manifest.version}; {_FIX}")
+    _check_values(manifest, path)
     return manifest
+
+
+def _check_values(manifest: Manifest, path: Path) -> None:
+    """Types alone let through values preprocessing cannot use (no std, std = 0, NaN, 0 px)."""
+    sizes_ok = 0 < manifest.input_size <= manifest.resize <= _MAX_PIXELS
+    dims_ok = manifest.feature_dim > 0 and manifest.concept_dim > 0
+    norm = manifest.mean + manifest.std
+    norm_ok = len(manifest.mean) == len(manifest.std) == 3 and all(math.isfinite(v) for v in norm)
+    if not (sizes_ok and dims_ok and norm_ok and min(manifest.std) > 0):
+        raise IntegrityError(f"{path}: impossible preprocessing values (sizes, dims, 3 finite mean/std, std > 0); {_FIX}")
 
 
 def load_bundle(folder: str | Path, verify: bool = True) -> Bundle:

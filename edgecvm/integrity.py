@@ -33,6 +33,8 @@ from edgecvm.errors import BadInputError, IntegrityError
 META_KEY = "__meta__"
 _CHUNK = 1 << 20
 _DIGEST_LEN = 64  # hex sha256 in the zip archive comment
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -85,6 +87,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, keep_previous:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
+        os.chmod(tmp_name, 0o666 & ~_UMASK)  # mkstemp's 0600 would make bundles unreadable to a service user
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()

