@@ -1,87 +1,122 @@
-"""The projection head in numpy: features → concept space, cosine logits, hand-written backward.
+"""The numpy projection head: features -> concept space, cosine logits, cross-entropy, backward.
 
-Forward, for a batch of features ``f`` and a matrix ``A`` of unit anchors:
+Forward, for a batch of backbone features ``f`` (n, F) and the anchors ``A``
+(K, D, unit rows) of the concepts being discriminated:
 
-    e = proj(f) + w_c · conse(f)        (see head_file.py for the ConSE branch)
-    n = e / |e|                         direction in concept space
-    logits = T · n Aᵀ                   cosine similarity × temperature
-    loss = cross-entropy(logits, y)
+    z = f @ w + b                      (linear)  or  relu(f @ w1 + b1) @ w + b  (mlp)
+    e = z + conse_weight * conse(f)    (the frozen ConSE branch, see head_file.py)
+    u = e / |e|                        (a point on the unit sphere, like the anchors)
+    s = T * u @ A.T                    (cosine similarities scaled by the temperature T)
+    loss = mean cross-entropy(softmax(s), target)
 
-Only ``proj`` is trained; the ConSE branch is frozen. Cosine logits with a
-fixed anchor matrix are what make a new concept cost no new parameters: the
-"output layer" is the anchor file. float32 throughout the hot path.
+The backward pass is written out by hand (no autograd on the device). The
+only non-obvious step is the normalisation: with r = sqrt(|e|^2 + eps^2),
+du/de = (I - u u^T) / r, so de = (du - u * <du, u>) / r. The ConSE branch is
+frozen: it shifts e but receives no gradient. Everything runs in the head's
+dtype (float32 on the device; float64 in the gradient-check tests).
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 
 from edgecvm.conse import conse_embed
 from edgecvm.head_file import HeadParams
 
-
-@dataclass
-class ForwardCache:
-    features: np.ndarray
-    hidden: np.ndarray | None  # MLP activations (after ReLU), None for a linear head
-    unit: np.ndarray  # n
-    norm: np.ndarray  # |e|, (B, 1)
+_NORM_EPS_SQ = 1e-12  # keeps u finite when e == 0 (a conse-less head with proj = 0)
 
 
 class ProjectionHead:
-    """Wraps ``HeadParams``; ``params`` are updated in place by an optimizer."""
+    """Trainable ``proj`` plus the frozen ConSE branch of a ``HeadParams``.
 
-    def __init__(self, spec: HeadParams) -> None:
-        self.spec = spec
-        self.params = spec.params
-        self.temperature = spec.temperature
+    The parameters are copied (into ``dtype``) so training never mutates the
+    ``HeadParams`` loaded from the bundle.
+    """
 
-    def project(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    def __init__(self, head: HeadParams, dtype: type[np.floating] = np.float32) -> None:
+        self.kind = head.kind
+        self.temperature = float(head.temperature)
+        self.conse = head.conse
+        self.dtype = np.dtype(dtype)
+        self.params: dict[str, np.ndarray] = {k: np.array(v, dtype=self.dtype) for k, v in head.params.items()}
+
+    def _frozen_part(self, features: np.ndarray) -> np.ndarray | None:
+        if self.conse is None or self.conse.weight == 0.0:
+            return None
+        part = conse_embed(features, self.conse)
+        part *= self.conse.weight
+        return part.astype(self.dtype, copy=False)
+
+    def _proj(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """``z`` plus, for the MLP, the pre-activation and hidden activations the backward pass needs."""
         p = self.params
-        if self.spec.kind == "mlp":
-            hidden = np.maximum(features @ p["w1"] + p["b1"], 0.0)
-            return hidden @ p["w"] + p["b"], hidden
-        return features @ p["w"] + p["b"], None
+        if self.kind == "linear":
+            z = features @ p["w"]
+            z += p["b"]
+            return z, None, None
+        pre = features @ p["w1"]
+        pre += p["b1"]
+        hidden = np.maximum(pre, 0.0)
+        z = hidden @ p["w"]
+        z += p["b"]
+        return z, pre, hidden
 
-    def embed(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """Un-normalised concept-space embedding e(f) and the MLP hidden activations."""
-        e, hidden = self.project(features)
-        if self.spec.conse is not None and self.spec.conse.weight:
-            e = e + self.spec.conse.weight * conse_embed(features, self.spec.conse)
-        return e, hidden
+    def embed(self, features: np.ndarray) -> np.ndarray:
+        """Unnormalised concept-space embedding ``e(f)`` (n, D)."""
+        z, _, _ = self._proj(features)
+        frozen = self._frozen_part(features)
+        if frozen is not None:
+            z += frozen
+        return z
 
-    def directions(self, features: np.ndarray) -> np.ndarray:
-        """Unit embeddings: what prediction compares with anchors."""
-        e, _ = self.embed(features)
-        return e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+    def embed_unit(self, features: np.ndarray) -> np.ndarray:
+        """``e(f) / |e(f)|``: what prediction compares to the anchors."""
+        e = self.embed(features)
+        e /= np.sqrt(np.einsum("nd,nd->n", e, e) + _NORM_EPS_SQ)[:, None]
+        return e
+
+    def logits(self, features: np.ndarray, anchors: np.ndarray) -> np.ndarray:
+        """Temperature-scaled cosine similarities (n, K) to the rows of ``anchors``."""
+        return self.temperature * (self.embed_unit(features) @ anchors.T)
 
     def loss_and_grads(
         self, features: np.ndarray, targets: np.ndarray, anchors: np.ndarray
     ) -> tuple[float, dict[str, np.ndarray]]:
-        """Mean cross-entropy of cosine logits over ``anchors`` (K, D) for class indices ``targets``."""
-        e, hidden = self.embed(features)
-        norm = np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
-        unit = e / norm
-        logits = self.temperature * (unit @ anchors.T)
-        logits -= logits.max(axis=1, keepdims=True)
-        exp = np.exp(logits)
-        probs = exp / exp.sum(axis=1, keepdims=True)
-        batch = np.arange(len(targets))
-        loss = float(-np.log(np.maximum(probs[batch, targets], 1e-30)).mean())
-        probs[batch, targets] -= 1.0
-        d_logits = probs / len(targets)
-        d_unit = self.temperature * (d_logits @ anchors)
-        # Through n = e/|e|: the gradient loses its component along n, scaled by 1/|e|.
-        d_e = (d_unit - unit * (d_unit * unit).sum(axis=1, keepdims=True)) / norm
-        return loss, self._param_grads(ForwardCache(features, hidden, unit, norm), d_e)
+        """Mean cross-entropy of ``targets`` (row indices into ``anchors``) and d loss / d params."""
+        n = features.shape[0]
+        rows = np.arange(n)
+        z, pre, hidden = self._proj(features)
+        frozen = self._frozen_part(features)
+        e = z if frozen is None else z + frozen
+        norm = np.sqrt(np.einsum("nd,nd->n", e, e) + _NORM_EPS_SQ)[:, None]
+        u = e / norm
+        s = u @ anchors.T
+        s *= self.temperature
+        s -= s.max(axis=1, keepdims=True)
+        p = np.exp(s)
+        total = p.sum(axis=1, keepdims=True)
+        loss = float(np.mean(np.log(total[:, 0]) - s[rows, targets]))
+        # d loss / d s = (softmax - onehot) / n
+        p /= total
+        p[rows, targets] -= 1.0
+        p *= self.temperature / n
+        du = p @ anchors
+        de = du - u * np.einsum("nd,nd->n", du, u)[:, None]
+        de /= norm
+        grads: dict[str, np.ndarray] = {"b": de.sum(axis=0)}
+        if hidden is None:
+            grads["w"] = features.T @ de
+            return loss, grads
+        grads["w"] = hidden.T @ de
+        d_hidden = de @ self.params["w"].T
+        d_hidden *= pre > 0
+        grads["w1"] = features.T @ d_hidden
+        grads["b1"] = d_hidden.sum(axis=0)
+        return loss, grads
 
-    def _param_grads(self, cache: ForwardCache, d_e: np.ndarray) -> dict[str, np.ndarray]:
-        p = self.params
-        if self.spec.kind == "mlp":
-            assert cache.hidden is not None
-            d_hidden = (d_e @ p["w"].T) * (cache.hidden > 0)
-            return {"w": cache.hidden.T @ d_e, "b": d_e.sum(axis=0),
-                    "w1": cache.features.T @ d_hidden, "b1": d_hidden.sum(axis=0)}
-        return {"w": cache.features.T @ d_e, "b": d_e.sum(axis=0)}
+    def nbytes(self) -> int:
+        """Trainable parameters plus the frozen ConSE branch."""
+        total = sum(v.nbytes for v in self.params.values())
+        if self.conse is not None:
+            total += self.conse.fc_w.nbytes + self.conse.fc_b.nbytes + self.conse.anchors.nbytes
+        return total

@@ -1,75 +1,149 @@
-"""Adam and SGD with momentum over dicts of numpy arrays, with checkpointable state.
+"""Adam and SGD-with-momentum steps on dicts of numpy arrays, with checkpointable state.
 
-The optimizer state is plain arrays plus a step counter so the learner's
-checkpoint can store and restore it exactly (a resumed run continues the same
-trajectory instead of restarting Adam's bias correction).
+The head learns on the device one frame (plus a replay minibatch) at a time, so
+a step must cost well under a millisecond: every update is done in place with
+one preallocated scratch buffer instead of allocating temporaries per step.
+The optimizer's moments are part of the learner state (``state_arrays``), so a
+resumed learner continues exactly where it stopped instead of restarting Adam's
+bias correction with a cold start.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from collections.abc import Mapping
+from typing import Protocol
 
 import numpy as np
 
+Arrays = Mapping[str, np.ndarray]
 
-@dataclass
+
+class Optimizer(Protocol):
+    def step(self, params: dict[str, np.ndarray], grads: Arrays) -> None:
+        """Update ``params`` in place from ``grads`` (same keys and shapes)."""
+        ...
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """Everything needed to resume (views, not copies)."""
+        ...
+
+    def load_state_arrays(self, arrays: Arrays) -> None:
+        """Restore from ``state_arrays()`` output; ``ValueError`` if keys or shapes differ."""
+        ...
+
+    def nbytes(self) -> int:
+        """Bytes held by the optimizer's state and scratch buffers."""
+        ...
+
+
+def _zeros_like_all(params: Arrays) -> dict[str, np.ndarray]:
+    return {k: np.zeros_like(v) for k, v in params.items()}
+
+
+def _scratch_for(params: Arrays) -> np.ndarray:
+    """One flat buffer as large as the largest parameter, reused for every temporary."""
+    largest = max((v.size for v in params.values()), default=0)
+    dtype = next(iter(params.values())).dtype if params else np.float32
+    return np.empty(largest, dtype=dtype)
+
+
+def _load_into(target: dict[str, np.ndarray], arrays: Arrays, prefix: str) -> None:
+    for key, arr in target.items():
+        src = arrays.get(prefix + key)
+        if src is None:
+            raise ValueError(f"optimizer state lacks {prefix + key!r}")
+        if src.shape != arr.shape:
+            raise ValueError(f"optimizer state {prefix + key!r} has shape {src.shape}, expected {arr.shape}")
+        arr[...] = src
+
+
+def _load_step(arrays: Arrays) -> int:
+    t = arrays.get("t")
+    if t is None or t.shape != () or int(t) < 0:
+        raise ValueError("optimizer state lacks a valid step counter 't'")
+    return int(t)
+
+
 class Adam:
-    lr: float = 1e-3
-    beta1: float = 0.9
-    beta2: float = 0.999
-    eps: float = 1e-8
-    step_count: int = 0
-    m: dict[str, np.ndarray] = field(default_factory=dict)
-    v: dict[str, np.ndarray] = field(default_factory=dict)
+    """Adam (Kingma & Ba 2015) with PyTorch's bias-correction formula, so torch and numpy runs agree."""
 
-    def step(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray]) -> None:
-        self.step_count += 1
-        c1 = 1.0 - self.beta1**self.step_count
-        c2 = 1.0 - self.beta2**self.step_count
-        for name, g in grads.items():
-            m = self.m.setdefault(name, np.zeros_like(params[name]))
-            v = self.v.setdefault(name, np.zeros_like(params[name]))
+    def __init__(
+        self, params: Arrays, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8
+    ) -> None:
+        self.lr, self.beta1, self.beta2, self.eps = lr, beta1, beta2, eps
+        self.t = 0
+        self.m = _zeros_like_all(params)
+        self.v = _zeros_like_all(params)
+        self._scratch = _scratch_for(params)
+
+    def step(self, params: dict[str, np.ndarray], grads: Arrays) -> None:
+        self.t += 1
+        step_size = self.lr / (1.0 - self.beta1**self.t)
+        sqrt_bc2 = math.sqrt(1.0 - self.beta2**self.t)
+        for key, p in params.items():
+            g, m, v = grads[key], self.m[key], self.v[key]
+            tmp = self._scratch[: p.size].reshape(p.shape)
+            # m = b1*m + (1-b1)*g ; v = b2*v + (1-b2)*g*g
             m *= self.beta1
-            m += (1.0 - self.beta1) * g
+            np.multiply(g, 1.0 - self.beta1, out=tmp)
+            m += tmp
             v *= self.beta2
-            v += (1.0 - self.beta2) * (g * g)
-            params[name] -= (self.lr / c1) * m / (np.sqrt(v / c2) + self.eps)
+            np.multiply(g, g, out=tmp)
+            tmp *= 1.0 - self.beta2
+            v += tmp
+            # p -= step_size * m / (sqrt(v)/sqrt_bc2 + eps)
+            np.sqrt(v, out=tmp)
+            tmp *= 1.0 / sqrt_bc2
+            tmp += self.eps
+            np.divide(m, tmp, out=tmp)
+            tmp *= step_size
+            p -= tmp
 
     def state_arrays(self) -> dict[str, np.ndarray]:
-        out = {f"m.{k}": a for k, a in self.m.items()}
-        out.update({f"v.{k}": a for k, a in self.v.items()})
-        out["step"] = np.array(self.step_count, dtype=np.int64)
-        return out
+        arrays = {"t": np.array(self.t, dtype=np.int64)}
+        arrays.update({f"m.{k}": v for k, v in self.m.items()})
+        arrays.update({f"v.{k}": v for k, v in self.v.items()})
+        return arrays
 
-    def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
-        self.step_count = int(arrays["step"])
-        self.m = {k[2:]: a.astype(np.float32) for k, a in arrays.items() if k.startswith("m.")}
-        self.v = {k[2:]: a.astype(np.float32) for k, a in arrays.items() if k.startswith("v.")}
+    def load_state_arrays(self, arrays: Arrays) -> None:
+        t = _load_step(arrays)
+        _load_into(self.m, arrays, "m.")
+        _load_into(self.v, arrays, "v.")
+        self.t = t
+
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in (*self.m.values(), *self.v.values(), self._scratch))
 
 
-@dataclass
 class SGDMomentum:
-    lr: float = 1e-2
-    momentum: float = 0.9
-    step_count: int = 0
-    velocity: dict[str, np.ndarray] = field(default_factory=dict)
+    """Heavy-ball SGD as in PyTorch: ``buf = momentum*buf + g; p -= lr*buf``."""
 
-    def step(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray]) -> None:
-        self.step_count += 1
-        for name, g in grads.items():
-            vel = self.velocity.setdefault(name, np.zeros_like(params[name]))
-            vel *= self.momentum
-            vel += g
-            params[name] -= self.lr * vel
+    def __init__(self, params: Arrays, lr: float = 1e-2, momentum: float = 0.9) -> None:
+        self.lr, self.momentum = lr, momentum
+        self.t = 0
+        self.buf = _zeros_like_all(params)
+        self._scratch = _scratch_for(params)
+
+    def step(self, params: dict[str, np.ndarray], grads: Arrays) -> None:
+        self.t += 1
+        for key, p in params.items():
+            buf = self.buf[key]
+            tmp = self._scratch[: p.size].reshape(p.shape)
+            buf *= self.momentum
+            buf += grads[key]
+            np.multiply(buf, self.lr, out=tmp)
+            p -= tmp
 
     def state_arrays(self) -> dict[str, np.ndarray]:
-        out = {f"m.{k}": a for k, a in self.velocity.items()}
-        out["step"] = np.array(self.step_count, dtype=np.int64)
-        return out
+        arrays = {"t": np.array(self.t, dtype=np.int64)}
+        arrays.update({f"buf.{k}": v for k, v in self.buf.items()})
+        return arrays
 
-    def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
-        self.step_count = int(arrays["step"])
-        self.velocity = {k[2:]: a.astype(np.float32) for k, a in arrays.items() if k.startswith("m.")}
+    def load_state_arrays(self, arrays: Arrays) -> None:
+        t = _load_step(arrays)
+        _load_into(self.buf, arrays, "buf.")
+        self.t = t
 
-
-OPTIMIZERS = {"adam": Adam, "sgd": SGDMomentum}
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in (*self.buf.values(), self._scratch))

@@ -1,97 +1,179 @@
-"""Latent replay: a class-balanced reservoir of past *features*, not images.
+"""Latent replay: a class-balanced reservoir of backbone *features* (float16), not images.
 
-Storing 1,280-d float16 features costs 2.5 kB a sample (a 64 px JPEG is
-~2 kB but would have to go through the backbone again), so a 5 MB budget
-replays 2,000 past examples. When full, a new sample evicts one from the
-class holding the most, so a concept taught early keeps its share; within a
-class, reservoir sampling keeps a uniform sample of everything seen.
+Replaying a few stored examples of old concepts with every update is what
+keeps a head trained on a stream from forgetting. Storing 1,280-d float16
+features instead of frames costs 2.5 kB per example, so a few MB hold
+thousands, and the frozen backbone never has to run twice on the same image.
+
+Admission follows class-balanced reservoir sampling (Chrysakis & Moens 2020,
+"Online continual learning from imbalanced data"): while there is room every
+sample is stored; when full, a sample of a class that is not among the largest
+in the buffer evicts a random sample of a largest class, and a sample of a
+largest class replaces a random sample of its own class with probability
+(slots held by the class) / (samples of the class seen), i.e. ordinary
+reservoir sampling within the class. So a rare class keeps its examples, a
+class seen for hours does not crowd the others out, and within a class the
+kept examples are a uniform sample of its history rather than the latest ones.
+
+The arrays are allocated once at full capacity so memory use is known up front
+(the memory plan counts ``nbytes``) and constant while learning.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+
 import numpy as np
+
+BYTES_PER_VALUE = 2  # float16
+_F16_MAX = float(np.finfo(np.float16).max)
+
+
+@dataclass
+class ReplayBatch:
+    features: np.ndarray  # (m, F) float16
+    labels: np.ndarray  # (m,) int64, the learner's known-concept indices
+
+
+def capacity_for_bytes(replay_bytes: int, feature_dim: int) -> int:
+    """How many features fit in ``replay_bytes`` (the profile's ``replay_bytes``)."""
+    return max(0, int(replay_bytes) // (feature_dim * BYTES_PER_VALUE))
 
 
 class ReplayBuffer:
-    def __init__(self, feature_dim: int, capacity_bytes: int) -> None:
-        self.feature_dim = feature_dim
-        self.capacity = max(0, capacity_bytes // (feature_dim * 2))
-        self.features = np.zeros((self.capacity, feature_dim), dtype=np.float16)
-        self.labels = np.zeros(self.capacity, dtype=np.int64)
-        self.size = 0
-        self.seen: dict[int, int] = {}  # label -> samples offered, for per-class reservoir odds
+    """Fixed-capacity class-balanced reservoir of float16 features with integer labels."""
 
-    def __len__(self) -> int:
-        return self.size
+    def __init__(self, capacity: int, feature_dim: int, seed: int = 0) -> None:
+        if capacity < 0 or feature_dim <= 0:
+            raise ValueError(f"bad replay buffer geometry: capacity={capacity}, feature_dim={feature_dim}")
+        self.feature_dim = feature_dim
+        self.features = np.zeros((capacity, feature_dim), dtype=np.float16)
+        self.labels = np.zeros(capacity, dtype=np.int64)
+        self.size = 0
+        self.held = np.zeros(0, dtype=np.int64)  # slots held per class
+        self.seen = np.zeros(0, dtype=np.int64)  # samples offered per class
+        self._rng = np.random.default_rng(seed)
+
+    @classmethod
+    def from_bytes(cls, replay_bytes: int, feature_dim: int, seed: int = 0) -> ReplayBuffer:
+        return cls(capacity_for_bytes(replay_bytes, feature_dim), feature_dim, seed)
+
+    @property
+    def capacity(self) -> int:
+        return self.features.shape[0]
 
     @property
     def nbytes(self) -> int:
         return self.features.nbytes + self.labels.nbytes
 
-    def class_counts(self) -> dict[int, int]:
-        labels, counts = np.unique(self.labels[: self.size], return_counts=True)
-        return {int(k): int(c) for k, c in zip(labels, counts, strict=True)}
+    def _ensure_class(self, label: int) -> None:
+        if label >= self.held.size:
+            grow = label + 1 - self.held.size
+            self.held = np.concatenate([self.held, np.zeros(grow, dtype=np.int64)])
+            self.seen = np.concatenate([self.seen, np.zeros(grow, dtype=np.int64)])
 
-    def add(self, feature: np.ndarray, label: int, rng: np.random.Generator) -> None:
-        self.seen[label] = self.seen.get(label, 0) + 1
+    def _random_slot_of(self, label: int) -> int:
+        slots = np.flatnonzero(self.labels[: self.size] == label)
+        return int(slots[self._rng.integers(slots.size)])
+
+    def _random_largest_class(self) -> int:
+        largest = np.flatnonzero(self.held == self.held.max())
+        return int(largest[self._rng.integers(largest.size)])
+
+    def _admit_slot(self, label: int) -> int | None:
+        """Slot the new sample of ``label`` goes to, or None when the reservoir rejects it."""
+        if self.size < self.capacity:
+            self.size += 1
+            return self.size - 1
+        if self.held[label] < self.held.max():
+            victim = self._random_largest_class()
+        elif self._rng.random() * self.seen[label] < self.held[label]:
+            victim = label
+        else:
+            return None
+        self.held[victim] -= 1
+        return self._random_slot_of(victim)
+
+    def add(self, features: np.ndarray, labels: np.ndarray) -> None:
+        """Offer samples (n, F) with labels (n,); features are stored as float16 (clipped to its range)."""
         if self.capacity == 0:
             return
-        if self.size < self.capacity:
-            slot = self.size
-            self.size += 1
-        else:
-            counts = self.class_counts()
-            largest = max(counts, key=lambda k: (counts[k], k))
-            own = counts.get(label, 0)
-            if own < counts[largest]:
-                slot = self._random_slot_of(largest, rng)
-            elif rng.random() < own / self.seen[label]:
-                slot = self._random_slot_of(label, rng)
-            else:
-                return
-        self.features[slot] = feature
-        self.labels[slot] = label
+        for row, label in zip(features, np.asarray(labels, dtype=np.int64), strict=True):
+            label = int(label)
+            if label < 0:
+                raise ValueError(f"replay labels must be >= 0, got {label}")
+            self._ensure_class(label)
+            self.seen[label] += 1
+            slot = self._admit_slot(label)
+            if slot is None:
+                continue
+            np.clip(row, -_F16_MAX, _F16_MAX, out=self.features[slot], casting="unsafe")
+            self.labels[slot] = label
+            self.held[label] += 1
 
-    def _random_slot_of(self, label: int, rng: np.random.Generator) -> int:
-        slots = np.flatnonzero(self.labels[: self.size] == label)
-        return int(slots[rng.integers(len(slots))])
+    def sample(self, n: int, rng: np.random.Generator) -> ReplayBatch | None:
+        """Up to ``n`` distinct stored samples drawn uniformly (the buffer itself is class-balanced)."""
+        if self.size == 0 or n <= 0:
+            return None
+        idx = rng.choice(self.size, size=n, replace=False) if n < self.size else np.arange(self.size)
+        return ReplayBatch(self.features[idx], self.labels[idx])
 
-    def sample(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """Up to ``n`` stored features (float32) and labels, without replacement."""
-        n = min(n, self.size)
-        idx = rng.choice(self.size, size=n, replace=False) if n else np.zeros(0, dtype=np.int64)
-        return self.features[idx].astype(np.float32), self.labels[idx]
+    def shrink(self, new_bytes: int) -> int:
+        """Reduce capacity to fit ``new_bytes`` (memory pressure), evicting from the largest classes.
 
-    def shrink(self, capacity_bytes: int, rng: np.random.Generator) -> None:
-        """Lower the capacity (memory pressure), keeping classes balanced."""
-        new_cap = max(0, capacity_bytes // (self.feature_dim * 2))
-        if new_cap >= self.capacity:
-            return
-        keep: list[int] = []
-        labels = self.labels[: self.size]
-        by_class = {int(c): list(rng.permutation(np.flatnonzero(labels == c))) for c in np.unique(labels)}
-        while len(keep) < min(new_cap, self.size):  # round-robin over classes = balanced
-            for slots in by_class.values():
-                if slots and len(keep) < new_cap:
-                    keep.append(int(slots.pop()))
-        idx = np.array(sorted(keep), dtype=np.int64)
-        features = np.zeros((new_cap, self.feature_dim), dtype=np.float16)
-        labels_out = np.zeros(new_cap, dtype=np.int64)
-        features[: len(idx)] = self.features[idx]
-        labels_out[: len(idx)] = self.labels[idx]
-        self.features, self.labels, self.size, self.capacity = features, labels_out, len(idx), new_cap
+        Returns the new capacity. The arrays are reallocated smaller so the
+        memory really goes back to the OS.
+        """
+        new_capacity = capacity_for_bytes(new_bytes, self.feature_dim)
+        if new_capacity >= self.capacity:
+            return self.capacity
+        keep_per_class = self.held.copy()
+        for _ in range(max(0, self.size - new_capacity)):
+            largest = np.flatnonzero(keep_per_class == keep_per_class.max())
+            keep_per_class[largest[self._rng.integers(largest.size)]] -= 1
+        kept = [
+            self._rng.choice(np.flatnonzero(self.labels[: self.size] == label), size=count, replace=False)
+            for label, count in enumerate(keep_per_class)
+            if count > 0
+        ]
+        keep = np.sort(np.concatenate(kept)) if kept else np.zeros(0, dtype=np.int64)
+        features = np.zeros((new_capacity, self.feature_dim), dtype=np.float16)
+        labels = np.zeros(new_capacity, dtype=np.int64)
+        features[: keep.size] = self.features[keep]
+        labels[: keep.size] = self.labels[keep]
+        self.features, self.labels, self.size, self.held = features, labels, int(keep.size), keep_per_class
+        return new_capacity
 
     def state_arrays(self) -> dict[str, np.ndarray]:
-        seen = np.array(sorted(self.seen.items()), dtype=np.int64).reshape(-1, 2)
-        return {"features": self.features[: self.size], "labels": self.labels[: self.size], "seen": seen,
-                "capacity": np.array(self.capacity, dtype=np.int64)}
+        """Stored samples and per-class counts (views; the empty tail is not saved)."""
+        return {
+            "features": self.features[: self.size],
+            "labels": self.labels[: self.size],
+            "seen": self.seen,
+        }
 
-    def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
-        n = len(arrays["labels"])
-        self.capacity = max(int(arrays["capacity"]), n)
-        self.features = np.zeros((self.capacity, self.feature_dim), dtype=np.float16)
-        self.labels = np.zeros(self.capacity, dtype=np.int64)
-        self.features[:n] = arrays["features"]
-        self.labels[:n] = arrays["labels"]
-        self.size = n
-        self.seen = {int(k): int(v) for k, v in arrays["seen"]}
+    @classmethod
+    def from_state_arrays(
+        cls, arrays: Mapping[str, np.ndarray], capacity: int, feature_dim: int, seed: int = 0
+    ) -> ReplayBuffer:
+        """Rebuild a buffer of ``capacity`` (the current profile's) from ``state_arrays()``.
+
+        A smaller capacity than the saved one evicts as ``shrink`` does.
+        ``ValueError`` (or ``KeyError``) when the arrays are missing or inconsistent.
+        """
+        features, labels, seen = arrays["features"], arrays["labels"], arrays["seen"]
+        if features.ndim != 2 or features.shape[1] != feature_dim or labels.shape != (features.shape[0],):
+            raise ValueError(f"replay features {features.shape} / labels {labels.shape} do not fit dim {feature_dim}")
+        if seen.ndim != 1 or (labels.size and (labels.min() < 0 or labels.max() >= seen.size)):
+            raise ValueError("replay labels outside the recorded classes")
+        held = np.bincount(labels, minlength=seen.size).astype(np.int64)
+        if np.any(held > seen):
+            raise ValueError("replay holds more samples of a class than were ever seen")
+        buffer = cls(max(capacity, features.shape[0]), feature_dim, seed)
+        buffer.features[: features.shape[0]] = features
+        buffer.labels[: labels.size] = labels
+        buffer.size = int(labels.size)
+        buffer.held, buffer.seen = held, seen.astype(np.int64)
+        buffer.shrink(capacity * feature_dim * BYTES_PER_VALUE)
+        return buffer
