@@ -145,8 +145,11 @@ def load_anchors(path: str | Path) -> AnchorSet:
         templates = meta["templates"]
     except (KeyError, ValueError) as exc:
         raise IntegrityError(f"{path}: anchor file lacks a valid field ({exc}); {_FIX}") from None
-    if not (isinstance(names, list) and all(isinstance(n, str) and n for n in names) and len(names) == count):
-        raise IntegrityError(f"{path}: concept names are not a list of {count} non-empty strings; {_FIX}")
+    # Names are stored whitespace-normalised (as concept lists make them); others could never be looked up.
+    if not (isinstance(names, list) and all(isinstance(n, str) and n and n == " ".join(n.split()) for n in names)
+            and len(names) == count):
+        raise IntegrityError(f"{path}: concept names are not a list of {count} non-empty, "
+                             f"whitespace-normalised strings; {_FIX}")
     if not (isinstance(templates, list) and all(isinstance(t, str) for t in templates)):
         raise IntegrityError(f"{path}: templates are not a list of strings; {_FIX}")
     vectors = _dequantise(path, arrays, dtype, count)

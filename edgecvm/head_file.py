@@ -17,6 +17,7 @@ in the ONNX graph) is why the backbone can output plain 1,280-d features.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -104,7 +105,7 @@ def load_head(path: str | Path) -> HeadParams:
                 top_t=int(meta["conse"]["top_t"]),
                 weight=float(meta["conse"]["weight"]),
             )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise IntegrityError(f"{path}: head metadata incomplete ({exc}); {_FIX}") from None
     if head.kind not in ("linear", "mlp"):
         raise IntegrityError(f"{path}: unknown head kind {head.kind!r}; {_FIX}")
@@ -112,8 +113,17 @@ def load_head(path: str | Path) -> HeadParams:
     got = {k: tuple(v.shape) for k, v in head.params.items()}
     if got != expected:
         raise IntegrityError(f"{path}: head parameter shapes {got} do not match {expected}; {_FIX}")
+    weights = list(head.params.values())
     if head.conse is not None:
-        n = head.conse.fc_b.shape[0]
-        if head.conse.fc_w.shape != (head.feature_dim, n) or head.conse.anchors.shape != (n, head.concept_dim):
+        n = head.conse.fc_b.shape[0] if head.conse.fc_b.ndim == 1 else -1
+        if n < 1 or head.conse.fc_w.shape != (head.feature_dim, n) or head.conse.anchors.shape != (n, head.concept_dim):
             raise IntegrityError(f"{path}: ConSE branch shapes do not match the head dims; {_FIX}")
+        if head.conse.top_t < 1 or not math.isfinite(head.conse.weight):
+            raise IntegrityError(f"{path}: ConSE top_t must be >= 1 and its weight finite; {_FIX}")
+        weights += [head.conse.fc_w, head.conse.fc_b, head.conse.anchors]
+    # save_head writes finite float32 only; anything else would train or predict garbage.
+    if not all(w.dtype == np.float32 and np.isfinite(w).all() for w in weights):
+        raise IntegrityError(f"{path}: head weights are not finite float32 numbers; {_FIX}")
+    if not (math.isfinite(head.temperature) and head.temperature > 0):
+        raise IntegrityError(f"{path}: head temperature must be a finite number > 0; {_FIX}")
     return head
