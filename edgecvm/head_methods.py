@@ -87,7 +87,8 @@ class GradientHead:
         if replay is not None:
             features = np.concatenate([features, replay.features], dtype=np.float32)
             targets = np.concatenate([targets, replay.labels])
-        loss, grads = self.head.loss_and_grads(features, targets, known_anchors)
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is detected below and skipped
+            loss, grads = self.head.loss_and_grads(features, targets, known_anchors)
         if not (math.isfinite(loss) and all_finite(grads)):
             return math.nan
         self.optimizer.step(self.head.params, grads)

@@ -52,13 +52,13 @@ class FeatureExtractor(Protocol):
 
 @dataclass(frozen=True)
 class LearnerConfig:
-    method: str = DEFAULT_METHOD  # a name in head_methods.HEAD_METHODS
+    method: str | None = None  # a name in head_methods.HEAD_METHODS; None: the saved state's, else "sgd"
     replay_bytes: int = 5_120_000  # 2,000 features of 1,280 dims in float16
     batch_size: int = 32  # replay samples mixed into every update
     seed: int = 0
 
     @classmethod
-    def from_profile(cls, profile: DeviceProfile, method: str = DEFAULT_METHOD, seed: int = 0) -> LearnerConfig:
+    def from_profile(cls, profile: DeviceProfile, method: str | None = None, seed: int = 0) -> LearnerConfig:
         return cls(method=method, replay_bytes=profile.replay_bytes, batch_size=profile.batch_size, seed=seed)
 
 
@@ -103,7 +103,7 @@ class Learner:
         self.feature_dim = head.feature_dim
         self.anchors = anchors
         self.extractor = extractor
-        self.method: HeadMethod = make_head_method(self.config.method, head)
+        self.method: HeadMethod = make_head_method(self.config.method or DEFAULT_METHOD, head)
         self.replay = ReplayBuffer.from_bytes(self.config.replay_bytes, head.feature_dim, self.config.seed)
         self.counters = Counters()
         self.rng = np.random.default_rng(self.config.seed)

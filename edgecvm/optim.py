@@ -59,10 +59,10 @@ def _load_into(target: dict[str, np.ndarray], arrays: Arrays, prefix: str) -> No
 
 
 def _load_step(arrays: Arrays) -> int:
-    t = arrays.get("t")
-    if t is None or t.shape != () or int(t) < 0:
+    t = arrays.get("t")  # 0-d when fresh, (1,) after a container round trip (ascontiguousarray)
+    if t is None or t.size != 1 or t.dtype.kind not in "iu" or int(t.reshape(())) < 0:
         raise ValueError("optimizer state lacks a valid step counter 't'")
-    return int(t)
+    return int(t.reshape(()))
 
 
 class Adam:

@@ -53,7 +53,7 @@ class ReplayBuffer:
         self.size = 0
         self.held = np.zeros(0, dtype=np.int64)  # slots held per class
         self.seen = np.zeros(0, dtype=np.int64)  # samples offered per class
-        self._rng = np.random.default_rng(seed)
+        self.rng = np.random.default_rng(seed)  # admission and eviction draws (checkpointed)
 
     @classmethod
     def from_bytes(cls, replay_bytes: int, feature_dim: int, seed: int = 0) -> ReplayBuffer:
@@ -75,11 +75,11 @@ class ReplayBuffer:
 
     def _random_slot_of(self, label: int) -> int:
         slots = np.flatnonzero(self.labels[: self.size] == label)
-        return int(slots[self._rng.integers(slots.size)])
+        return int(slots[self.rng.integers(slots.size)])
 
     def _random_largest_class(self) -> int:
         largest = np.flatnonzero(self.held == self.held.max())
-        return int(largest[self._rng.integers(largest.size)])
+        return int(largest[self.rng.integers(largest.size)])
 
     def _admit_slot(self, label: int) -> int | None:
         """Slot the new sample of ``label`` goes to, or None when the reservoir rejects it."""
@@ -88,7 +88,7 @@ class ReplayBuffer:
             return self.size - 1
         if self.held[label] < self.held.max():
             victim = self._random_largest_class()
-        elif self._rng.random() * self.seen[label] < self.held[label]:
+        elif self.rng.random() * self.seen[label] < self.held[label]:
             victim = label
         else:
             return None
@@ -131,9 +131,9 @@ class ReplayBuffer:
         keep_per_class = self.held.copy()
         for _ in range(max(0, self.size - new_capacity)):
             largest = np.flatnonzero(keep_per_class == keep_per_class.max())
-            keep_per_class[largest[self._rng.integers(largest.size)]] -= 1
+            keep_per_class[largest[self.rng.integers(largest.size)]] -= 1
         kept = [
-            self._rng.choice(np.flatnonzero(self.labels[: self.size] == label), size=count, replace=False)
+            self.rng.choice(np.flatnonzero(self.labels[: self.size] == label), size=count, replace=False)
             for label, count in enumerate(keep_per_class)
             if count > 0
         ]
