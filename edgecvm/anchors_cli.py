@@ -100,6 +100,15 @@ def _print_summary(summary: dict, as_json: bool) -> None:
         print(f"  nearest: {pair['a']} ~ {pair['b']} (cosine {pair['cosine']:.3f})")
 
 
+def _write(path: str, anchors: AnchorSet, dtype: str, as_json: bool) -> None:
+    """Save, then summarise from the file just written (which also proves it loads)."""
+    try:
+        save_anchors(path, anchors, dtype)
+    except OSError as exc:
+        raise BadInputError(f"{path}: cannot write the anchor file ({exc.strerror or exc}); choose a writable --out") from None
+    _print_summary(summarise(Path(path)), as_json)
+
+
 def cmd_build(args: argparse.Namespace) -> int:
     from edgecvm.text_encoder import TextEncoder
 
@@ -109,8 +118,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     vectors = embed_concepts(concepts, encoder, templates)
     anchors = AnchorSet(tuple(c.name for c in concepts), vectors, encoder.model_id, templates, args.dtype,
                         encoder.probe())
-    save_anchors(args.out, anchors, args.dtype)
-    _print_summary(summarise(Path(args.out)), args.json)
+    _write(args.out, anchors, args.dtype, args.json)
     return 0
 
 
@@ -152,8 +160,7 @@ def cmd_extend(args: argparse.Namespace) -> int:
     vectors = embed_concepts(new, encoder, base.templates)
     merged = AnchorSet(base.names + tuple(c.name for c in new), np.vstack([base.vectors, vectors]),
                        base.model, base.templates, base.dtype, base.model_probe)
-    save_anchors(args.out, merged, base.dtype)
-    _print_summary(summarise(Path(args.out)), args.json)
+    _write(args.out, merged, base.dtype, args.json)
     return 0
 
 
