@@ -122,8 +122,11 @@ def encode_container(fmt: str, version: int, arrays: Mapping[str, np.ndarray], m
             with zf.open(info, "w", force_zip64=True) as fh:
                 np.lib.format.write_array(fh, arr, allow_pickle=False)
         zf.comment = b"0" * _DIGEST_LEN
-    data = buf.getvalue()
-    return data[:-_DIGEST_LEN] + sha256_bytes(data[:-_DIGEST_LEN]).encode()
+    # Hash and stamp the digest in place: a learner state is several MB and a
+    # small device has no RAM to spare for two more copies of it.
+    with buf.getbuffer() as view:
+        view[-_DIGEST_LEN:] = hashlib.sha256(view[:-_DIGEST_LEN]).hexdigest().encode()
+    return buf.getvalue()
 
 
 def save_container(
