@@ -51,6 +51,9 @@ class AnchorSet:
     def __post_init__(self) -> None:
         names = tuple(self.names)
         vectors = np.asarray(self.vectors, dtype=np.float32)
+        if not all(isinstance(n, str) and n and n == " ".join(n.split()) for n in names):
+            # index_of normalises whitespace (as concept lists do); any other name could never be looked up.
+            raise BadInputError("anchor concept names must be non-empty strings with single spaces only")
         if vectors.ndim != 2 or vectors.shape[0] != len(names):
             raise BadInputError(f"anchor vectors {vectors.shape} do not match {len(names)} concept names")
         index = {name.casefold(): i for i, name in enumerate(names)}
@@ -109,7 +112,7 @@ def quantise(vectors: np.ndarray, dtype: str) -> dict[str, np.ndarray]:
 
 def _dequantise(path: str | Path, arrays: dict[str, np.ndarray], dtype: str, count: int) -> np.ndarray:
     stored = arrays.get("vectors")
-    expected = {"float16": np.float16, "int8": np.int8}.get(dtype) if isinstance(dtype, str) else None
+    expected = {"float16": np.float16, "int8": np.int8}.get(dtype) if isinstance(dtype, str) else None if isinstance(dtype, str) else None
     if expected is None or stored is None or stored.dtype != expected or stored.ndim != 2 or len(stored) != count:
         raise IntegrityError(f"{path}: anchor vectors are missing or not ({count}, D) {dtype}; {_FIX}")
     if dtype == "float16":
@@ -145,17 +148,16 @@ def load_anchors(path: str | Path) -> AnchorSet:
         templates = meta["templates"]
     except (KeyError, ValueError) as exc:
         raise IntegrityError(f"{path}: anchor file lacks a valid field ({exc}); {_FIX}") from None
-    # Names are stored whitespace-normalised (as concept lists make them); others could never be looked up.
-    if not (isinstance(names, list) and all(isinstance(n, str) and n and n == " ".join(n.split()) for n in names)
-            and len(names) == count):
-        raise IntegrityError(f"{path}: concept names are not a list of {count} non-empty, "
-                             f"whitespace-normalised strings; {_FIX}")
+    if not (isinstance(names, list) and all(isinstance(n, str) for n in names) and len(names) == count):
+        raise IntegrityError(f"{path}: concept names are not a list of {count} strings; {_FIX}")
     if not (isinstance(templates, list) and all(isinstance(t, str) for t in templates)):
         raise IntegrityError(f"{path}: templates are not a list of strings; {_FIX}")
     vectors = _dequantise(path, arrays, dtype, count)
-    probe = arrays.get("model_probe")
-    if vectors.shape[1] != dim or not np.isfinite(vectors).all() or (probe is not None and not np.isfinite(probe).all()):
+    if vectors.shape[1] != dim or not np.isfinite(vectors).all():
         raise IntegrityError(f"{path}: anchor vectors are not {count}x{dim} finite numbers; {_FIX}")
+    probe = arrays.get("model_probe")
+    if probe is not None and not (probe.dtype == np.float32 and probe.shape == (dim,) and np.isfinite(probe).all()):
+        raise IntegrityError(f"{path}: model_probe is not {dim} finite float32 numbers; {_FIX}")
     try:
         return AnchorSet(tuple(names), normalise_rows(vectors), str(model), tuple(templates), dtype, probe)
     except BadInputError as exc:

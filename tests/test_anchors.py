@@ -151,6 +151,9 @@ def test_constructor_refuses_inconsistent_sets() -> None:
         AnchorSet(("a", "b"), np.zeros((3, 4)), MODEL, (), "float16")
     with pytest.raises(BadInputError, match="unique"):
         AnchorSet(("a", "A"), np.zeros((2, 4)), MODEL, (), "float16")
+    for bad in ("", "two  spaces", " padded", 3):
+        with pytest.raises(BadInputError, match="single spaces"):
+            AnchorSet(("a", bad), np.zeros((2, 4)), MODEL, (), "float16")
     with pytest.raises(BadInputError, match="probe"):
         AnchorSet(("a",), np.zeros((1, 4)), MODEL, (), "float16", np.zeros(5))
 
