@@ -22,9 +22,9 @@ import os
 import shutil
 import tempfile
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -76,20 +76,15 @@ def _keep_previous(path: Path) -> None:
     os.replace(tmp_prev, prev)
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, keep_previous: bool = False) -> None:
-    """Write ``data`` to ``path`` so that a crash leaves the old file or the new one, whole.
-
-    With ``keep_previous`` the file being replaced stays available as ``<name>.prev``.
-    Raises ``OSError`` (e.g. ENOSPC, EROFS) unchanged so callers can decide to keep
-    running in memory; the target is untouched in that case.
-    """
+def _atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None], keep_previous: bool) -> None:
+    """Run ``write`` on a temp file next to ``path``, fsync it, then rename it over ``path``."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         os.chmod(tmp_name, 0o666 & ~_UMASK)  # mkstemp's 0600 would make bundles unreadable to a service user
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+        with os.fdopen(fd, "w+b") as fh:
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         if keep_previous and target.exists():
@@ -102,6 +97,52 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, keep_previous:
     _fsync_dir(target.parent)
 
 
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, keep_previous: bool = False) -> None:
+    """Write ``data`` to ``path`` so that a crash leaves the old file or the new one, whole.
+
+    With ``keep_previous`` the file being replaced stays available as ``<name>.prev``.
+    Raises ``OSError`` (e.g. ENOSPC, EROFS) unchanged so callers can decide to keep
+    running in memory; the target is untouched in that case.
+    """
+    _atomic_write(path, lambda fh: fh.write(data), keep_previous)
+
+
+def _write_container(
+    fh: BinaryIO, fmt: str, version: int, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]
+) -> str:
+    """Write a container into the seekable, readable ``fh``; returns the sha256 of what was written.
+
+    The zip is written straight into ``fh`` and hashed by reading it back in
+    chunks, so a checkpoint of many MB needs no in-memory copy of itself.
+    """
+    if META_KEY in arrays:
+        raise ValueError(f"array name {META_KEY!r} is reserved")
+    full_meta = {**meta, "format": fmt, "version": version}
+    members = {META_KEY: np.frombuffer(json.dumps(full_meta, sort_keys=True).encode(), dtype=np.uint8)}
+    members.update({k: np.ascontiguousarray(v) for k, v in arrays.items()})
+    with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_STORED) as zf:
+        for name, arr in members.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            with zf.open(info, "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, arr, allow_pickle=False)
+        zf.comment = b"0" * _DIGEST_LEN
+    body_len = fh.tell() - _DIGEST_LEN
+    fh.seek(0)
+    digest = hashlib.sha256()
+    remaining = body_len
+    while remaining:
+        chunk = fh.read(min(_CHUNK, remaining))
+        if not chunk:
+            raise OSError(f"container shrank while being hashed ({remaining} bytes missing)")
+        digest.update(chunk)
+        remaining -= len(chunk)
+    stamp = digest.hexdigest().encode()
+    fh.seek(body_len)
+    fh.write(stamp)
+    digest.update(stamp)
+    return digest.hexdigest()
+
+
 def encode_container(fmt: str, version: int, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> bytes:
     """Serialise arrays + metadata into container bytes (see module docstring).
 
@@ -110,22 +151,8 @@ def encode_container(fmt: str, version: int, arrays: Mapping[str, np.ndarray], m
     before it. So any flipped bit anywhere, including zip headers ``np.load``
     would not check, and any truncation fail verification.
     """
-    if META_KEY in arrays:
-        raise ValueError(f"array name {META_KEY!r} is reserved")
-    full_meta = {**meta, "format": fmt, "version": version}
-    members = {META_KEY: np.frombuffer(json.dumps(full_meta, sort_keys=True).encode(), dtype=np.uint8)}
-    members.update({k: np.ascontiguousarray(v) for k, v in arrays.items()})
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
-        for name, arr in members.items():
-            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            with zf.open(info, "w", force_zip64=True) as fh:
-                np.lib.format.write_array(fh, arr, allow_pickle=False)
-        zf.comment = b"0" * _DIGEST_LEN
-    # Hash and stamp the digest in place: a learner state is several MB and a
-    # small device has no RAM to spare for two more copies of it.
-    with buf.getbuffer() as view:
-        view[-_DIGEST_LEN:] = hashlib.sha256(view[:-_DIGEST_LEN]).hexdigest().encode()
+    _write_container(buf, fmt, version, arrays, meta)
     return buf.getvalue()
 
 
@@ -137,10 +164,10 @@ def save_container(
     meta: Mapping[str, Any],
     keep_previous: bool = False,
 ) -> str:
-    """Atomically write a container; returns the sha256 of the written file."""
-    data = encode_container(fmt, version, arrays, meta)
-    atomic_write_bytes(path, data, keep_previous=keep_previous)
-    return sha256_bytes(data)
+    """Atomically write a container, streamed to disk; returns the sha256 of the written file."""
+    written: list[str] = []
+    _atomic_write(path, lambda fh: written.append(_write_container(fh, fmt, version, arrays, meta)), keep_previous)
+    return written[0]
 
 
 def load_container(
