@@ -103,9 +103,9 @@ class GradientHead:
         params = self.head.params
         for key, value in params.items():
             src = arrays.get(f"param.{key}")
-            if src is None or src.shape != value.shape:
-                got = None if src is None else src.shape
-                raise ValueError(f"head parameter {key!r}: saved shape {got}, expected {value.shape}")
+            if src is None or src.shape != value.shape or src.dtype != value.dtype:
+                got = None if src is None else f"{src.shape} {src.dtype}"
+                raise ValueError(f"head parameter {key!r}: saved shape/dtype {got}, expected {value.shape} {value.dtype}")
             if not np.isfinite(src).all():
                 raise ValueError(f"head parameter {key!r} holds NaN/Inf")
         self.optimizer.load_state_arrays({k[4:]: v for k, v in arrays.items() if k.startswith("opt.")})

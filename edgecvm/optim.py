@@ -53,14 +53,18 @@ def _load_into(target: dict[str, np.ndarray], arrays: Arrays, prefix: str) -> No
         src = arrays.get(prefix + key)
         if src is None:
             raise ValueError(f"optimizer state lacks {prefix + key!r}")
-        if src.shape != arr.shape:
-            raise ValueError(f"optimizer state {prefix + key!r} has shape {src.shape}, expected {arr.shape}")
+        if src.shape != arr.shape or src.dtype != arr.dtype:
+            raise ValueError(f"optimizer state {prefix + key!r} has shape/dtype {src.shape} {src.dtype}, "
+                             f"expected {arr.shape} {arr.dtype}")
+        if not np.isfinite(src).all():  # one NaN moment would turn every weight NaN at the next step
+            raise ValueError(f"optimizer state {prefix + key!r} holds NaN/Inf")
         arr[...] = src
 
 
 def _load_step(arrays: Arrays) -> int:
     t = arrays.get("t")  # 0-d when fresh, (1,) after a container round trip (ascontiguousarray)
-    if t is None or t.size != 1 or t.dtype.kind not in "iu" or int(t.reshape(())) < 0:
+    # Upper bound: the counter must still fit int64 after the steps to come (no device takes 2**62 steps).
+    if t is None or t.size != 1 or t.dtype.kind not in "iu" or not 0 <= int(t.reshape(())) < 2**62:
         raise ValueError("optimizer state lacks a valid step counter 't'")
     return int(t.reshape(()))
 
@@ -110,6 +114,8 @@ class Adam:
         t = _load_step(arrays)
         _load_into(self.m, arrays, "m.")
         _load_into(self.v, arrays, "v.")
+        if any((v < 0).any() for v in self.v.values()):  # a second moment is a running mean of squares
+            raise ValueError("optimizer state: Adam second moments must be >= 0")
         self.t = t
 
     def nbytes(self) -> int:

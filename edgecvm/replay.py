@@ -167,6 +167,9 @@ class ReplayBuffer:
             raise ValueError(f"replay features {features.shape} / labels {labels.shape} do not fit dim {feature_dim}")
         if seen.ndim != 1 or (labels.size and (labels.min() < 0 or labels.max() >= seen.size)):
             raise ValueError("replay labels outside the recorded classes")
+        # add() stores finite float16 only; one NaN/Inf would stall every later update.
+        if features.dtype != np.float16 or not np.isfinite(features).all():
+            raise ValueError(f"replay features must be finite float16 values (got {features.dtype})")
         held = np.bincount(labels, minlength=seen.size).astype(np.int64)
         if np.any(held > seen):
             raise ValueError("replay holds more samples of a class than were ever seen")

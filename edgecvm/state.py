@@ -232,13 +232,21 @@ def _section(arrays: Mapping[str, np.ndarray], prefix: str) -> dict[str, np.ndar
 def _fill(learner: Learner, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> None:
     """Load saved arrays and metadata into a freshly built learner (raises on any inconsistency)."""
     learner.method.load_state_arrays(_section(arrays, "method."))
-    learner.restore_known(list(meta["known"]))
+    known = meta["known"]
+    if not (isinstance(known, list) and all(isinstance(n, str) for n in known) and len(set(known)) == len(known)):
+        raise ValueError("known concepts are not a list of distinct names")
+    learner.restore_known(known)
     replay = ReplayBuffer.from_state_arrays(
         _section(arrays, "replay."), learner.replay.capacity, learner.feature_dim, learner.config.seed
     )
     if replay.size and int(replay.labels[: replay.size].max()) >= len(learner.known):
         raise ValueError("replay labels refer to concepts that are not in the known list")
     learner.replay = replay
-    learner.counters = from_dict(Counters, meta["counters"], "counters")
+    counters = from_dict(Counters, meta["counters"], "counters")
+    counts = [v for k, v in dataclasses.asdict(counters).items() if k != "per_concept"]
+    counts += list(counters.per_concept.values())
+    if not all(isinstance(c, int) and c >= 0 for c in counts):  # the schema checks the dict, not its values
+        raise ValueError("counters must be whole numbers >= 0")
+    learner.counters = counters
     learner.rng.bit_generator.state = meta["rng"]
     learner.replay.rng.bit_generator.state = meta["replay_rng"]

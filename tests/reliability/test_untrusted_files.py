@@ -21,10 +21,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from faults import seal_bundle
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
+from synthetic_data import CONCEPTS, Clusters, anchor_set, head_params
 
 from edgecvm.anchors import (
     ANCHORS_FORMAT,
@@ -38,7 +39,9 @@ from edgecvm.bundle import MANIFEST, Manifest, _self_hash, load_bundle
 from edgecvm.errors import EdgeCVMError
 from edgecvm.head_file import HEAD_FORMAT, HEAD_VERSION, ConseBranch, HeadParams, load_head, save_head
 from edgecvm.integrity import encode_container, sha256_bytes
+from edgecvm.learner import Learner, LearnerConfig
 from edgecvm.preprocess import Preprocessor
+from edgecvm.state import STATE_FORMAT, STATE_VERSION, StateIdentity, load_state, save_state, state_path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "edgecvm"
 # `make soak` raises the example count (EDGECVM_FUZZ_EXAMPLES) for a deeper search.
@@ -147,6 +150,8 @@ anchor_names_arrays = _name_arrays(json_values) | _name_arrays(st.text(max_size=
     meta_updates=st.dictionaries(st.sampled_from(ANCHOR_META) | st.text(max_size=4), json_values, max_size=3),
     drop=st.sets(st.sampled_from(ANCHOR_ARRAYS + ANCHOR_META), max_size=2),
 )
+@example(arr_updates={}, meta_updates={"dtype": []}, drop=set())
+@example(arr_updates={"names": np.frombuffer(b'["0", "\\r", "00"]', np.uint8)}, meta_updates={}, drop=set())
 def test_fuzzed_anchor_containers(arr_updates, meta_updates, drop):
     path = _mutated(ANCHOR_PARTS, arr_updates, meta_updates, drop, ANCHORS_FORMAT, ANCHORS_VERSION, "f.anchors.npz")
     loaded = _only_project_errors(load_anchors, path)
@@ -160,11 +165,96 @@ def test_fuzzed_anchor_containers(arr_updates, meta_updates, drop):
     meta_updates=st.dictionaries(st.sampled_from(HEAD_META) | st.text(max_size=4), json_values, max_size=3),
     drop=st.sets(st.sampled_from(HEAD_ARRAYS + HEAD_META), max_size=2),
 )
+@example(arr_updates={"proj.w": np.zeros((4, 2), np.int8)}, meta_updates={}, drop=set())
+@example(arr_updates={"proj.b": np.full(2, np.nan, np.float32)}, meta_updates={}, drop=set())
+@example(arr_updates={"conse.fc_b": np.zeros((), np.float32)}, meta_updates={}, drop=set())
+@example(arr_updates={}, meta_updates={"feature_dim": float("inf")}, drop=set())
+@example(arr_updates={}, meta_updates={"temperature": -1.0}, drop=set())
 def test_fuzzed_head_containers(arr_updates, meta_updates, drop):
     path = _mutated(HEAD_PARTS, arr_updates, meta_updates, drop, HEAD_FORMAT, HEAD_VERSION, "fuzz_head.npz")
     loaded = _only_project_errors(load_head, path)
     if loaded is not None:
         _usable_head(loaded)
+
+
+# --- learner state: the same, plus same-shape arrays with hostile values -------------------------
+
+STATE_IDENTITY = StateIdentity(bundle_sha256="b" * 64, anchors_sha256="a" * 64)
+STATE_CONFIG = LearnerConfig(replay_bytes=8 * 8 * 2, batch_size=4)
+
+
+def _small_head():
+    """Small dims keep hypothesis' same-shape arrays (and its failure reports) short."""
+    return head_params(feature_dim=8, concept_dim=4)
+
+
+def _state_learner() -> Learner:
+    return Learner(_small_head(), anchor_set(dim=4), STATE_CONFIG)
+
+
+def _valid_state_parts():
+    learner = _state_learner()
+    clusters = Clusters(3, feature_dim=8)
+    for i in range(12):
+        learner.observe_features(clusters.draw(np.array([i % 3])), [CONCEPTS[i % 3]])
+    folder = WORKDIR / "valid_state"
+    save_state(folder, learner, STATE_IDENTITY)
+    return _container_parts(state_path(folder))
+
+
+STATE_PARTS = _valid_state_parts()
+STATE_ARRAYS, STATE_META = tuple(STATE_PARTS[0]), tuple(STATE_PARTS[1])
+hostile_floats = st.floats(allow_nan=True, allow_infinity=True, width=16)
+
+
+@st.composite
+def same_shape_arrays(draw, parts):
+    """Replace some arrays by arrays of their own shape and dtype holding arbitrary values."""
+    keys = draw(st.sets(st.sampled_from(tuple(parts[0])), max_size=2))
+    out = {}
+    for key in keys:
+        like = parts[0][key]
+        elements = hostile_floats if like.dtype.kind == "f" else None
+        out[key] = draw(hnp.arrays(like.dtype, like.shape, elements=elements))
+    return out
+
+
+@FUZZ
+@given(
+    same_shape=same_shape_arrays(STATE_PARTS),
+    arr_updates=st.dictionaries(st.sampled_from(STATE_ARRAYS), arrays, max_size=2),
+    meta_updates=st.dictionaries(st.sampled_from(STATE_META) | st.text(max_size=4), json_values, max_size=2),
+    drop=st.sets(st.sampled_from(STATE_ARRAYS + STATE_META), max_size=2),
+)
+# Hostile values found by this fuzzer (each once let a bad state load or crash a later step); always run.
+@example(same_shape={"method.opt.m.w": np.full((8, 4), np.inf, np.float32)}, arr_updates={}, meta_updates={}, drop=set())
+@example(same_shape={"method.opt.v.b": np.full(4, -1.0, np.float32)}, arr_updates={}, meta_updates={}, drop=set())
+@example(same_shape={"replay.features": np.full((8, 8), np.inf, np.float16)}, arr_updates={}, meta_updates={},
+         drop=set())
+@example(same_shape={"method.opt.t": np.array([2**63 - 1])}, arr_updates={}, meta_updates={}, drop=set())
+@example(same_shape={}, arr_updates={"method.param.b": np.full(4, 1e300)}, meta_updates={}, drop=set())
+@example(same_shape={}, arr_updates={}, meta_updates={"known": [None]}, drop=set())
+@example(same_shape={}, arr_updates={}, meta_updates={"known": ["cat", "cat", "dog"]}, drop=set())
+@example(same_shape={}, arr_updates={}, drop=set(), meta_updates={
+    "counters": {"updates": 12, "frames_seen": 12, "per_concept": {"cat": "x"}}})
+@example(same_shape={}, arr_updates={}, drop=set(), meta_updates={
+    "counters": {"updates": -5, "frames_seen": 12, "per_concept": {}}})
+def test_fuzzed_state_files(same_shape, arr_updates, meta_updates, drop):
+    folder = WORKDIR / "fuzz_state"
+    folder.mkdir(exist_ok=True)
+    path = _mutated(STATE_PARTS, {**same_shape, **arr_updates}, meta_updates, drop, STATE_FORMAT, STATE_VERSION,
+                    "fuzz_state/state.npz")
+    learner = _only_project_errors(
+        lambda _: load_state(folder, _small_head(), anchor_set(dim=4), STATE_IDENTITY, STATE_CONFIG), path)
+    if learner is None:
+        return
+    # An accepted state must go on learning: a finite step is taken, and the weights stay finite.
+    assert learner.counters.updates >= 0 and all(v >= 0 for v in learner.counters.per_concept.values())
+    result = learner.observe_features(Clusters(3, feature_dim=8, seed=5).draw(np.array([0])), [CONCEPTS[0]])
+    assert not result.skipped
+    assert all(np.isfinite(v).all() for v in learner.method.state_arrays().values())
+    if learner.known:
+        learner.predict_features(np.ones((1, 8), np.float32))
 
 
 # --- self-hashed manifests with mutated fields ---------------------------------------------------
@@ -187,6 +277,9 @@ number_lists = st.lists(st.floats(allow_nan=True, allow_infinity=True) | st.inte
                             json_values | number_lists | st.integers(-5, 300), max_size=3),
     drop=st.sets(st.sampled_from(MANIFEST_FIELDS), max_size=2),
 )
+@example(updates={"mean": []}, drop=set())
+@example(updates={"std": [0.5, 0.0, 0.5]}, drop=set())
+@example(updates={"input_size": 0}, drop=set())
 def test_fuzzed_manifests(updates, drop):
     folder = WORKDIR / "fuzz_bundle"
     data = _valid_manifest_dict(folder)
