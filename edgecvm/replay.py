@@ -67,6 +67,11 @@ class ReplayBuffer:
     def nbytes(self) -> int:
         return self.features.nbytes + self.labels.nbytes
 
+    @property
+    def bytes_per_sample(self) -> int:
+        """Feature plus label bytes of one slot (``nbytes == capacity * bytes_per_sample``)."""
+        return self.feature_dim * BYTES_PER_VALUE + self.labels.itemsize
+
     def _ensure_class(self, label: int) -> None:
         if label >= self.held.size:
             grow = label + 1 - self.held.size
