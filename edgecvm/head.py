@@ -40,8 +40,13 @@ class ProjectionHead:
         self.dtype = np.dtype(dtype)
         self.params: dict[str, np.ndarray] = {k: np.array(v, dtype=self.dtype) for k, v in head.params.items()}
 
-    def _frozen_part(self, features: np.ndarray) -> np.ndarray | None:
-        if self.conse is None or self.conse.weight == 0.0:
+    @property
+    def has_frozen_part(self) -> bool:
+        return self.conse is not None and self.conse.weight != 0.0
+
+    def frozen_part(self, features: np.ndarray) -> np.ndarray | None:
+        """``conse_weight * conse(f)`` (n, D), or None without a ConSE branch. Constant for a given ``f``."""
+        if not self.has_frozen_part:
             return None
         part = conse_embed(features, self.conse)
         part *= self.conse.weight
@@ -64,7 +69,7 @@ class ProjectionHead:
     def embed(self, features: np.ndarray) -> np.ndarray:
         """Unnormalised concept-space embedding ``e(f)`` (n, D)."""
         z, _, _ = self._proj(features)
-        frozen = self._frozen_part(features)
+        frozen = self.frozen_part(features)
         if frozen is not None:
             z += frozen
         return z
@@ -80,13 +85,23 @@ class ProjectionHead:
         return self.temperature * (self.embed_unit(features) @ anchors.T)
 
     def loss_and_grads(
-        self, features: np.ndarray, targets: np.ndarray, anchors: np.ndarray
+        self,
+        features: np.ndarray,
+        targets: np.ndarray,
+        anchors: np.ndarray,
+        frozen: np.ndarray | None = None,
+        out: dict[str, np.ndarray] | None = None,
     ) -> tuple[float, dict[str, np.ndarray]]:
-        """Mean cross-entropy of ``targets`` (row indices into ``anchors``) and d loss / d params."""
+        """Mean cross-entropy of ``targets`` (row indices into ``anchors``) and d loss / d params.
+
+        ``frozen``: ``frozen_part(features)`` if the caller has it already (cached for replay samples).
+        ``out``: arrays shaped like ``params`` to write the gradients into, so a step allocates no MBs.
+        """
         n = features.shape[0]
         rows = np.arange(n)
         z, pre, hidden = self._proj(features)
-        frozen = self._frozen_part(features)
+        if frozen is None:
+            frozen = self.frozen_part(features)
         e = z if frozen is None else z + frozen
         norm = np.sqrt(np.einsum("nd,nd->n", e, e) + _NORM_EPS_SQ)[:, None]
         u = e / norm
@@ -103,15 +118,14 @@ class ProjectionHead:
         du = p @ anchors
         de = du - u * np.einsum("nd,nd->n", du, u)[:, None]
         de /= norm
-        grads: dict[str, np.ndarray] = {"b": de.sum(axis=0)}
-        if hidden is None:
-            grads["w"] = features.T @ de
-            return loss, grads
-        grads["w"] = hidden.T @ de
-        d_hidden = de @ self.params["w"].T
-        d_hidden *= pre > 0
-        grads["w1"] = features.T @ d_hidden
-        grads["b1"] = d_hidden.sum(axis=0)
+        grads = out if out is not None else {k: np.empty_like(v) for k, v in self.params.items()}
+        np.sum(de, axis=0, out=grads["b"])
+        np.matmul((features if hidden is None else hidden).T, de, out=grads["w"])
+        if hidden is not None:
+            d_hidden = de @ self.params["w"].T
+            d_hidden *= pre > 0
+            np.matmul(features.T, d_hidden, out=grads["w1"])
+            np.sum(d_hidden, axis=0, out=grads["b1"])
         return loss, grads
 
     def nbytes(self) -> int:

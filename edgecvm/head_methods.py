@@ -23,7 +23,7 @@ from edgecvm.errors import BadInputError
 from edgecvm.head import ProjectionHead
 from edgecvm.head_file import HeadParams
 from edgecvm.optim import Adam, Optimizer, SGDMomentum
-from edgecvm.replay import ReplayBatch
+from edgecvm.replay import ReplayBatch, SampleCache
 
 
 class HeadMethod(Protocol):
@@ -55,8 +55,8 @@ class HeadMethod(Protocol):
         """Inverse of ``state_arrays``; ``ValueError`` on missing keys or wrong shapes."""
         ...
 
-    def nbytes(self) -> int:
-        """Bytes of every array the method holds, for the memory plan."""
+    def nbytes(self, replay_capacity: int = 0) -> int:
+        """Bytes of every array the method holds (with a replay buffer of that capacity), for the memory plan."""
         ...
 
 
@@ -71,12 +71,18 @@ def all_finite(arrays: Mapping[str, np.ndarray]) -> bool:
 
 
 class GradientHead:
-    """Cross-entropy over cosine logits to the known anchors, minimised by an optimizer step per update."""
+    """Cross-entropy over cosine logits to the known anchors, minimised by an optimizer step per update.
+
+    The frozen ConSE part of each replayed feature is cached: computing it is a
+    (batch x 1280) @ (1280 x 1000) product, the largest single cost of an update.
+    """
 
     def __init__(self, name: str, head: HeadParams, make_optimizer: Callable[[dict[str, np.ndarray]], Optimizer]):
         self.name = name
         self.head = ProjectionHead(head)
         self.optimizer = make_optimizer(self.head.params)
+        self.replay_cache = SampleCache(head.concept_dim)
+        self._grads = {k: np.zeros_like(v) for k, v in self.head.params.items()}
 
     def embed(self, features: np.ndarray) -> np.ndarray:
         return self.head.embed_unit(features)
@@ -84,11 +90,14 @@ class GradientHead:
     def update(
         self, features: np.ndarray, targets: np.ndarray, known_anchors: np.ndarray, replay: ReplayBatch | None
     ) -> float:
+        frozen = self.head.frozen_part(features)
         if replay is not None:
+            if frozen is not None:
+                frozen = np.concatenate([frozen, self.replay_cache.lookup(replay, self.head.frozen_part)])
             features = np.concatenate([features, replay.features], dtype=np.float32)
             targets = np.concatenate([targets, replay.labels])
         with np.errstate(over="ignore", invalid="ignore"):  # overflow is detected below and skipped
-            loss, grads = self.head.loss_and_grads(features, targets, known_anchors)
+            loss, grads = self.head.loss_and_grads(features, targets, known_anchors, frozen, out=self._grads)
         if not (math.isfinite(loss) and all_finite(grads)):
             return math.nan
         self.optimizer.step(self.head.params, grads)
@@ -111,10 +120,12 @@ class GradientHead:
         self.optimizer.load_state_arrays({k[4:]: v for k, v in arrays.items() if k.startswith("opt.")})
         for key, value in params.items():
             value[...] = arrays[f"param.{key}"]
+        self.replay_cache.clear()
 
-    def nbytes(self) -> int:
-        # + one set of gradients alive during a step
-        return self.head.nbytes() + self.optimizer.nbytes() + sum(v.nbytes for v in self.head.params.values())
+    def nbytes(self, replay_capacity: int = 0) -> int:
+        gradients = sum(v.nbytes for v in self._grads.values())
+        cache = SampleCache.nbytes_for(replay_capacity, self.replay_cache.dim) if self.head.has_frozen_part else 0
+        return self.head.nbytes() + self.optimizer.nbytes() + gradients + cache
 
 
 def _adam_head(head: HeadParams) -> HeadMethod:

@@ -121,7 +121,7 @@ def plan_memory(
                  f"30 MB/frame at 224 px; {input_size} px, batch {batch_size}, {arena} ORT arena"),
         PlanItem("frame buffers", frames, f"2 x {width}x{height} RGB frame + resize, float32 input batch"),
         PlanItem("anchors", anchors_bytes, "float32 unit vectors of the anchor file"),
-        PlanItem("head", head_bytes, "weights, ConSE branch, optimizer state, gradients"),
+        PlanItem("head", head_bytes, "weights, ConSE branch, optimizer state, gradients, replay cache"),
     ]
     if learning:
         items += [
@@ -148,7 +148,7 @@ def plan_for_learner(
         profile,
         model_bytes=Path(model_path).stat().st_size,
         input_size=input_size,
-        head_bytes=learner.method.nbytes(),
+        head_bytes=learner.method.nbytes(learner.replay.capacity),
         anchors_bytes=learner.anchors.vectors.nbytes,
         replay_bytes=learner.replay.nbytes,
         largest_state_array=largest,

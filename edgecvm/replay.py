@@ -21,7 +21,7 @@ The arrays are allocated once at full capacity so memory use is known up front
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,6 +34,9 @@ _F16_MAX = float(np.finfo(np.float16).max)
 class ReplayBatch:
     features: np.ndarray  # (m, F) float16
     labels: np.ndarray  # (m,) int64, the learner's known-concept indices
+    slots: np.ndarray  # (m,) where each sample sits in the buffer, < capacity
+    stamps: np.ndarray  # (m,) unique id of each stored sample: a slot's stamp changes when it is rewritten
+    capacity: int  # of the buffer; with slots and stamps, lets a method cache per-sample values
 
 
 def capacity_for_bytes(replay_bytes: int, feature_dim: int) -> int:
@@ -50,6 +53,8 @@ class ReplayBuffer:
         self.feature_dim = feature_dim
         self.features = np.zeros((capacity, feature_dim), dtype=np.float16)
         self.labels = np.zeros(capacity, dtype=np.int64)
+        self.stamps = np.zeros(capacity, dtype=np.int64)  # 0: never written
+        self._next_stamp = 1
         self.size = 0
         self.held = np.zeros(0, dtype=np.int64)  # slots held per class
         self.seen = np.zeros(0, dtype=np.int64)  # samples offered per class
@@ -65,12 +70,12 @@ class ReplayBuffer:
 
     @property
     def nbytes(self) -> int:
-        return self.features.nbytes + self.labels.nbytes
+        return self.features.nbytes + self.labels.nbytes + self.stamps.nbytes
 
     @property
     def bytes_per_sample(self) -> int:
-        """Feature plus label bytes of one slot (``nbytes == capacity * bytes_per_sample``)."""
-        return self.feature_dim * BYTES_PER_VALUE + self.labels.itemsize
+        """Feature, label and stamp bytes of one slot (``nbytes == capacity * bytes_per_sample``)."""
+        return self.feature_dim * BYTES_PER_VALUE + self.labels.itemsize + self.stamps.itemsize
 
     def _ensure_class(self, label: int) -> None:
         if label >= self.held.size:
@@ -115,6 +120,8 @@ class ReplayBuffer:
                 continue
             np.clip(row, -_F16_MAX, _F16_MAX, out=self.features[slot], casting="unsafe")
             self.labels[slot] = label
+            self.stamps[slot] = self._next_stamp
+            self._next_stamp += 1
             self.held[label] += 1
 
     def sample(self, n: int, rng: np.random.Generator) -> ReplayBatch | None:
@@ -122,7 +129,7 @@ class ReplayBuffer:
         if self.size == 0 or n <= 0:
             return None
         idx = rng.choice(self.size, size=n, replace=False) if n < self.size else np.arange(self.size)
-        return ReplayBatch(self.features[idx], self.labels[idx])
+        return ReplayBatch(self.features[idx], self.labels[idx], idx, self.stamps[idx], self.capacity)
 
     def shrink(self, new_bytes: int) -> int:
         """Reduce capacity to fit ``new_bytes`` (memory pressure), evicting from the largest classes.
@@ -145,9 +152,12 @@ class ReplayBuffer:
         keep = np.sort(np.concatenate(kept)) if kept else np.zeros(0, dtype=np.int64)
         features = np.zeros((new_capacity, self.feature_dim), dtype=np.float16)
         labels = np.zeros(new_capacity, dtype=np.int64)
+        stamps = np.zeros(new_capacity, dtype=np.int64)
         features[: keep.size] = self.features[keep]
         labels[: keep.size] = self.labels[keep]
-        self.features, self.labels, self.size, self.held = features, labels, int(keep.size), keep_per_class
+        stamps[: keep.size] = self.stamps[keep]
+        self.features, self.labels, self.stamps = features, labels, stamps
+        self.size, self.held = int(keep.size), keep_per_class
         return new_capacity
 
     def state_arrays(self) -> dict[str, np.ndarray]:
@@ -181,7 +191,49 @@ class ReplayBuffer:
         buffer = cls(max(capacity, features.shape[0]), feature_dim, seed)
         buffer.features[: features.shape[0]] = features
         buffer.labels[: labels.size] = labels
+        buffer.stamps[: labels.size] = np.arange(1, labels.size + 1)
+        buffer._next_stamp = labels.size + 1
         buffer.size = int(labels.size)
         buffer.held, buffer.seen = held, seen.astype(np.int64)
         buffer.shrink(capacity * feature_dim * BYTES_PER_VALUE)
         return buffer
+
+
+class SampleCache:
+    """Per-sample values derived from replay features (e.g. the frozen ConSE embedding), by slot.
+
+    A value is computed the first time its sample is replayed and reused until
+    the slot holds another sample (its stamp changes), so a constant
+    function of a stored feature is not recomputed at every update.
+    """
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+        self.values = np.zeros((0, dim), dtype=np.float32)
+        self.stamps = np.zeros(0, dtype=np.int64)
+
+    @staticmethod
+    def nbytes_for(capacity: int, dim: int) -> int:
+        return capacity * (dim * 4 + 8)
+
+    @property
+    def nbytes(self) -> int:
+        return self.values.nbytes + self.stamps.nbytes
+
+    def clear(self) -> None:
+        self.values = np.zeros((0, self.dim), dtype=np.float32)
+        self.stamps = np.zeros(0, dtype=np.int64)
+
+    def lookup(self, batch: ReplayBatch, compute: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+        """(m, dim) values for the batch; ``compute`` maps float32 features (k, F) to (k, dim) for the misses."""
+        if self.stamps.size != batch.capacity:  # first use, or the buffer was shrunk: slots moved
+            self.values = np.zeros((batch.capacity, self.dim), dtype=np.float32)
+            self.stamps = np.zeros(batch.capacity, dtype=np.int64)
+        # Row by row: a BLAS product's rounding can depend on how many rows it gets, and a value must not
+        # depend on which other samples missed with it (a resumed learner has to reproduce it exactly).
+        for i in np.flatnonzero(self.stamps[batch.slots] != batch.stamps):
+            slot = batch.slots[i]
+            self.values[slot] = compute(batch.features[i : i + 1].astype(np.float32))[0]
+            self.stamps[slot] = batch.stamps[i]
+        return self.values[batch.slots]
+
