@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 from collections.abc import Sequence
 
@@ -50,7 +51,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _WarningFormatter(logging.Formatter):
+    """Library warnings (bad frames, failed checkpoints, missing providers) as ``edgecvm: warning: ...`` lines."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"edgecvm: {record.levelname.lower()}: {record.getMessage()}"
+
+
+def _log_warnings_to_stderr() -> None:
+    root = logging.getLogger()
+    if not root.handlers:  # a host application (or pytest) that configured logging keeps its own setup
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(_WarningFormatter())
+        root.addHandler(handler)
+        root.setLevel(logging.WARNING)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _log_warnings_to_stderr()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -11,6 +11,7 @@ once the checkpoint is on disk). ``--json`` prints one line per checkpoint
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import math
 import sys
@@ -28,17 +29,25 @@ from edgecvm.device import (
 )
 from edgecvm.errors import BadInputError, InterruptedAfterCheckpoint, StreamLostError
 from edgecvm.head_methods import HEAD_METHODS
+from edgecvm.learner import UpdateResult
 from edgecvm.memory_plan import MB, RssMonitor, peak_rss_bytes, replay_shrinker
 from edgecvm.progress import Progress
 from edgecvm.state import Checkpointer, state_path
 from edgecvm.streams import Stream
+from edgecvm.update_thread import UpdateThread
 
 log = logging.getLogger("edgecvm.learn")
 _LOSS_SMOOTHING = 0.05  # weight of the newest loss in the reported running mean
 
 
 class LearnRun:
-    """One `learn` invocation: the loop, its counters and what it reports."""
+    """One `learn` invocation: the loop, its counters and what it reports.
+
+    Updates run on ``UpdateThread``'s worker while the backbone reads the next
+    frame; everything that touches the learner between updates (RSS check,
+    replay shrink, checkpoint and its JSON line) runs there too, right after
+    an update, via ``after_update``.
+    """
 
     def __init__(self, device: Device, stream: Stream, label: str | None, state_dir: str, checkpoint_every: int,
                  as_json: bool) -> None:
@@ -50,10 +59,11 @@ class LearnRun:
         self.frames = self.bad_frames = 0
         self.loss = math.nan
         self.started = time.monotonic()
+        self._saved_counters: dict[str, object] | None = None  # counters in the newest checkpoint of this run
 
     def run(self, stop: StopOnSignal) -> None:
         learner = self.device.learner
-        with Progress(self.stream.total, "learn", unit="frames") as bar:
+        with Progress(self.stream.total, "learn", unit="frames") as bar, UpdateThread(learner, self) as updates:
             for frame in self.stream:
                 self.frames += 1
                 if frame.error is not None or frame.image is None:
@@ -62,25 +72,36 @@ class LearnRun:
                     log.warning("skipping %s: %s", frame.origin, frame.error)
                 else:
                     features = self.device.extractor.extract([frame.image])
-                    result = learner.observe_features(features, [self.label or frame.label])
-                    if result.skipped:
-                        log.warning("%s: non-finite features or loss; update skipped", frame.origin)
-                    elif math.isnan(self.loss):
-                        self.loss = result.loss
-                    else:
-                        self.loss += _LOSS_SMOOTHING * (result.loss - self.loss)
-                    self.monitor.tick()
-                    if self.checkpointer.maybe_checkpoint():
-                        self.report_checkpoint()
+                    self._note(updates.submit(features, [self.label or frame.label]), frame.origin)
                 bar.update(1, loss=self.loss, known=len(learner.known))
                 if stop.signum is not None:
                     break
+            self._note(updates.wait(), "the last frame")
+
+    def _note(self, result: UpdateResult | None, origin: str) -> None:
+        if result is None:
+            return
+        if result.skipped:
+            log.warning("%s: non-finite features or loss; update skipped", origin)
+        elif math.isnan(self.loss):
+            self.loss = result.loss
+        else:
+            self.loss += _LOSS_SMOOTHING * (result.loss - self.loss)
+
+    def maybe_checkpoint(self) -> None:
+        """After each update, on the update worker (``UpdateThread`` calls it): RSS check, periodic checkpoint."""
+        self.monitor.tick()
+        if self.checkpointer.maybe_checkpoint():
+            self.report_checkpoint()
 
     def checkpoint(self) -> None:
-        if self.checkpointer.checkpoint():
+        """Checkpoint now unless the newest file already holds exactly this state (no update may be pending)."""
+        if self._saved_counters != dataclasses.asdict(self.device.learner.counters) and self.checkpointer.checkpoint():
             self.report_checkpoint()
 
     def report_checkpoint(self) -> None:
+        """The JSON line describes the file just written, so it is printed only once the file is on disk."""
+        self._saved_counters = dataclasses.asdict(self.device.learner.counters)
         if self.as_json:
             counters = self.device.learner.counters
             print(json_line({"event": "checkpoint", "updates": counters.updates, "frames": counters.frames_seen,
