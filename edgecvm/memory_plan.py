@@ -12,17 +12,21 @@ host (x86-64, Python 3.11, numpy 2.4, onnxruntime 1.32, Lite0 224 px fp32,
 13.6 MB ``backbone.onnx``, 2 intra-op threads), RSS read from /proc:
 
 - interpreter + numpy + onnxruntime + pillow + pyyaml + edgecvm modules: 56 MB;
-- ``InferenceSession`` creation: +50 MB with graph optimisation "all" (the
-  model proto, the optimised graph's re-laid-out NCHWc weights and MLAS's
-  pre-packed kernels coexist: 3.7x the file), +27 MB with "basic",
-  "extended" or "disable" (2.0x);
-- after 100 frames of inference (activations; glibc keeps freed buffers):
-  +21 to +26 MB at batch 1 and 224 px with or without the CPU arena (+35 MB
-  once, under load); taken as 30 MB, scaled with pixel count and batch size.
+- ``InferenceSession`` creation: +50-55 MB with graph optimisation "all"
+  (3.7x the file: glibc keeps the transient copies made while optimising,
+  the proto and the re-laid-out weights, resident), +27 MB with "basic",
+  "extended" or "disable" (2.0x). After ``limit_heap_retention()`` the
+  freed copies go back to the OS: +27-29 MB at every level (2.2x);
+- after 100 frames of inference at batch 1 and 224 px (activations): +21 to
+  +26 MB with the CPU arena, or without it at glibc defaults (+35 MB seen
+  once under load): taken as 30 MB. Without the arena and with heap
+  retention limited: +4 MB, but every frame then maps and zeroes fresh
+  buffers, 3-5x slower. Scaled with pixel count and batch size.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import resource
@@ -39,8 +43,11 @@ from edgecvm.replay import BYTES_PER_VALUE, ReplayBuffer
 MB = 1 << 20
 BASELINE_BYTES = 56 * MB  # measured: see module docstring
 SESSION_FACTOR = {"all": 3.7, "extended": 2.0, "basic": 2.0, "disable": 2.0}  # x backbone.onnx size
+SESSION_FACTOR_TRIMMED = 2.2  # any level, after limit_heap_retention()
 ACTIVATION_BYTES_224 = 30 * MB  # per frame in a batch, at 224 x 224 input (measured 21-26, once 35 under load)
+ACTIVATION_BYTES_224_TRIMMED_NO_ARENA = 5 * MB  # measured 3.4-4.5
 CHECKPOINT_CHUNK = 1 * MB  # read-back buffer while hashing a checkpoint (integrity._CHUNK)
+_M_TRIM_THRESHOLD = -1  # glibc mallopt parameter
 log = logging.getLogger(__name__)
 
 
@@ -97,6 +104,7 @@ def plan_memory(
     batch_size: int = 1,
     frame_shape: tuple[int, int] = (480, 640),
     learning: bool = True,
+    heap_trimmed: bool = False,
 ) -> MemoryPlan:
     """Estimate the process's peak RSS.
 
@@ -106,19 +114,25 @@ def plan_memory(
     numpy serialises each array through one copy (learning only).
     ``batch_size``: frames per backbone call. ``frame_shape``: the decoded
     source frame (height, width), held twice (the newest frame and the one in
-    flight).
+    flight). ``heap_trimmed``: ``limit_heap_retention()`` was applied.
     """
     pixel_ratio = (input_size / 224) ** 2
-    factor = SESSION_FACTOR[profile.graph_optimization]
+    factor = SESSION_FACTOR_TRIMMED if heap_trimmed else SESSION_FACTOR[profile.graph_optimization]
     arena = "with" if profile.ort_cpu_arena else "without"
+    per_frame = ACTIVATION_BYTES_224
+    if heap_trimmed and not profile.ort_cpu_arena:
+        per_frame = ACTIVATION_BYTES_224_TRIMMED_NO_ARENA
+    trimmed = ", heap trimmed" if heap_trimmed else ""
     height, width = frame_shape
     frames = 2 * (height * width * 3 + input_size * input_size * 3) + batch_size * 3 * input_size**2 * 4
     items = [
         PlanItem("runtime baseline", BASELINE_BYTES, "python + numpy + onnxruntime + pillow, measured"),
         PlanItem("backbone session", int(model_bytes * factor),
-                 f"{factor}x backbone.onnx ({model_bytes / MB:.1f} MB), graph optimisation {profile.graph_optimization}"),
-        PlanItem("backbone activations", int(ACTIVATION_BYTES_224 * pixel_ratio * batch_size),
-                 f"30 MB/frame at 224 px; {input_size} px, batch {batch_size}, {arena} ORT arena"),
+                 f"{factor}x backbone.onnx ({model_bytes / MB:.1f} MB), graph optimisation "
+                 f"{profile.graph_optimization}{trimmed}"),
+        PlanItem("backbone activations", int(per_frame * pixel_ratio * batch_size),
+                 f"{per_frame / MB:.0f} MB/frame at 224 px; {input_size} px, batch {batch_size}, {arena} ORT arena"
+                 f"{trimmed}"),
         PlanItem("frame buffers", frames, f"2 x {width}x{height} RGB frame + resize, float32 input batch"),
         PlanItem("anchors", anchors_bytes, "float32 unit vectors of the anchor file"),
         PlanItem("head", head_bytes, "weights, ConSE branch, optimizer state, gradients, replay cache"),
@@ -141,6 +155,7 @@ def plan_for_learner(
     learner: Learner,
     learning: bool = True,
     frame_shape: tuple[int, int] = (480, 640),
+    heap_trimmed: bool = False,
 ) -> MemoryPlan:
     """``plan_memory`` filled in from a built (not yet running) ``Learner`` and the bundle's backbone file."""
     largest = max([a.nbytes for a in learner.method.state_arrays().values()] + [learner.replay.features.nbytes])
@@ -156,10 +171,31 @@ def plan_for_learner(
         batch_size=1,
         frame_shape=frame_shape,
         learning=learning,
+        heap_trimmed=heap_trimmed,
     )
 
 
-# ---- while running --------------------------------------------------------------------------------
+# ---- process set-up and monitoring ---------------------------------------------------------------
+
+
+def limit_heap_retention(threshold: int = 64 * 1024) -> bool:
+    """Make glibc hand freed memory back to the OS promptly; True when applied.
+
+    Call once at start-up, before the ONNX Runtime session is created. Sets
+    M_TRIM_THRESHOLD (which also stops glibc from raising its mmap threshold
+    as large blocks are freed): the transient weight copies ORT makes while
+    optimising the graph are then returned instead of staying resident,
+    measured -25 MB RSS for Lite0, with no change in inference speed when the
+    CPU arena is on. On other C libraries (musl, macOS) nothing changes.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(_M_TRIM_THRESHOLD, threshold))
+    except (OSError, AttributeError):  # not glibc
+        return False
+
 
 
 def current_rss_bytes() -> int | None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import platform
+import sys
 
 import numpy as np
 import pytest
@@ -16,6 +18,7 @@ from edgecvm.memory_plan import (
     MB,
     RssMonitor,
     current_rss_bytes,
+    limit_heap_retention,
     plan_for_learner,
     plan_memory,
     replay_shrinker,
@@ -56,6 +59,22 @@ def test_estimates_follow_the_profile_and_the_input_size():
     assert session["all"] > session["basic"]  # optimised graphs hold re-laid-out weight copies
     act = {s: next(i for i in _plan(input_size=s).items if i.name == "backbone activations").nbytes for s in (160, 224)}
     assert act[160] < act[224]
+
+
+def test_trimmed_heap_plans_smaller_sessions_and_arena_free_activations():
+    no_arena = dataclasses.replace(HOST, ort_cpu_arena=False)
+    plain = {i.name: i.nbytes for i in _plan(no_arena).items}
+    trimmed = {i.name: i.nbytes for i in _plan(no_arena, heap_trimmed=True).items}
+    assert trimmed["backbone session"] < plain["backbone session"]
+    assert trimmed["backbone activations"] < plain["backbone activations"]
+
+
+def test_limit_heap_retention_applies_on_glibc_linux():
+    applied = limit_heap_retention()
+    if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
+        assert applied is True
+    else:
+        assert applied is False
 
 
 def test_plan_over_budget_refuses_with_exit_code_3_and_the_table():
