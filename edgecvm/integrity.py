@@ -15,6 +15,7 @@ target, so a power cut leaves either the old or the new file, never half of one.
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import io
 import json
@@ -74,6 +75,25 @@ def _keep_previous(path: Path) -> None:
     except OSError:
         shutil.copyfile(path, tmp_prev)  # FAT/exFAT SD cards have no hard links
     os.replace(tmp_prev, prev)
+
+
+def remove_stale_temps(path: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temp files a crash mid-write left next to ``path``; returns those removed.
+
+    A power cut during ``_atomic_write`` leaves ``.<name>.*.tmp`` (and maybe
+    ``<name>.prev.tmp``) behind; on a device that loses power often they would
+    fill the card. Only the single writer of ``path`` may call this (at start):
+    it cannot tell another process's write in flight from a dead one. Failures
+    (a read-only card) are ignored: nothing can be written there anyway.
+    """
+    target = Path(path)
+    stale = [*target.parent.glob(f".{glob.escape(target.name)}.*.tmp"), target.with_name(target.name + ".prev.tmp")]
+    removed = []
+    for temp in stale:
+        with contextlib.suppress(OSError):
+            temp.unlink()
+            removed.append(temp)
+    return removed
 
 
 def _atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None], keep_previous: bool) -> None:

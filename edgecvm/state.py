@@ -33,7 +33,7 @@ from edgecvm.anchors import AnchorSet
 from edgecvm.bundle import Bundle
 from edgecvm.errors import BadInputError, EdgeCVMError, IntegrityError
 from edgecvm.head_file import HeadParams
-from edgecvm.integrity import load_container, save_container
+from edgecvm.integrity import load_container, remove_stale_temps, save_container
 from edgecvm.learner import Counters, FeatureExtractor, Learner, LearnerConfig
 from edgecvm.replay import ReplayBuffer
 from edgecvm.schema import from_dict
@@ -106,6 +106,10 @@ class Checkpointer:
         self.learner = learner
         self.identity = identity
         self.every = every
+        stale = remove_stale_temps(state_path(state_dir))
+        if stale:
+            log.warning("removed %d partial checkpoint file(s) left in %s by an interrupted write (power loss?)",
+                        len(stale), self.state_dir)
         self.written = 0  # successful checkpoints by this process
         self.failed = 0  # checkpoints the disk refused
         self.last_saved_update: int | None = None  # learner.counters.updates in the newest file on disk

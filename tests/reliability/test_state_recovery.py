@@ -18,7 +18,7 @@ from synthetic_data import CONCEPTS, Clusters, anchor_set, head_params
 
 from edgecvm.errors import IntegrityError
 from edgecvm.learner import Learner, LearnerConfig
-from edgecvm.state import StateIdentity, load_state, save_state, state_path
+from edgecvm.state import Checkpointer, StateIdentity, load_state, save_state, state_path
 
 IDENTITY = StateIdentity(bundle_sha256="b" * 64, anchors_sha256="a" * 64)
 CONFIG = LearnerConfig(replay_bytes=64 * 32 * 2, batch_size=4)
@@ -103,3 +103,16 @@ def test_missing_latest_with_previous_resumes_previous(state_dir, two_checkpoint
     """A crash between making ``.prev`` and the rename leaves only ``.prev``: it must be used."""
     state_path(state_dir).unlink()
     assert _load(state_dir).counters.updates == two_checkpoints[1][1]
+
+
+def test_restart_removes_partial_checkpoints_left_by_power_loss(state_dir, caplog):
+    """A kill mid-write leaves temp files; the next learner on the dir clears them (not the state itself)."""
+    partial = [state_dir / ".state.npz.k1ll3d.tmp", state_dir / "state.npz.prev.tmp"]
+    for path in partial:
+        path.write_bytes(b"half a checkpoint")
+    kept = {p.name: p.read_bytes() for p in state_dir.iterdir() if p not in partial}
+    learner = _load(state_dir)
+    with caplog.at_level(logging.WARNING):
+        Checkpointer(state_dir, learner, IDENTITY, every=5)
+    assert {p.name: p.read_bytes() for p in state_dir.iterdir()} == kept
+    assert any("partial checkpoint" in r.getMessage() for r in caplog.records)
