@@ -4,22 +4,22 @@ The session is built once from a verified bundle. Providers are tried in the
 profile's order; one that this onnxruntime build lacks (TensorRT on a Pi) is
 dropped with a warning naming it, and the CPU provider is always last.
 
-Memory: a profile with ``ort_cpu_arena: false`` asks for the smallest resident
-set, and gets three settings that each measurably help (host, Lite0 224 px,
-batch 1, 2 threads, graph optimisation "all"; RSS of the whole process after
-30 frames, measured while writing this module):
+Memory (host, Lite0 224 px, batch 1, 2 threads; RSS of a process holding
+only numpy + ORT after 40 frames, and median frame time; measured while
+writing this module):
 
-- ORT's CPU arena and memory patterns off: freed activations are not pooled;
-- ``session.disable_prepacking``: MLAS otherwise keeps a second, pre-packed
-  copy of every convolution's weights (-18 MB, identical outputs, no
-  measurable slowdown);
-- glibc's mmap threshold pinned to 128 KiB: by default glibc raises the
-  threshold after the first large free, so every later activation buffer
-  comes from the heap and is never handed back; pinned, they are unmapped
-  when freed (-25 MB; each frame then faults its buffers in again, which
-  costs a few ms per frame on a 2-core host).
-
-Together: 135 MB -> 85 MB. With the arena on, ORT's defaults stay (fastest, ~120 MB).
+- glibc keeps freed blocks by default, so the weight copies ORT makes while
+  optimising the graph stay resident. ``make_session`` first calls
+  ``memory_plan.limit_heap_retention()``: -20 MB at no cost in speed. (It
+  must run before the process frees any large block: ``device.open_device``
+  calls it first thing.)
+- The CPU arena (``ort_cpu_arena`` in the profile) then decides the rest:
+  on, activations are pooled: ~105 MB, 13-23 ms/frame; off, every frame maps
+  and frees fresh buffers: ~84 MB, 65-105 ms/frame. (Off *without* heap
+  trimming is the worst of both: 103-112 MB and 29-45 ms.)
+- Disabling MLAS weight pre-packing saved 18 MB only on an untrimmed heap,
+  and a pre-optimised model file (``optimized_model_filepath``) did not lower
+  the peak (the first inference's activations dominate): neither is used.
 
 Threads: the head's numpy work runs between backbone calls. With numpy's
 OpenBLAS and ORT each running a pool as wide as the cores, the two pools
@@ -31,7 +31,6 @@ therefore runs BLAS on one thread (5-8 ms) and gives the profile's threads to OR
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 from collections.abc import Sequence
 
@@ -41,6 +40,7 @@ from PIL import Image
 
 from edgecvm.bundle import Bundle
 from edgecvm.errors import BadInputError, IntegrityError
+from edgecvm.memory_plan import limit_heap_retention
 from edgecvm.preprocess import Preprocessor
 from edgecvm.profiles import DeviceProfile
 
@@ -55,8 +55,6 @@ _BLAS_THREAD_SETTERS = (  # numpy >= 2 wheels bundle scipy-openblas; older ones 
     "scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
     "openblas_set_num_threads64_", "openblas_set_num_threads",
 )
-_M_MMAP_THRESHOLD = -3  # mallopt parameter number in glibc's malloc.h
-_MMAP_THRESHOLD_BYTES = 128 * 1024  # glibc's initial value, kept from growing
 
 
 def select_providers(wanted: Sequence[str]) -> list[str]:
@@ -72,22 +70,6 @@ def select_providers(wanted: Sequence[str]) -> list[str]:
     if "CPUExecutionProvider" not in chosen:
         chosen.append("CPUExecutionProvider")
     return chosen
-
-
-def return_freed_memory_eagerly() -> bool:
-    """Pin glibc's mmap threshold so large freed buffers go back to the OS (see module docstring).
-
-    Process-wide and harmless to repeat. Returns False where the C library is
-    not glibc (musl, macOS): those allocators need no such setting.
-    """
-    libc_name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(libc_name)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError, TypeError):
-        log.debug("no glibc mallopt here (%s); allocator left as is", libc_name)
-        return False
-    return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES))
 
 
 def single_threaded_blas() -> bool:
@@ -110,7 +92,7 @@ def single_threaded_blas() -> bool:
 
 
 def session_options(profile: DeviceProfile) -> ort.SessionOptions:
-    """ORT options for a profile: threads, graph optimisation and the memory settings above."""
+    """ORT options for a profile: threads, graph optimisation, the CPU arena (see module docstring)."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = profile.threads
     options.inter_op_num_threads = 1
@@ -118,8 +100,6 @@ def session_options(profile: DeviceProfile) -> ort.SessionOptions:
     options.enable_cpu_mem_arena = profile.ort_cpu_arena
     options.enable_mem_pattern = profile.ort_cpu_arena
     options.log_severity_level = 3
-    if not profile.ort_cpu_arena:
-        options.add_session_config_entry("session.disable_prepacking", "1")
     return options
 
 
@@ -129,8 +109,7 @@ def make_session(bundle: Bundle, profile: DeviceProfile) -> ort.InferenceSession
         raise BadInputError(f"profile {profile.name} runs at {profile.resolution} px but {bundle.folder} was exported at "
                             f"{bundle.manifest.input_size} px; export with a matching recipe (export/lite0-"
                             f"{profile.resolution}.yaml) or pick another profile")
-    if not profile.ort_cpu_arena:
-        return_freed_memory_eagerly()
+    limit_heap_retention()
     single_threaded_blas()
     try:
         session = ort.InferenceSession(str(bundle.backbone_path), sess_options=session_options(profile),
