@@ -1,0 +1,173 @@
+"""`edgecvm learn` / `edgecvm predict` end to end on the built-in sample: accuracy, resume, JSON, exit codes."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import re
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+from device_cli import REPO, Run, edgecvm_command, run_cli, saved_updates, write_profile
+
+from edgecvm.cli import main
+
+
+@pytest.fixture(scope="module")
+def profile(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_profile(tmp_path_factory.mktemp("profiles"))
+
+
+@pytest.fixture(scope="module")
+def taught(tmp_path_factory: pytest.TempPathFactory, test_bundle: Path, samples_dir: Path, profile: Path) -> dict:
+    """A state dir taught every other training image of the sample (20 per concept), shuffled."""
+    state = tmp_path_factory.mktemp("taught") / "state"
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):  # capsys is per test; this fixture is shared by the module
+        code = main(["learn", "--bundle", str(test_bundle), "--stream", str(samples_dir / "train"), "--labels-from",
+                     "dirs", "--state", str(state), "--profile", str(profile), "--every", "2", "--shuffle", "0",
+                     "--checkpoint-every", "50", "--json"])
+    return {"code": code, "records": [json.loads(line) for line in out.getvalue().splitlines()], "state": state}
+
+
+def test_learn_reports_checkpoints_and_a_summary(taught: dict) -> None:
+    assert taught["code"] == 0
+    records = taught["records"]
+    checkpoints = [r for r in records if r["event"] == "checkpoint"]
+    assert [r["updates"] for r in checkpoints] == [50, 100, 150, 200]
+    assert all(r["path"].endswith("state.npz") and len(r["sha256"]) == 64 for r in checkpoints)
+    summary = records[-1]
+    assert summary["event"] == "summary" and summary["frames"] == 200 and summary["updates"] == 200
+    assert summary["bad_frames"] == 0 and summary["checkpoint_failures"] == 0 and summary["saved_update"] == 200
+    assert len(summary["known"]) == 10 and summary["loss"] < 1.0
+    assert saved_updates(taught["state"]) == 200
+
+
+def test_predict_after_teaching_is_accurate(capsys, taught: dict, test_bundle: Path, samples_dir: Path,
+                                            profile: Path) -> None:
+    run = run_cli(capsys, "predict", "--bundle", test_bundle, "--stream", samples_dir / "val", "--state",
+                  taught["state"], "--profile", profile, "--json")
+    assert run.code == 0
+    frames = [r for r in run.records if r["event"] == "frame"]
+    summary = run.summary
+    assert len(frames) == summary["labelled"] == 100 and summary["vocab"] == "known" and summary["vocab_size"] == 10
+    assert summary["accuracy"] == sum(f["correct"] for f in frames) / 100
+    assert summary["accuracy"] >= 0.7  # chance is 0.1; measured 0.92 with 20 images per concept
+    assert all(len(f["top_k"]) == 5 and f["top_k"][0][0] == f["concept"] for f in frames)
+    text = run_cli(capsys, "predict", "--bundle", test_bundle, "--stream", samples_dir / "val", "--every", "10",
+                   "--state", taught["state"], "--profile", profile, "--top-k", "2")
+    assert text.code == 0 and re.search(r"accuracy: \d+\.\d % \(\d+/10 labelled frames\), top-2", text.stdout)
+    assert re.search(r"val_\d+\.JPEG: goldfish \(\d\.\d\d\)  \[(ok|WRONG): goldfish\]", text.stdout)
+
+
+def test_zero_shot_without_state_answers_over_every_anchor(capsys, test_bundle: Path, samples_dir: Path,
+                                                          profile: Path) -> None:
+    run = run_cli(capsys, "predict", "--bundle", test_bundle, "--stream", samples_dir / "val", "--every", "2",
+                  "--profile", profile, "--json")
+    assert run.code == 0
+    summary = run.summary
+    assert summary["vocab"] == "all" and summary["vocab_size"] == 200 and summary["labelled"] == 50
+    assert summary["accuracy"] > 0.2  # chance over 200 concepts is 0.005; measured 0.47 on all 100 images
+
+
+def test_learn_resumes_the_state_dir(capsys, tmp_path: Path, taught: dict, test_bundle: Path, samples_dir: Path,
+                                     profile: Path) -> None:
+    state = tmp_path / "state"
+    shutil.copytree(taught["state"], state)
+    run = run_cli(capsys, "learn", "--bundle", test_bundle, "--stream", samples_dir / "val" / "sock", "--label", "sock",
+                  "--state", state, "--profile", profile, "--limit", "7", "--json")
+    assert run.code == 0
+    assert run.summary["updates"] == 7 and run.summary["updates_total"] == 207 and saved_updates(state) == 207
+    assert len(run.summary["known"]) == 10  # nothing forgotten about what the state knew
+
+
+def test_bad_frames_are_skipped_counted_and_named(capsys, caplog, tmp_path: Path, test_bundle: Path, samples_dir: Path,
+                                                  profile: Path) -> None:
+    stream = tmp_path / "stream"
+    shutil.copytree(samples_dir / "val" / "lemon", stream / "lemon")
+    good = sorted((stream / "lemon").glob("*.JPEG"))[0].read_bytes()
+    (stream / "lemon" / "broken.jpg").write_bytes(good[: len(good) // 2])
+    (stream / "lemon" / "empty.jpg").write_bytes(b"")
+    run = run_cli(capsys, "learn", "--bundle", test_bundle, "--stream", stream, "--state", tmp_path / "state",
+                  "--profile", profile, "--json")
+    assert run.code == 0 and run.summary["bad_frames"] == 2 and run.summary["updates"] == 10
+    assert "broken.jpg: cannot decode image" in caplog.text and "empty.jpg: empty file" in caplog.text
+    predicted = run_cli(capsys, "predict", "--bundle", test_bundle, "--stream", stream, "--state", tmp_path / "state",
+                        "--profile", profile, "--json")
+    assert predicted.summary["bad_frames"] == 2 and predicted.summary["predicted"] == 10
+
+
+@pytest.mark.parametrize("stream, extra, message", [
+    ("val", ["--label", "egyptian kat"], "unknown concept 'egyptian kat'.*Close names: 'Egyptian cat'"),
+    ("camera0", [], "camera0 gives unlabelled frames; say what they show with --label"),
+    ("val", ["--labels-from", "manifest"], "--labels-from manifest needs a .csv/.jsonl manifest"),
+    ("val", ["--every", "0"], "--every: must be >= 1"),
+])
+def test_bad_input_exits_2_with_one_line(capsys, tmp_path: Path, test_bundle: Path, samples_dir: Path, profile: Path,
+                                         stream: str, extra: list[str], message: str) -> None:
+    spec = stream if stream.startswith("camera") else samples_dir / stream
+    try:
+        run = run_cli(capsys, "learn", "--bundle", test_bundle, "--stream", spec, "--state", tmp_path / "s",
+                      "--profile", profile, *extra)
+    except SystemExit as exc:  # argparse rejects malformed options itself, also with exit code 2
+        run = Run(int(exc.code), "", capsys.readouterr().err.splitlines()[-1] + "\n")
+    assert run.code == 2
+    assert run.stderr.count("\n") == 1 and "edgecvm" in run.stderr and "error:" in run.stderr
+    assert re.search(message, run.stderr), run.stderr
+    assert not (tmp_path / "s" / "state.npz").exists()
+
+
+def test_unknown_folder_label_is_refused_before_learning(capsys, tmp_path: Path, test_bundle: Path, samples_dir: Path,
+                                                         profile: Path) -> None:
+    stream = tmp_path / "stream"
+    shutil.copytree(samples_dir / "val" / "lemon", stream / "lemmon")
+    run = run_cli(capsys, "learn", "--bundle", test_bundle, "--stream", stream, "--state", tmp_path / "s",
+                  "--profile", profile)
+    assert run.code == 2 and "'lemmon'" in run.stderr and "'lemon'" in run.stderr
+    assert not (tmp_path / "s" / "state.npz").exists()
+
+
+def test_memory_budget_exceeded_exits_3_with_the_plan(capsys, tmp_path: Path, test_bundle: Path, samples_dir: Path) -> None:
+    tight = write_profile(tmp_path, "tight", memory_budget_mb=60)
+    run = run_cli(capsys, "learn", "--bundle", test_bundle, "--stream", samples_dir / "val", "--state", tmp_path / "s",
+                  "--profile", tight)
+    assert run.code == 3 and "exceeds the 60 MB budget" in run.stderr
+    assert "backbone session" in run.stderr and "replay buffer" in run.stderr  # the table
+    assert not (tmp_path / "s" / "state.npz").exists()
+
+
+def test_profile_at_another_resolution_is_refused(capsys, tmp_path: Path, test_bundle: Path, samples_dir: Path) -> None:
+    other = write_profile(tmp_path, "small", resolution=160)
+    run = run_cli(capsys, "predict", "--bundle", test_bundle, "--stream", samples_dir / "val", "--profile", other)
+    assert run.code == 2 and "runs at 160 px but" in run.stderr
+
+
+def test_predict_known_vocab_without_teaching_is_bad_input(capsys, test_bundle: Path, samples_dir: Path,
+                                                          profile: Path) -> None:
+    run = run_cli(capsys, "predict", "--bundle", test_bundle, "--stream", samples_dir / "val", "--profile", profile,
+                  "--vocab", "known")
+    assert run.code == 2 and "--vocab all" in run.stderr
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_signal_checkpoints_then_exits_130(tmp_path: Path, test_bundle: Path, samples_dir: Path, profile: Path,
+                                           signum: int) -> None:
+    state = tmp_path / "state"
+    proc = subprocess.Popen(
+        edgecvm_command("learn", "--bundle", test_bundle, "--stream", samples_dir / "train", "--state", state,
+                        "--profile", profile, "--checkpoint-every", "7", "--json"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    first = json.loads(proc.stdout.readline())
+    assert first["event"] == "checkpoint"
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    summary = json.loads(out.splitlines()[-1])
+    assert summary["interrupted_by"] == signal.Signals(signum).name
+    assert summary["frames"] < 400 and summary["saved_update"] == summary["updates_total"]
+    assert saved_updates(state) == summary["updates_total"]  # every update made it to disk
+    assert err.strip().splitlines()[-1].startswith(f"edgecvm: error: interrupted by {signal.Signals(signum).name}")
