@@ -1,0 +1,139 @@
+"""Soak: stream 100,000 frames through the real `edgecvm learn` loop and check that memory does not creep.
+
+Run: ``python tests/reliability/soak.py [--frames 100000] [--bundle DIR] [--profile host]`` (``make soak``).
+
+Everything is the real `learn` command, in this process: bundle verification,
+memory plan, the learner with the bundle's head (EfficientNet-Lite0 features
+1,280 -> 384, ConSE branch, Adam), latent replay at the profile's size, the
+update thread, RSS monitor, checkpoints every ``--checkpoint-every`` updates.
+Only two things are synthetic, to make 100,000 frames take minutes instead of
+hours: the stream (tiny placeholder frames naming one of ``--concepts``
+labels, in shuffled order) and the backbone (per-concept clusters of
+non-negative 1,280-d features, drawn fresh for every frame).
+
+RSS is sampled as frames go by. The baseline is taken after warm-up
+(``--warmup`` frames: replay buffer full, every concept seen, a few
+checkpoints written), because filling the preallocated replay buffer makes
+its pages resident once, by design. Growth = (end - baseline) / baseline
+must stay within ``--max-growth`` (5 %); the exit code is 1 when it does not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+import edgecvm.device
+from edgecvm.anchors import load_anchors
+from edgecvm.bundle import load_bundle
+from edgecvm.cli import main as edgecvm_main
+from edgecvm.memory_plan import MB, current_rss_bytes
+from edgecvm.streams import Frame, SourceKind, Stream
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_BUNDLE = REPO / ".cache" / "reliability" / "soak-bundle"
+
+
+class SyntheticBackbone:
+    """Stands in for ``runtime.FeatureExtractor``: a frame's single pixel names its concept's feature cluster."""
+
+    def __init__(self, feature_dim: int, n_concepts: int, seed: int = 0) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.centres = self.rng.gamma(1.0, 1.0, size=(n_concepts, feature_dim)).astype(np.float32)
+        self.feature_dim = feature_dim
+
+    def extract(self, images: list[Image.Image]) -> np.ndarray:
+        labels = np.array([image.getpixel((0, 0)) for image in images])
+        noise = self.rng.normal(0.0, 0.6, size=(len(images), self.feature_dim)).astype(np.float32)
+        return np.maximum(self.centres[labels] + noise, 0.0)
+
+
+class SyntheticStream(Stream):
+    """``frames`` labelled placeholder frames in a seeded random order; samples RSS at chosen frame counts."""
+
+    def __init__(self, concepts: list[str], frames: int, checkpoints: dict[int, str], seed: int = 0) -> None:
+        super().__init__(SourceKind.FOLDER, "synthetic", frames, tuple(sorted(concepts)))
+        self.concepts, self.frames, self.checkpoints = concepts, frames, checkpoints
+        self.images = [Image.new("L", (1, 1), i) for i in range(len(concepts))]
+        self.rng = np.random.default_rng(seed)
+        self.rss: dict[str, dict[str, float]] = {}
+        self.started = time.monotonic()
+
+    def __iter__(self) -> Iterator[Frame]:
+        labels = self.rng.integers(0, len(self.concepts), size=self.frames)
+        for i, label in enumerate(labels, start=1):
+            yield Frame(self.images[label], self.concepts[label], f"synthetic#{i}")
+            if i in self.checkpoints:
+                self.rss[self.checkpoints[i]] = {"frame": i, "rss_mb": round((current_rss_bytes() or 0) / MB, 2),
+                                                 "elapsed_s": round(time.monotonic() - self.started, 1)}
+
+
+def ensure_bundle(path: Path) -> Path:
+    """The bundle to soak with: the given one, or an export of Lite0 at 160 px cached under .cache/."""
+    if (path / "manifest.json").is_file():
+        return path
+    print(f"exporting a bundle to {path} (once)", file=sys.stderr)
+    # In a subprocess: torch must not inflate this process's RSS.
+    subprocess.run([sys.executable, "-m", "edgecvm", "export", "--recipe", str(REPO / "export" / "lite0-160.yaml"),
+                    "--anchors", str(REPO / "anchors" / "tiny-imagenet-200.anchors.npz"), "--out", str(path)],
+                   check=True)
+    return path
+
+
+def soak(args: argparse.Namespace) -> dict[str, object]:
+    bundle = load_bundle(ensure_bundle(Path(args.bundle)))
+    concepts = list(load_anchors(bundle.anchors_path).names[: args.concepts])
+    marks = {args.warmup: "start", (args.warmup + args.frames) // 2: "middle", args.frames: "end"}
+    stream = SyntheticStream(concepts, args.frames, marks)
+    backbone = SyntheticBackbone(bundle.manifest.feature_dim, len(concepts))
+    edgecvm.device.FeatureExtractor = lambda _bundle, _profile: backbone  # type: ignore[assignment,misc]
+    edgecvm.device.open_stream = lambda *_a, **_k: stream  # type: ignore[assignment]
+    with tempfile.TemporaryDirectory(prefix="edgecvm-soak-") as state:
+        argv = ["learn", "--bundle", str(bundle.folder), "--stream", "synthetic", "--state", state,
+                "--profile", args.profile, "--checkpoint-every", str(args.checkpoint_every)]
+        started = time.monotonic()
+        rc = edgecvm_main(argv)
+        elapsed = time.monotonic() - started
+    start, end = stream.rss["start"]["rss_mb"], stream.rss["end"]["rss_mb"]
+    growth = (end - start) / start
+    return {
+        "event": "soak", "exit_code": rc, "frames": args.frames, "concepts": len(concepts),
+        "profile": args.profile, "checkpoint_every": args.checkpoint_every, "elapsed_s": round(elapsed, 1),
+        "frames_per_s": round(args.frames / elapsed, 1), "rss": stream.rss, "growth": round(growth, 4),
+        "max_growth": args.max_growth, "ok": rc == 0 and growth <= args.max_growth,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--frames", type=int, default=100_000, help="frames to stream (default 100,000)")
+    parser.add_argument("--warmup", type=int, default=5_000, help="frames before the RSS baseline (default 5,000)")
+    parser.add_argument("--concepts", type=int, default=50, help="distinct labels in the stream (default 50)")
+    parser.add_argument("--bundle", default=str(DEFAULT_BUNDLE), help="bundle folder (default: exported once into .cache)")
+    parser.add_argument("--profile", default="host", help="device profile (default host: 5 MB replay, batch 32)")
+    parser.add_argument("--checkpoint-every", type=int, default=500, help="updates between checkpoints (default 500)")
+    parser.add_argument("--max-growth", type=float, default=0.05, help="allowed RSS growth after warm-up (default 0.05)")
+    args = parser.parse_args()
+    if not 0 < args.warmup < args.frames:
+        parser.error("need 0 < --warmup < --frames")
+    report = soak(args)
+    print(json.dumps(report))
+    rss = report["rss"]
+    print(f"soak: {report['frames']:,} frames in {report['elapsed_s']} s; RSS start {rss['start']['rss_mb']} MB "  # type: ignore[index]
+          f"(frame {args.warmup:,}), middle {rss['middle']['rss_mb']} MB, end {rss['end']['rss_mb']} MB: "  # type: ignore[index]
+          f"growth {100 * report['growth']:+.2f} % (limit {100 * args.max_growth:.0f} %) -> "  # type: ignore[operator]
+          f"{'OK' if report['ok'] else 'FAIL'}", file=sys.stderr)
+    return 0 if report["ok"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
