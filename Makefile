@@ -31,3 +31,12 @@ demo: setup
 
 clean:
 	rm -rf $(BUILD) .cache .pytest_cache
+
+# Long reliability runs (~15 min on 2 cores): 100,000 frames through `learn` with RSS
+# at start/middle/end (growth <= 5 %), then the reliability suite with 60 power-loss
+# trials and deeper fuzzing. atheris is optional: its fuzz target skips without it.
+soak: setup
+	-$(BIN)/pip install --quiet atheris
+	$(BIN)/python tests/reliability/soak.py --frames 100000
+	EDGECVM_POWER_TRIALS=60 EDGECVM_FUZZ_EXAMPLES=2000 EDGECVM_ATHERIS_RUNS=200000 \
+		$(BIN)/python -m pytest -q -s tests/reliability
