@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import logging
 import os
 import subprocess
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from faults import raise_oserror
+from harness import SAMPLES
 from synthetic_data import CONCEPTS, Clusters, anchor_set, head_params
 
 import edgecvm.integrity
@@ -167,3 +169,29 @@ def test_real_read_only_remount(tiny_fs, caplog):
 
     _run_with_failing_checkpoints(tiny_fs / "state", read_only, caplog)
     assert state_path(tiny_fs / "state").exists()
+
+
+def test_learn_command_on_a_full_card_keeps_learning_and_says_so(
+    rel_bundle, rel_profile, device_parts, tmp_path, monkeypatch, capsys, caplog
+):
+    from edgecvm.cli import main
+
+    state = tmp_path / "state"
+    args = ["learn", "--bundle", str(rel_bundle), "--stream", str(SAMPLES / "train"), "--shuffle", "4", "--state",
+            str(state), "--profile", str(rel_profile), "--checkpoint-every", "5", "--json"]
+    assert main([*args, "--limit", "10"]) == 0
+    capsys.readouterr()
+    before = _snapshot(state)
+
+    monkeypatch.setattr(edgecvm.integrity.tempfile, "mkstemp", raise_oserror(errno.ENOSPC))
+    with caplog.at_level(logging.WARNING):
+        main([*args, "--limit", "20"])
+    out, _err = capsys.readouterr()
+    summary = json.loads(out.splitlines()[-1])
+    assert summary["updates"] == 20  # every frame was learned, in memory
+    assert summary["checkpoints"] == 0 and summary["checkpoint_failures"] >= 4
+    assert summary["saved_update"] is None  # and the summary says nothing of this run reached the card
+    failed = [r for r in caplog.records if "CHECKPOINT FAILED" in r.getMessage()]
+    assert len(failed) == summary["checkpoint_failures"]
+    assert _snapshot(state) == before  # the last good state is untouched
+    assert device_parts.load(state).counters.updates == 10
