@@ -32,3 +32,14 @@ def imagenet_classes_tsv() -> Path:
 def samples_dir() -> Path:
     """The built-in 10-class sample shipped in the package (always present)."""
     return SAMPLES
+
+
+@pytest.fixture(scope="session")
+def test_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 224 px ConSE bundle over the shipped Tiny-ImageNet-200 anchors, exported once per session (~8 s)."""
+    from edgecvm.export import export_bundle
+
+    out = tmp_path_factory.mktemp("bundle") / "lite0-224"
+    export_bundle(REPO / "export" / "lite0-224.yaml", REPO / "anchors" / "tiny-imagenet-200.anchors.npz", out,
+                  head_init="conse", log=lambda _msg: None)
+    return out
