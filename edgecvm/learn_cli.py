@@ -33,7 +33,7 @@ from edgecvm.learner import UpdateResult
 from edgecvm.memory_plan import MB, RssMonitor, peak_rss_bytes, replay_shrinker
 from edgecvm.progress import Progress
 from edgecvm.state import Checkpointer, state_path
-from edgecvm.streams import Stream
+from edgecvm.streams import Stream, source_kind
 from edgecvm.update_thread import UpdateThread
 
 log = logging.getLogger("edgecvm.learn")
@@ -124,7 +124,7 @@ class LearnRun:
 
 
 def cmd_learn(args: argparse.Namespace) -> int:
-    if args.label is None and args.labels_from is None and args.stream.startswith(("camera", "picamera")):
+    if args.label is None and not source_kind(args.stream).labelled:  # before a camera is opened
         raise BadInputError(f"{args.stream} gives unlabelled frames; say what they show with --label CONCEPT")
     device = open_device(args.bundle, args.profile, args.state, learning=True, method=args.head_method)
     if args.label is not None:

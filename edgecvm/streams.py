@@ -58,6 +58,11 @@ class SourceKind(enum.Enum):
     ZIP = "zip"
     MANIFEST = "manifest"
 
+    @property
+    def labelled(self) -> bool:
+        """Sources whose frames can carry labels (sub-folders, a manifest column)."""
+        return self in (SourceKind.FOLDER, SourceKind.ZIP, SourceKind.MANIFEST)
+
 
 @dataclass(frozen=True)
 class Frame:
@@ -276,6 +281,11 @@ def open_stream(
     if shuffle is not None:
         random.Random(shuffle).shuffle(items)
     return FileStream(kind, spec, items[::every][:limit], reader)
+
+
+def source_kind(spec: str) -> SourceKind:
+    """What ``spec`` names, without opening it (no device is touched); ``BadInputError`` if nothing."""
+    return _resolve_kind(spec)[0]
 
 
 def _resolve_kind(spec: str) -> tuple[SourceKind, Path]:

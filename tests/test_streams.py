@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import sys
 import threading
 import time
@@ -16,7 +17,7 @@ from PIL import Image
 
 from edgecvm.camera import Backoff, LiveCamera
 from edgecvm.errors import BadInputError, StreamLostError
-from edgecvm.streams import CameraStream, SourceKind, open_stream
+from edgecvm.streams import CameraStream, SourceKind, open_stream, source_kind
 
 
 def jpeg_bytes(colour: tuple[int, int, int], size: tuple[int, int] = (24, 16)) -> bytes:
@@ -300,3 +301,11 @@ def test_interrupt_ends_a_waiting_camera_iteration() -> None:
     with stream:
         assert list(stream) == []
     assert time.monotonic() - started < 2
+
+
+def test_source_kind_resolves_without_opening_anything(folder: Path, tmp_path: Path) -> None:
+    named_like_a_camera = tmp_path / "camera_photos"
+    shutil.copytree(folder, named_like_a_camera)
+    assert source_kind(str(named_like_a_camera)) is SourceKind.FOLDER and SourceKind.FOLDER.labelled
+    assert source_kind("camera3") is SourceKind.CAMERA and not SourceKind.CAMERA.labelled  # no device opened
+    assert source_kind("picamera2") is SourceKind.PICAMERA2
