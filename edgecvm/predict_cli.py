@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from edgecvm.device import (
+    StopOnSignal,
     add_stream_arguments,
     check_labels,
     json_line,
@@ -74,10 +75,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     accuracy = Accuracy()
     frames = bad = 0
     started = time.monotonic()
-    with stream_from_args(args) as stream:
+    with stream_from_args(args) as stream, StopOnSignal(stream) as stop:
         check_labels(stream, device)
         with Progress(stream.total, "predict", unit="frames", enabled=None if args.json else False) as bar:
             for frame in stream:
+                if stop.signum is not None:
+                    break
                 frames += 1
                 bar.update(1)
                 if frame.error is not None or frame.image is None:
@@ -94,7 +97,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         "correct": accuracy.correct, "accuracy": accuracy.top1, f"top{args.top_k}_accuracy": accuracy.top_k,
         "per_concept": {k: {"correct": c, "total": t} for k, (c, t) in sorted(accuracy.per_concept.items())},
         "elapsed_s": round(elapsed, 3), "frames_per_s": round(frames / elapsed, 2) if elapsed > 0 else None,
-        "state": args.state, "peak_rss_mb": round(peak_rss_bytes() / MB, 1),
+        "state": args.state, "peak_rss_mb": round(peak_rss_bytes() / MB, 1), "interrupted_by": stop.name or None,
     }
     if args.json:
         print(json_line(summary), flush=True)
@@ -104,7 +107,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if accuracy.total:
             print(f"accuracy: {100 * accuracy.top1:.1f} % ({accuracy.correct}/{accuracy.total} labelled frames), "
                   f"top-{args.top_k}: {100 * accuracy.top_k:.1f} %")
-    return 0
+    return 130 if stop.signum is not None else 0  # Ctrl-C ends a camera run: summary first, then 130
 
 
 def _print_frame(origin: str, label: str | None, prediction: Prediction, hit: bool | None, as_json: bool) -> None:

@@ -171,3 +171,18 @@ def test_signal_checkpoints_then_exits_130(tmp_path: Path, test_bundle: Path, sa
     assert summary["frames"] < 400 and summary["saved_update"] == summary["updates_total"]
     assert saved_updates(state) == summary["updates_total"]  # every update made it to disk
     assert err.strip().splitlines()[-1].startswith(f"edgecvm: error: interrupted by {signal.Signals(signum).name}")
+
+
+def test_predict_interrupted_prints_its_summary_then_exits_130(test_bundle: Path, samples_dir: Path,
+                                                               profile: Path) -> None:
+    proc = subprocess.Popen(
+        edgecvm_command("predict", "--bundle", test_bundle, "--stream", samples_dir / "train", "--profile", profile,
+                        "--json"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    assert json.loads(proc.stdout.readline())["event"] == "frame"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    summary = json.loads(out.splitlines()[-1])
+    assert summary["event"] == "summary" and summary["interrupted_by"] == "SIGINT" and summary["frames"] < 400
+    assert "Traceback" not in err
