@@ -41,6 +41,7 @@ from edgecvm.streams import Frame, SourceKind, Stream
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_BUNDLE = REPO / ".cache" / "reliability" / "soak-bundle"
+PROGRESS_EVERY = 10_000  # frames between RSS lines on stderr
 
 
 class SyntheticBackbone:
@@ -65,16 +66,21 @@ class SyntheticStream(Stream):
         self.concepts, self.frames, self.checkpoints = concepts, frames, checkpoints
         self.images = [Image.new("L", (1, 1), i) for i in range(len(concepts))]
         self.rng = np.random.default_rng(seed)
-        self.rss: dict[str, dict[str, float]] = {}
+        self.rss: dict[str, dict[str, float]] = {}  # start / middle / end
+        self.series: list[dict[str, float]] = []  # every PROGRESS_EVERY frames too
         self.started = time.monotonic()
 
     def __iter__(self) -> Iterator[Frame]:
         labels = self.rng.integers(0, len(self.concepts), size=self.frames)
         for i, label in enumerate(labels, start=1):
             yield Frame(self.images[label], self.concepts[label], f"synthetic#{i}")
-            if i in self.checkpoints:
-                self.rss[self.checkpoints[i]] = {"frame": i, "rss_mb": round((current_rss_bytes() or 0) / MB, 2),
-                                                 "elapsed_s": round(time.monotonic() - self.started, 1)}
+            if i in self.checkpoints or i % PROGRESS_EVERY == 0:
+                sample = {"frame": i, "rss_mb": round((current_rss_bytes() or 0) / MB, 2),
+                          "elapsed_s": round(time.monotonic() - self.started, 1)}
+                self.series.append(sample)
+                print(f"soak: {sample}", file=sys.stderr, flush=True)
+                if i in self.checkpoints:
+                    self.rss[self.checkpoints[i]] = sample
 
 
 def ensure_bundle(path: Path) -> Path:
@@ -97,18 +103,23 @@ def soak(args: argparse.Namespace) -> dict[str, object]:
     backbone = SyntheticBackbone(bundle.manifest.feature_dim, len(concepts))
     edgecvm.device.FeatureExtractor = lambda _bundle, _profile: backbone  # type: ignore[assignment,misc]
     edgecvm.device.open_stream = lambda *_a, **_k: stream  # type: ignore[assignment]
-    with tempfile.TemporaryDirectory(prefix="edgecvm-soak-") as state:
-        argv = ["learn", "--bundle", str(bundle.folder), "--stream", "synthetic", "--state", state,
+    with tempfile.TemporaryDirectory(prefix="edgecvm-soak-") as work:
+        # --stream names an (empty) folder so `learn` takes it for a labelled source; the frames come from `stream`.
+        source, state = Path(work) / "synthetic", str(Path(work) / "state")
+        source.mkdir()
+        argv = ["learn", "--bundle", str(bundle.folder), "--stream", str(source), "--state", state,
                 "--profile", args.profile, "--checkpoint-every", str(args.checkpoint_every)]
         started = time.monotonic()
         rc = edgecvm_main(argv)
         elapsed = time.monotonic() - started
+    if rc != 0 or "end" not in stream.rss:
+        raise SystemExit(f"soak: learn stopped early (exit {rc}) after {len(stream.series)} RSS samples")
     start, end = stream.rss["start"]["rss_mb"], stream.rss["end"]["rss_mb"]
     growth = (end - start) / start
     return {
         "event": "soak", "exit_code": rc, "frames": args.frames, "concepts": len(concepts),
         "profile": args.profile, "checkpoint_every": args.checkpoint_every, "elapsed_s": round(elapsed, 1),
-        "frames_per_s": round(args.frames / elapsed, 1), "rss": stream.rss, "growth": round(growth, 4),
+        "frames_per_s": round(args.frames / elapsed, 1), "rss": stream.rss, "rss_series": stream.series, "growth": round(growth, 4),
         "max_growth": args.max_growth, "ok": rc == 0 and growth <= args.max_growth,
     }
 

@@ -10,10 +10,12 @@ file must hand back something its callers can use without crashing.
 from __future__ import annotations
 
 import ast
+import atexit
 import io
 import json
 import os
 import pickle
+import shutil
 import tempfile
 import zipfile
 from pathlib import Path
@@ -47,6 +49,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "edgecvm"
 # `make soak` raises the example count (EDGECVM_FUZZ_EXAMPLES) for a deeper search.
 FUZZ = settings(max_examples=int(os.environ.get("EDGECVM_FUZZ_EXAMPLES", "150")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 WORKDIR = Path(tempfile.mkdtemp(prefix="edgecvm-fuzz-"))
+atexit.register(shutil.rmtree, WORKDIR, True)
 
 json_scalars = st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats(allow_nan=False) | st.text(max_size=8)
 json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=4)
