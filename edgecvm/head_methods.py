@@ -25,6 +25,7 @@ from edgecvm.head_file import HeadParams
 from edgecvm.optim import Adam, Optimizer, SGDMomentum
 from edgecvm.replay import ReplayBatch, SampleCache
 
+_SQRT_F32_MAX = math.sqrt(float(np.finfo(np.float32).max))  # ~1.8e19: larger values overflow when squared
 
 class HeadMethod(Protocol):
     """A trainable map from backbone features to unit vectors in concept space."""
@@ -61,13 +62,14 @@ class HeadMethod(Protocol):
 
 
 def all_finite(arrays: Mapping[str, np.ndarray]) -> bool:
-    """True when no array holds NaN/Inf.
+    """True when every value is finite *and* its square is: no NaN/Inf now or in Adam's second moment.
 
-    Summing is one cheap pass per array; NaN or Inf anywhere makes the sum
-    non-finite (a sum that overflows float32 also counts: such a gradient
-    would wreck the weights anyway).
+    A finite but huge gradient (a corrupt 1e38 feature) would overflow ``g * g``
+    to Inf in the optimizer: those weights would never move again and the
+    checkpoint would hold Inf. max/min are one cheap pass each, and NaN fails
+    both comparisons.
     """
-    return all(math.isfinite(float(a.sum())) for a in arrays.values())
+    return all(float(a.max()) < _SQRT_F32_MAX and float(a.min()) > -_SQRT_F32_MAX for a in arrays.values() if a.size)
 
 
 class GradientHead:
