@@ -27,6 +27,7 @@ from edgecvm.replay import ReplayBatch, SampleCache
 
 _SQRT_F32_MAX = math.sqrt(float(np.finfo(np.float32).max))  # ~1.8e19: larger values overflow when squared
 
+
 class HeadMethod(Protocol):
     """A trainable map from backbone features to unit vectors in concept space."""
 
