@@ -53,6 +53,7 @@ class Manifest:
     tools: dict[str, str] = field(default_factory=dict)  # versions used to export
     parity_max_abs_diff: float | None = None  # ORT vs torch on random inputs
     recipe: dict[str, Any] = field(default_factory=dict)
+    quantization: dict[str, Any] = field(default_factory=dict)  # int8 only: method, sizes, fp32 agreement
     manifest_sha256: str = ""
 
 
