@@ -192,6 +192,18 @@ def tool_versions() -> dict[str, str]:
             "onnxscript": onnxscript.__version__, "onnxruntime": onnxruntime.__version__}
 
 
+def _require_export_extra() -> None:
+    """torch, onnx and onnxscript are not device dependencies; say how to get them instead of a traceback."""
+    import importlib
+
+    for name in ("torch", "onnx", "onnxscript"):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            raise BadInputError(f"`edgecvm export` needs {name}, which is not installed; install the export extra "
+                                "with `pip install 'edgecvm[export]'` (torch==2.13.0 CPU)") from None
+
+
 def _check_options(head_init: str, quantize: str | None, calibration: str | Path | None) -> None:
     if head_init not in HEAD_INITS:
         raise BadInputError(f"unknown --head-init {head_init!r}; choose one of {', '.join(HEAD_INITS)}")
@@ -224,11 +236,11 @@ def export_bundle(recipe_path: str | Path, anchors_path: str | Path, out: str | 
                   quantize: str | None = None, calibration: str | Path | None = None,
                   log: Callable[[str], None] = print) -> Manifest:
     """Build a bundle folder at ``out`` (replacing a previous bundle only once the new one is complete)."""
-    from edgecvm.lite0_torch import load_pretrained
     from edgecvm.quantize import quantize_backbone, split_calibration_folder
 
     _check_options(head_init, quantize, calibration)
     recipe = load_recipe(recipe_path)
+    _require_export_extra()
     anchors_path, out = Path(anchors_path), Path(out)
     if anchors_path.name in (BACKBONE, HEAD, MANIFEST):
         raise BadInputError(f"{anchors_path}: an anchor file cannot be named like a bundle file; rename it")
@@ -239,6 +251,8 @@ def export_bundle(recipe_path: str | Path, anchors_path: str | Path, out: str | 
     _check_out(out)
     split = split_calibration_folder(Path(calibration), recipe.calibration_max_images) if calibration else None
     log(f"loading EfficientNet-Lite0 weights; exporting at {recipe.input_size} px")
+    from edgecvm.lite0_torch import load_pretrained
+
     model = load_pretrained()
     head = initial_head(model, anchors, imagenet)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -171,3 +172,9 @@ def test_tampered_bundle_file_is_detected(capsys, tmp_path: Path, test_bundle: P
         load_bundle(copy)
     run = run_cli(capsys, "predict", "--bundle", copy, "--stream", samples_dir / "val", "--limit", "1")
     assert "backbone.onnx: sha256 does not match the manifest" in one_line_error(run)
+
+
+def test_missing_export_extra_is_one_line_naming_the_install(capsys, monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # import fails as if the package were not installed
+    run = run_cli(capsys, "export", "--recipe", RECIPE_224, "--anchors", TINY_ANCHORS, "--out", tmp_path / "out")
+    assert "needs onnxscript, which is not installed; install the export extra" in one_line_error(run)
