@@ -309,23 +309,53 @@ class _Payload:
         return (Path.touch, (self.marker,))
 
 
-def _pickled_container(fmt: str, version: int, marker: Path) -> bytes:
-    payload = np.empty(1, dtype=object)
-    payload[0] = _Payload(marker)
-    # encode_container refuses object arrays (allow_pickle=False), so build the member by hand,
-    # then re-seal it with a valid checksum so only the pickle refusal stands in the way.
-    safe = encode_container(fmt, version, {"names": np.zeros(1, np.uint8)}, {})
+def _with_raw_member(container: bytes, name: str, raw: bytes) -> bytes:
+    """``container`` with member ``name`` replaced by ``raw`` bytes, re-sealed with a valid checksum.
+
+    encode_container only writes plain arrays, so hostile members are put in by hand; the fresh
+    checksum makes sure the loader's own parsing, not the checksum gate, has to refuse them.
+    """
     buf = io.BytesIO()
-    with zipfile.ZipFile(io.BytesIO(safe)) as src, zipfile.ZipFile(buf, "w") as dst:
+    with zipfile.ZipFile(io.BytesIO(container)) as src, zipfile.ZipFile(buf, "w") as dst:
         for info in src.infolist():
-            dst.writestr(info, src.read(info))
-        member = io.BytesIO()
-        np.lib.format.write_array(member, payload, allow_pickle=True)
-        dst.writestr("vectors.npy", member.getvalue())
-        dst.writestr("proj.w.npy", member.getvalue())
+            if info.filename != name:
+                dst.writestr(info, src.read(info))
+        dst.writestr(name, raw)
         dst.comment = b"0" * 64
     data = buf.getvalue()
     return data[:-64] + sha256_bytes(data[:-64]).encode()
+
+
+def _pickled_container(fmt: str, version: int, marker: Path) -> bytes:
+    payload = np.empty(1, dtype=object)
+    payload[0] = _Payload(marker)
+    member = io.BytesIO()
+    np.lib.format.write_array(member, payload, allow_pickle=True)
+    data = encode_container(fmt, version, {"names": np.zeros(1, np.uint8)}, {})
+    for name in ("vectors.npy", "proj.w.npy"):
+        data = _with_raw_member(data, name, member.getvalue())
+    return data
+
+
+LOADERS = {
+    "anchors": (ANCHOR_PARTS, ANCHORS_FORMAT, ANCHORS_VERSION, load_anchors),
+    "head": (HEAD_PARTS, HEAD_FORMAT, HEAD_VERSION, load_head),
+    "state": (STATE_PARTS, STATE_FORMAT, STATE_VERSION,
+              lambda p: load_state(p.parent, _small_head(), anchor_set(dim=4), STATE_IDENTITY, STATE_CONFIG)),
+}
+
+
+@pytest.mark.parametrize("kind", list(LOADERS))
+def test_members_that_are_not_arrays_are_refused(tmp_path, kind):
+    """np.load hands back raw bytes for a zip member without the .npy magic (found by atheris)."""
+    parts, fmt, version, load = LOADERS[kind]
+    valid = encode_container(fmt, version, *parts)
+    for name in parts[0]:
+        path = tmp_path / "x" / "state.npz"
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(_with_raw_member(valid, f"{name}.npy", b"not an npy member"))
+        with pytest.raises(EdgeCVMError):
+            load(path)
 
 
 @pytest.mark.parametrize(("load", "fmt", "version"), [(load_anchors, ANCHORS_FORMAT, ANCHORS_VERSION),
