@@ -148,6 +148,8 @@ def load_anchors(path: str | Path) -> AnchorSet:
         templates = meta["templates"]
     except (KeyError, ValueError) as exc:
         raise IntegrityError(f"{path}: anchor file lacks a valid field ({exc}); {_FIX}") from None
+    if not (isinstance(count, int) and isinstance(dim, int)):  # checked first: both go into the messages below
+        raise IntegrityError(f"{path}: anchor count and dim are not whole numbers; {_FIX}")
     if not (isinstance(names, list) and all(isinstance(n, str) for n in names) and len(names) == count):
         raise IntegrityError(f"{path}: concept names are not a list of {count} strings; {_FIX}")
     if not (isinstance(templates, list) and all(isinstance(t, str) for t in templates)):

@@ -154,6 +154,7 @@ anchor_names_arrays = _name_arrays(json_values) | _name_arrays(st.text(max_size=
     drop=st.sets(st.sampled_from(ANCHOR_ARRAYS + ANCHOR_META), max_size=2),
 )
 @example(arr_updates={}, meta_updates={"dtype": []}, drop=set())
+@example(arr_updates={}, meta_updates={"count": "\n"}, drop=set())
 @example(arr_updates={"names": np.frombuffer(b'["0", "\\r", "00"]', np.uint8)}, meta_updates={}, drop=set())
 def test_fuzzed_anchor_containers(arr_updates, meta_updates, drop):
     path = _mutated(ANCHOR_PARTS, arr_updates, meta_updates, drop, ANCHORS_FORMAT, ANCHORS_VERSION, "f.anchors.npz")
