@@ -206,7 +206,7 @@ def _restore(
     if config.method is not None and config.method != saved_method:
         raise BadInputError(
             f"{path}: this state was learned with head method {saved_method!r}, not {config.method!r}; "
-            f"drop --method (or pass --method {saved_method}) or use another --state dir"
+            f"drop --method (or pass --method {saved_method!r}) or use another --state dir"
         )
     try:
         learner = Learner(head, anchors, dataclasses.replace(config, method=saved_method, seed=int(meta["seed"])),
@@ -223,8 +223,10 @@ def _check_identity(path: Path, meta: Mapping[str, Any], identity: StateIdentity
     for key, what in (("bundle_sha256", "bundle"), ("anchors_sha256", "anchor file")):
         saved, current = meta.get(key), getattr(identity, key)
         if saved != current:
+            shown = str(saved)[:12]
+            shown = shown if shown.isalnum() else repr(shown)  # the file is untrusted: keep the error one line
             raise BadInputError(
-                f"{path}: this state was learned with a different {what} (sha256 {str(saved)[:12]}…, "
+                f"{path}: this state was learned with a different {what} (sha256 {shown}…, "
                 f"the current one is {current[:12]}…); use the {what} it was made with, or another --state dir"
             )
 

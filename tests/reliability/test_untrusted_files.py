@@ -238,6 +238,7 @@ def same_shape_arrays(draw, parts):
 @example(same_shape={"method.opt.t": np.array([2**63 - 1])}, arr_updates={}, meta_updates={}, drop=set())
 @example(same_shape={}, arr_updates={"method.param.b": np.full(4, 1e300)}, meta_updates={}, drop=set())
 @example(same_shape={}, arr_updates={}, meta_updates={"known": [None]}, drop=set())
+@example(same_shape={}, arr_updates={}, meta_updates={"bundle_sha256": "\nforged"}, drop=set())
 @example(same_shape={}, arr_updates={}, meta_updates={"known": ["cat", "cat", "dog"]}, drop=set())
 @example(same_shape={}, arr_updates={}, drop=set(), meta_updates={
     "counters": {"updates": 12, "frames_seen": 12, "per_concept": {"cat": "x"}}})
@@ -404,3 +405,14 @@ def test_the_static_guard_catches_unpickling():
     assert _unpickling_sites("import pickle\nnp.load(f, allow_pickle=True)\ntorch.load(p)\n") == [
         "import pickle", "allow_pickle=True", "torch.load without weights_only=True"]
     assert _unpickling_sites("np.load(f, allow_pickle=False)\ntorch.load(p, weights_only=True)\n") == []
+
+
+def test_state_with_a_hostile_method_name_is_one_line(tmp_path):
+    folder = tmp_path / "state"
+    folder.mkdir()
+    path = _mutated(STATE_PARTS, {}, {"method": "sgd\nrm -rf /"}, set(), STATE_FORMAT, STATE_VERSION,
+                    "fuzz_state/state.npz")
+    (folder / "state.npz").write_bytes(path.read_bytes())
+    with pytest.raises(EdgeCVMError) as info:
+        load_state(folder, _small_head(), anchor_set(dim=4), STATE_IDENTITY, LearnerConfig(method="sgd"))
+    assert "\n" not in str(info.value)
