@@ -111,19 +111,25 @@ def read_manifest(folder: Path) -> Manifest:
         raise IntegrityError(f"{path}: manifest checksum mismatch (edited or corrupt); {_FIX}")
     manifest = from_dict(Manifest, data, str(path))
     if manifest.format != BUNDLE_FORMAT or manifest.version != BUNDLE_VERSION:
-        raise IntegrityError(f"{path}: unsupported bundle {manifest.format} v{manifest.version}; {_FIX}")
+        raise IntegrityError(f"{path}: unsupported bundle {manifest.format!r} v{manifest.version}; {_FIX}")
     _check_values(manifest, path)
     return manifest
 
 
 def _check_values(manifest: Manifest, path: Path) -> None:
-    """Types alone let through values preprocessing cannot use (no std, std = 0, NaN, 0 px)."""
+    """Types alone let through values the device cannot use (no std, std = 0, NaN, 0 px, a path as a file name)."""
     sizes_ok = 0 < manifest.input_size <= manifest.resize <= _MAX_PIXELS
     dims_ok = manifest.feature_dim > 0 and manifest.concept_dim > 0
     norm = manifest.mean + manifest.std
     norm_ok = len(manifest.mean) == len(manifest.std) == 3 and all(math.isfinite(v) for v in norm)
     if not (sizes_ok and dims_ok and norm_ok and min(manifest.std) > 0):
         raise IntegrityError(f"{path}: impossible preprocessing values (sizes, dims, 3 finite mean/std, std > 0); {_FIX}")
+    # Files are plain names inside the bundle folder: no paths out of it, nothing that breaks a one-line error.
+    names = [*manifest.files, manifest.anchors_file]
+    if not all(n == Path(n).name and n not in ("", ".", "..") and n.isprintable() for n in names) or \
+            not all(isinstance(sha, str) for sha in manifest.files.values()):
+        raise IntegrityError(f"{path}: file list must map plain file names in the bundle folder to sha256 strings; "
+                             f"{_FIX}")
 
 
 def load_bundle(folder: str | Path, verify: bool = True) -> Bundle:

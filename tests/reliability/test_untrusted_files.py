@@ -283,6 +283,9 @@ number_lists = st.lists(st.floats(allow_nan=True, allow_infinity=True) | st.inte
     drop=st.sets(st.sampled_from(MANIFEST_FIELDS), max_size=2),
 )
 @example(updates={"mean": []}, drop=set())
+@example(updates={"format": "edgecvm.bundle\nv2"}, drop=set())
+@example(updates={"files": {"backbone.onnx\n": "0" * 64}}, drop=set())
+@example(updates={"files": {"../outside.onnx": "0" * 64}}, drop=set())
 @example(updates={"std": [0.5, 0.0, 0.5]}, drop=set())
 @example(updates={"input_size": 0}, drop=set())
 def test_fuzzed_manifests(updates, drop):
