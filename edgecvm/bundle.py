@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -120,10 +119,13 @@ def _check_values(manifest: Manifest, path: Path) -> None:
     """Types alone let through values the device cannot use (no std, std = 0, NaN, 0 px, a path as a file name)."""
     sizes_ok = 0 < manifest.input_size <= manifest.resize <= _MAX_PIXELS
     dims_ok = manifest.feature_dim > 0 and manifest.concept_dim > 0
-    norm = manifest.mean + manifest.std
-    norm_ok = len(manifest.mean) == len(manifest.std) == 3 and all(math.isfinite(v) for v in norm)
-    if not (sizes_ok and dims_ok and norm_ok and min(manifest.std) > 0):
-        raise IntegrityError(f"{path}: impossible preprocessing values (sizes, dims, 3 finite mean/std, std > 0); {_FIX}")
+    # mean/std apply to pixels scaled to [0, 1]: a mean outside that range or a std that blows the input up
+    # by more than 1,000x is no normalisation any network was trained with (and NaN fails every comparison).
+    norm_ok = (len(manifest.mean) == len(manifest.std) == 3 and all(0 <= m <= 1 for m in manifest.mean)
+               and all(1e-3 <= s <= 1e3 for s in manifest.std))
+    if not (sizes_ok and dims_ok and norm_ok):
+        raise IntegrityError(f"{path}: impossible preprocessing values (sizes, dims, 3 means in [0, 1], "
+                             f"3 stds in [0.001, 1000]); {_FIX}")
     # Files are plain names inside the bundle folder: no paths out of it, nothing that breaks a one-line error.
     names = [*manifest.files, manifest.anchors_file]
     if not all(n == Path(n).name and n not in ("", ".", "..") and n.isprintable() for n in names) or \

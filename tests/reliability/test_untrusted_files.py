@@ -287,6 +287,8 @@ number_lists = st.lists(st.floats(allow_nan=True, allow_infinity=True) | st.inte
 @example(updates={"files": {"backbone.onnx\n": "0" * 64}}, drop=set())
 @example(updates={"files": {"../outside.onnx": "0" * 64}}, drop=set())
 @example(updates={"std": [0.5, 0.0, 0.5]}, drop=set())
+@example(updates={"mean": [0.0, 0.0, 1.7014117838986683e+38]}, drop=set())
+@example(updates={"std": [0.5, 1e-40, 0.5]}, drop=set())
 @example(updates={"input_size": 0}, drop=set())
 def test_fuzzed_manifests(updates, drop):
     folder = WORKDIR / "fuzz_bundle"
