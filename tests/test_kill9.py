@@ -46,6 +46,8 @@ def learn_until_killed(bundle: Path, stream: Path, state: Path, profile: Path, r
         time.sleep(rng.uniform(0.0, 0.25))  # often lands inside the next update or checkpoint write
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
+        # Checkpoints written during the sleep were reported after the loop stopped reading.
+        reported += [json.loads(line)["updates"] for line in proc.stdout if line.strip()]
     finally:
         proc.kill()
         proc.stdout.close()
