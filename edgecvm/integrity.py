@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import hashlib
+import importlib
 import io
 import json
 import os
@@ -38,13 +38,30 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
 
+def _builtin_sha256() -> Callable[..., Any]:
+    """CPython's own sha256 (``_sha2`` from 3.12, ``_sha256`` before), else hashlib's.
+
+    Why not plain ``hashlib``: importing it loads OpenSSL's libcrypto, 3.5 MB of
+    RSS (measured) on a device whose whole learner must fit in ~100 MB; the
+    built-in code gives the same digests, ~6x slower (43 ms for the 13.5 MB
+    Lite0 backbone on the host), which only start-up and checkpoints pay.
+    """
+    for module in ("_sha2", "_sha256"):
+        with contextlib.suppress(ImportError, AttributeError):
+            return importlib.import_module(module).sha256  # type: ignore[no-any-return]
+    return importlib.import_module("hashlib").sha256  # type: ignore[no-any-return]
+
+
+new_sha256 = _builtin_sha256()
+
+
 def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+    return new_sha256(data).hexdigest()
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
     """Streamed sha256 of a file, so a 20 MB ONNX model is not read into memory twice."""
-    digest = hashlib.sha256()
+    digest = new_sha256()
     try:
         with open(path, "rb") as fh:
             for chunk in iter(lambda: fh.read(_CHUNK), b""):
@@ -148,7 +165,7 @@ def _write_container(
         zf.comment = b"0" * _DIGEST_LEN
     body_len = fh.tell() - _DIGEST_LEN
     fh.seek(0)
-    digest = hashlib.sha256()
+    digest = new_sha256()
     remaining = body_len
     while remaining:
         chunk = fh.read(min(_CHUNK, remaining))
