@@ -24,6 +24,14 @@ PROFILE_DIR = Path(__file__).resolve().parent.parent / "device_profiles"
 
 Precision = Literal["fp32", "int8", "fp16"]
 GraphOpt = Literal["disable", "basic", "extended", "all"]
+# Providers a profile may name. A name outside this list is a typo (ORT would just skip it, silently
+# running on the CPU), so it is refused at load; a listed one this onnxruntime build lacks is
+# skipped with a warning at run time (runtime.select_providers).
+KNOWN_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "ROCMExecutionProvider",
+                   "OpenVINOExecutionProvider", "CoreMLExecutionProvider", "NnapiExecutionProvider",
+                   "XnnpackExecutionProvider", "ACLExecutionProvider", "ArmNNExecutionProvider",
+                   "QNNExecutionProvider", "DmlExecutionProvider", "CPUExecutionProvider")
+GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "ROCMExecutionProvider", "DmlExecutionProvider")
 
 
 @dataclass(frozen=True)
@@ -36,7 +44,7 @@ class DeviceProfile:
     memory_budget_mb: int  # for the whole learner process (RSS)
     execution_providers: tuple[str, ...]  # tried in order; CPUExecutionProvider is always the fallback
     resolution: int  # backbone input size (px); must match a bundle exported at that size
-    precision: Precision
+    precision: Precision  # of the backbone bundle: fp32, int8 (export --quantize int8), fp16 (GPU providers only)
     replay_bytes: int  # latent replay buffer (float16 features)
     batch_size: int  # replay minibatch per update
     checkpoint_every: int  # updates between state checkpoints
@@ -57,11 +65,23 @@ class DeviceProfile:
             raise BadInputError(
                 f"profile {self.name}: memory_budget_mb ({self.memory_budget_mb}) exceeds ram_mb ({self.ram_mb})"
             )
+        if self.threads > self.cpu_cores:
+            raise BadInputError(f"profile {self.name}: threads ({self.threads}) exceeds cpu_cores ({self.cpu_cores}); "
+                                "more threads than cores only makes ONNX Runtime's workers wait for each other")
         if not self.execution_providers:
             raise BadInputError(f"profile {self.name}: execution_providers must list at least one provider")
+        for provider in self.execution_providers:
+            if provider not in KNOWN_PROVIDERS:
+                close = difflib.get_close_matches(provider, KNOWN_PROVIDERS, n=1)
+                hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(KNOWN_PROVIDERS)}"
+                raise BadInputError(f"profile {self.name}: unknown execution provider {provider!r}; {hint}")
+        if self.precision == "fp16" and not set(self.execution_providers) & set(GPU_PROVIDERS):
+            raise BadInputError(f"profile {self.name}: precision fp16 needs a GPU provider ({', '.join(GPU_PROVIDERS)}); "
+                                "on a CPU use fp32 or int8")
 
 
 def available_profiles(folder: Path = PROFILE_DIR) -> list[str]:
+    """Names of the shipped profiles (file stems), sorted."""
     return sorted(p.stem for p in folder.glob("*.yaml"))
 
 
@@ -95,6 +115,7 @@ def load_profile(name_or_path: str, folder: Path = PROFILE_DIR) -> DeviceProfile
 
 
 def profile_as_dict(profile: DeviceProfile) -> dict[str, object]:
+    """Every field, JSON/YAML-ready (lists, not tuples); ``name`` included."""
     data = dataclasses.asdict(profile)
     data["execution_providers"] = list(profile.execution_providers)
     return data
