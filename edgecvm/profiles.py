@@ -72,8 +72,9 @@ class DeviceProfile:
             raise BadInputError(f"profile {self.name}: execution_providers must list at least one provider")
         for provider in self.execution_providers:
             if provider not in KNOWN_PROVIDERS:
-                close = difflib.get_close_matches(provider, KNOWN_PROVIDERS, n=1)
-                hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(KNOWN_PROVIDERS)}"
+                by_lower = {known.lower(): known for known in KNOWN_PROVIDERS}  # "Cuda..." is a case typo
+                close = difflib.get_close_matches(provider.lower(), list(by_lower), n=1)
+                hint = f"did you mean {by_lower[close[0]]!r}?" if close else f"known: {', '.join(KNOWN_PROVIDERS)}"
                 raise BadInputError(f"profile {self.name}: unknown execution provider {provider!r}; {hint}")
         if self.precision == "fp16" and not set(self.execution_providers) & set(GPU_PROVIDERS):
             raise BadInputError(f"profile {self.name}: precision fp16 needs a GPU provider ({', '.join(GPU_PROVIDERS)}); "
