@@ -155,6 +155,7 @@ def bench_profile(profile: DeviceProfile, bundles: list[Bundle], manifest: Path,
                      f"({ort.__version__}) has {', '.join(ort.get_available_providers())}: measured on "
                      f"{providers[0]}")
     plan_mb = round(device.plan.total_bytes / MB, 1)
+    plan_items = device.plan.as_dict()["items"]
     stages = time_stages(device, manifest, profile.name)
     replay_capacity = device.learner.replay.capacity
     del device
@@ -198,7 +199,7 @@ def bench_profile(profile: DeviceProfile, bundles: list[Bundle], manifest: Path,
         "cold_start_s": predict.first_match_s, "predict_peak_rss_mb": predict.peak_rss_mb,
         "learn_peak_rss_mb": learn.peak_rss_mb, "memory_budget_mb": budget,
         "memory_verdict": "PASS" if learn.peak_rss_mb <= budget else "FAIL",
-        "memory_plan_mb": plan_mb, "plan_fits_budget": plan_mb <= budget,
+        "memory_plan_mb": plan_mb, "plan_fits_budget": plan_mb <= budget, "memory_plan_items": plan_items,
         "replay_filled": f"{min(frames, replay_capacity)}/{replay_capacity}",
         "torch_reference": reference, "estimate": estimate(profile),
         "targets": {

@@ -7,7 +7,8 @@
 * **Runs** are the real commands, ``python -m edgecvm predict|learn``, in a
   child process each, on the same frames: frames/s come from their own
   summaries, peak RSS from the kernel (``os.wait4``: the child's own
-  ``ru_maxrss``, not a sum or a maximum over other children), cold start is
+  ``ru_maxrss``, not a maximum over other children; see ``_LAUNCHER`` for
+  why a small launcher sits in between), cold start is
   the time from spawning ``predict`` to its first frame line on stdout.
 * Frames are written once to a manifest (``path,label`` CSV): a labelled file
   source, shuffled with a fixed seed (concepts interleave, so the head's
@@ -107,36 +108,48 @@ class ChildRun:
         return tail[-1] if tail else f"exit code {self.code}"
 
 
-def run_child(argv: Sequence[str], marker: str | None = None, timeout_s: float = 3600) -> ChildRun:
-    """Run ``argv``, stream its stdout, and reap it with ``os.wait4`` to read *its own* peak RSS.
+# Run by a fresh, small interpreter between the bench and the measured command. Linux copies the
+# spawning process's peak RSS into the child's ``ru_maxrss`` at exec (the old address space's high-water
+# mark), so a command spawned straight from the bench (or from pytest with torch loaded) would report at
+# least the bench's own peak. Spawned from this ~10 MB launcher it reports its own; wait4 reads it.
+_LAUNCHER = """
+import os, sys
+pid = os.posix_spawnp(sys.argv[2], sys.argv[2:], os.environ)
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as fh:
+    fh.write(str(usage.ru_maxrss))
+code = os.waitstatus_to_exitcode(status)
+sys.exit(code if code >= 0 else 128 - code)
+"""
 
-    ``RUSAGE_CHILDREN`` would give the largest of all children reaped so far;
-    ``wait4`` gives this one's. stderr goes to a temp file (a full pipe would
-    block the child). Unbuffered output so the first-line time is real.
+
+def run_child(argv: Sequence[str], marker: str | None = None) -> ChildRun:
+    """Run ``argv`` through the launcher, streaming its stdout; its own peak RSS comes back from ``wait4``.
+
+    stderr goes to a temp file (a full pipe would block the child); output is
+    unbuffered so the time of the first ``marker`` line is real. The launcher
+    is the floor of what can be measured (~10 MB), far below any edgecvm run.
     """
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with tempfile.TemporaryFile("w+") as err:
+    with tempfile.TemporaryDirectory(prefix="edgecvm-child-") as tmp, tempfile.TemporaryFile("w+") as err:
+        rss_file = Path(tmp) / "ru_maxrss"
         started = time.monotonic()
-        proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=err, text=True, env=env)
+        proc = subprocess.Popen([sys.executable, "-S", "-c", _LAUNCHER, str(rss_file), *map(str, argv)],
+                                stdout=subprocess.PIPE, stderr=err, text=True, env=env)
         first = None
         lines = []
         assert proc.stdout is not None
-        deadline = started + timeout_s
         for line in proc.stdout:
             if first is None and marker is not None and marker in line:
                 first = time.monotonic() - started
             lines.append(line)
-            if time.monotonic() > deadline:
-                proc.kill()
-                break
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here; Popen must not wait again
+        code = proc.wait()
         wall = time.monotonic() - started
         err.seek(0)
         stderr = err.read()
-    peak = usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)
-    return ChildRun(proc.returncode, lines, stderr, round(peak / MB, 1), round(wall, 3),
-                    None if first is None else round(first, 3))
+        peak_units = int(rss_file.read_text()) if rss_file.is_file() else 0
+    peak = peak_units * (1 if sys.platform == "darwin" else 1024)  # bytes on macOS, kB on Linux
+    return ChildRun(code, lines, stderr, round(peak / MB, 1), round(wall, 3), None if first is None else round(first, 3))
 
 
 def edgecvm_argv(*args: object) -> list[str]:
