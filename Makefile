@@ -32,6 +32,22 @@ demo: setup
 clean:
 	rm -rf $(BUILD) .cache .pytest_cache
 
+# Benchmarks (~10 min on 2 cores): every device profile measured on this machine by `edgecvm bench`,
+# with a 224 px fp32 and a 160 px int8 bundle (each profile takes the closest to what it asks).
+# The table goes to stdout, the same numbers to export/build/bench.json (keys in README.md, Bench).
+BENCH_BUNDLES := $(BUILD)/lite0-224 $(BUILD)/lite0-160-int8
+ANCHORS       := anchors/tiny-imagenet-200.anchors.npz
+
+bench: setup $(addsuffix /manifest.json,$(BENCH_BUNDLES))
+	$(BIN)/edgecvm bench $(addprefix --bundle ,$(BENCH_BUNDLES)) --all-profiles --json $(BUILD)/bench.json
+
+$(BUILD)/lite0-224/manifest.json: | $(STAMP)
+	$(BIN)/edgecvm export --recipe export/lite0-224.yaml --anchors $(ANCHORS) --out $(BUILD)/lite0-224
+
+$(BUILD)/lite0-160-int8/manifest.json: | $(STAMP)
+	$(BIN)/edgecvm export --recipe export/lite0-160.yaml --anchors $(ANCHORS) --out $(BUILD)/lite0-160-int8 \
+		--quantize int8 --calibration edgecvm/samples/tiny10/train
+
 # Long reliability runs (~15 min on 2 cores): 100,000 frames through `learn` with RSS
 # at start/middle/end (growth <= 5 %), then the reliability suite with 60 power-loss
 # trials and deeper fuzzing. atheris is optional: its fuzz target skips without it.
