@@ -35,7 +35,7 @@ import yaml
 
 from edgecvm import __version__
 from edgecvm.bench_measure import edgecvm_argv, run_child, time_stages, write_frame_manifest
-from edgecvm.bench_report import render_report
+from edgecvm.bench_report import markdown_table, render_report
 from edgecvm.bundle import Bundle, load_bundle
 from edgecvm.device import open_device, positive_int
 from edgecvm.errors import BadInputError
@@ -169,6 +169,12 @@ def bench_profile(profile: DeviceProfile, bundles: list[Bundle], manifest: Path,
             raise BadInputError(f"bench {profile.name}: `edgecvm {name}` failed: {run.error()}")
     predict_fps, learn_fps = _summary(predict.lines).get("frames_per_s"), _summary(learn.lines).get("frames_per_s")
     frames = int(_summary(learn.lines).get("frames", 0))
+    bad_frames = int(_summary(learn.lines).get("bad_frames", 0))
+    if bad_frames == frames:
+        raise BadInputError(f"bench {profile.name}: none of the {frames} frames of {manifest} could be read: "
+                            f"{learn.error()}")
+    if bad_frames:
+        notes.append(f"{bad_frames} of {frames} frames could not be decoded and were skipped")
 
     reference: dict[str, object] = {"available": False, "reason": "--no-torch-ref"}
     missing = torch_reference_missing() if torch_ref else None
@@ -194,7 +200,7 @@ def bench_profile(profile: DeviceProfile, bundles: list[Bundle], manifest: Path,
         "profile": profile.name, "bundle": str(bundle.folder),
         "measured_with": {"resolution": measured.resolution, "precision": measured.precision,
                           "threads": measured.threads, "providers": providers, "ort_cpu_arena": measured.ort_cpu_arena},
-        "notes": notes, "frames": frames, "stages": stages,
+        "notes": notes, "frames": frames, "bad_frames": bad_frames, "stages": stages,
         "predict_frames_per_s": predict_fps, "learn_frames_per_s": learn_fps, "learn_over_predict": learn_over_predict,
         "cold_start_s": predict.first_match_s, "predict_peak_rss_mb": predict.peak_rss_mb,
         "learn_peak_rss_mb": learn.peak_rss_mb, "memory_budget_mb": budget,
@@ -230,6 +236,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         "stream": str(args.stream), "frames": args.frames, "results": results,
     }
     print(render_report(report))
+    if args.markdown:
+        print("\n" + markdown_table(report))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
         print(f"\nJSON written to {args.json}")
@@ -256,4 +264,5 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(default: the built-in sample, edgecvm/samples/tiny10/train)")
     parser.add_argument("--no-torch-ref", action="store_true", help="skip the torch reference learner")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
+    parser.add_argument("--markdown", action="store_true", help="also print the summary as a Markdown table")
     parser.set_defaults(func=cmd_bench)

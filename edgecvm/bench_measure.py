@@ -52,7 +52,7 @@ def write_frame_manifest(source: str, frames: int, out: Path) -> Path:
         writer.writerow(["path", "label"])
         for i in range(frames):
             item = items[i % len(items)]
-            writer.writerow([item.origin, item.label])
+            writer.writerow([os.path.abspath(item.origin), item.label])  # a manifest resolves paths from its folder
     return out
 
 

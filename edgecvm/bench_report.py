@@ -61,7 +61,7 @@ def profile_block(r: dict[str, Any]) -> list[str]:
 
 
 SUMMARY_COLUMNS = ("profile", "measured with", "predict f/s", "learn f/s", "learn/predict", "learn peak MB",
-                   "budget MB", "verdict", "cold start s", "torch f/s", "learn/torch", "est. device ms")
+                   "budget MB", "verdict", "cold start s", "torch f/s", "torch MB", "learn/torch", "est. device ms")
 
 
 def summary_rows(report: dict[str, Any]) -> list[tuple[str, ...]]:
@@ -72,7 +72,7 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, ...]]:
         rows.append((r["profile"], f"{m['resolution']} {m['precision']} {m['threads']}t", _num(r["predict_frames_per_s"]),
                      _num(r["learn_frames_per_s"]), _num(r["learn_over_predict"], 2), _num(r["learn_peak_rss_mb"]),
                      str(r["memory_budget_mb"]), r["memory_verdict"], _num(r["cold_start_s"], 2),
-                     _num(ref.get("frames_per_s")), _num(ref.get("learn_over_torch_fps"), 2),
+                     _num(ref.get("frames_per_s")), _num(ref.get("peak_rss_mb")), _num(ref.get("learn_over_torch_fps"), 2),
                      _num(r["estimate"]["backbone_ms"])))
     return rows
 

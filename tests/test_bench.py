@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from device_cli import run_cli
+from device_cli import REPO, run_cli
 
 from edgecvm.bench import LITE0_GFLOP_224, estimate, pick_bundle
 from edgecvm.bench_measure import run_child
@@ -17,7 +17,7 @@ from edgecvm.bundle import Bundle, load_bundle
 from edgecvm.profiles import load_profile
 
 RESULT_KEYS = {
-    "profile", "bundle", "measured_with", "notes", "frames", "stages", "predict_frames_per_s", "learn_frames_per_s",
+    "profile", "bundle", "measured_with", "notes", "frames", "bad_frames", "stages", "predict_frames_per_s", "learn_frames_per_s",
     "learn_over_predict", "cold_start_s", "predict_peak_rss_mb", "learn_peak_rss_mb", "memory_budget_mb",
     "memory_verdict", "memory_plan_mb", "plan_fits_budget", "memory_plan_items", "replay_filled",
     "torch_reference", "estimate", "targets",
@@ -56,9 +56,13 @@ def test_bench_reports_every_figure_and_what_it_measured(capsys, tmp_path: Path,
     assert "ESTIMATE" in table and "raspberry-pi-4" in table and "160 px int8" in table
 
 
-def test_jetson_profile_reports_the_provider_actually_used(capsys, tmp_path: Path, test_bundle: Path) -> None:
-    report, _ = _bench(capsys, tmp_path, test_bundle, "--profile", "jetson-nano", "--frames", 4, "--no-torch-ref")
+def test_jetson_profile_reports_the_provider_actually_used(capsys, monkeypatch, tmp_path: Path,
+                                                          test_bundle: Path) -> None:
+    monkeypatch.chdir(REPO)  # a relative --stream must work too
+    report, _ = _bench(capsys, tmp_path, test_bundle, "--profile", "jetson-nano", "--frames", 4, "--no-torch-ref",
+                       "--stream", "edgecvm/samples/tiny10/val")
     (result,) = report["results"]
+    assert result["frames"] == 4 and result["bad_frames"] == 0
     assert result["measured_with"]["providers"] == ["CPUExecutionProvider"]  # no TensorRT/CUDA on this machine
     assert any("measured on CPUExecutionProvider" in note for note in result["notes"])
 
