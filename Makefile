@@ -39,7 +39,7 @@ BENCH_BUNDLES := $(BUILD)/lite0-224 $(BUILD)/lite0-160-int8
 ANCHORS       := anchors/tiny-imagenet-200.anchors.npz
 
 bench: setup $(addsuffix /manifest.json,$(BENCH_BUNDLES))
-	$(BIN)/edgecvm bench $(addprefix --bundle ,$(BENCH_BUNDLES)) --all-profiles --json $(BUILD)/bench.json
+	$(BIN)/edgecvm bench $(addprefix --bundle ,$(BENCH_BUNDLES)) --all-profiles --repeat 3 --json $(BUILD)/bench.json
 
 $(BUILD)/lite0-224/manifest.json: | $(STAMP)
 	$(BIN)/edgecvm export --recipe export/lite0-224.yaml --anchors $(ANCHORS) --out $(BUILD)/lite0-224

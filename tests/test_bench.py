@@ -17,7 +17,7 @@ from edgecvm.bundle import Bundle, load_bundle
 from edgecvm.profiles import load_profile
 
 RESULT_KEYS = {
-    "profile", "bundle", "measured_with", "notes", "frames", "bad_frames", "stages", "predict_frames_per_s", "learn_frames_per_s",
+    "profile", "bundle", "measured_with", "notes", "frames", "bad_frames", "repeat", "runs", "stages", "predict_frames_per_s", "learn_frames_per_s",
     "learn_over_predict", "cold_start_s", "predict_peak_rss_mb", "learn_peak_rss_mb", "memory_budget_mb",
     "memory_verdict", "memory_plan_mb", "plan_fits_budget", "memory_plan_items", "replay_filled",
     "torch_reference", "estimate", "targets",
@@ -33,8 +33,11 @@ def _bench(capsys, tmp_path: Path, bundle: Path, *args: object) -> tuple[dict, s
 
 def test_bench_reports_every_figure_and_what_it_measured(capsys, tmp_path: Path, test_bundle: Path) -> None:
     report, table = _bench(capsys, tmp_path, test_bundle, "--profile", "raspberry-pi-4", "--frames", 8,
-                           "--no-torch-ref")
+                           "--no-torch-ref", "--repeat", 2)
     (result,) = report["results"]
+    runs = result["runs"]
+    assert len(runs) == 2 and result["learn_peak_rss_mb"] == max(r["learn_rss_mb"] for r in runs)
+    assert result["predict_frames_per_s"] == pytest.approx(sum(r["predict_fps"] for r in runs) / 2, abs=0.01)
     assert set(result) == RESULT_KEYS and report["schema"] == "edgecvm.bench/1"
     assert result["frames"] == 8
     # The profile asks 160 px int8 and 4 threads; the bundle is 224 px fp32: the report says so.
