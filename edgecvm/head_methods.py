@@ -19,6 +19,7 @@ from typing import Protocol
 
 import numpy as np
 
+from edgecvm.analytic_head import ANALYTIC_METHODS
 from edgecvm.errors import BadInputError
 from edgecvm.head import ProjectionHead
 from edgecvm.head_file import HeadParams
@@ -143,6 +144,7 @@ def _momentum_head(head: HeadParams) -> HeadMethod:
 HEAD_METHODS: dict[str, Callable[[HeadParams], HeadMethod]] = {
     "sgd": _adam_head,  # gradient descent with Adam, lr 1e-3, temperature from the head file
     "sgd-momentum": _momentum_head,  # plain SGD with heavy-ball momentum, lr 1e-2
+    **ANALYTIC_METHODS,  # closed-form heads from streaming class statistics (analytic_head.py)
 }
 DEFAULT_METHOD = "sgd"
 

@@ -1,0 +1,312 @@
+"""A projection head solved in closed form from streaming class statistics (head method "lda").
+
+Why: a head trained by gradient steps on a stream forgets what it is not
+shown again; statistics that are only ever *added to* do not. This head keeps
+running class sums and counts and the pooled within-class scatter of the
+features (Welford updates, so the scatter is exactly that of everything seen),
+and from them solves a linear projection into concept space whose dot
+products with the anchors of the known concepts are linear discriminant
+scores:
+
+    s_k(f) = mu_k' S^-1 f - mu_k' S^-1 mu_k / 2          (shared covariance S, shrunk)
+    e(f)   = scale * A+ s(f) + conse_gain * conse(f)       A+ = A'(A A' + rho I)^-1, A = known anchors
+
+so ``a_k . e(f) = scale * s_k(f) + conse_gain * a_k . conse(f)`` for every known
+concept k: the nearest known anchor is the LDA decision, blended with the frozen
+ConSE branch (zero-shot knowledge of the ImageNet classifier). ``e`` is an
+ordinary head, ``f @ w + b + conse_gain * conse(f)``, with
+``w = scale * S^-1 M' A+'`` and ``b = -scale * A+ c``: the device's predict
+path, its ``--vocab all`` answers and its head format do not change. Concepts
+not yet taught still get ``a_u . e(f)``: their ConSE evidence plus the
+discriminant evidence of the known concepts whose anchors they resemble.
+With more than D known concepts A A' is singular and ``A+`` becomes the
+ridge least-squares fit (exact up to D = 384 concepts).
+
+Shrinkage of S towards ``trace(S)/F * I`` is the Ledoit-Wolf (2004) estimate
+by default, computed from a running sum of ``|d|^4``, so it is large with a
+few examples per class and small with many, without tuning.
+
+How much to trust the discriminant against the ConSE prior depends on how
+many examples the device has seen: with five per class the prior is worth
+more than the noisy means. ``scale`` and ``conse_gain`` are therefore
+learned *prequentially*: each new sample is first classified by the last
+solved head (test-then-train, before it joins the statistics), and one Adam
+step on the two numbers lowers its cross-entropy. The solve (an F x F linear
+system) runs every ``solve_every`` updates and before predicting.
+
+Replay minibatches are ignored: nothing here forgets, so replaying old
+samples would only count them twice.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import numpy as np
+
+from edgecvm.conse import conse_embed
+from edgecvm.head import ProjectionHead
+from edgecvm.head_file import ConseBranch, HeadParams
+from edgecvm.optim import Adam
+from edgecvm.replay import ReplayBatch
+
+_PENDING = 64  # scatter updates buffered and added as one (F x 64) @ (64 x F) product
+_ANCHOR_RIDGE = 1e-4  # rho: keeps A A' invertible when two anchors nearly coincide
+_MIN_COUNT = 2  # a sample calibrates the blend only if the solved head knew its class from >= this many
+_CALIBRATION_LR = 0.02
+
+
+class ClassStatistics:
+    """Running class means, counts and pooled within-class scatter (float64), added to one sample at a time."""
+
+    def __init__(self, feature_dim: int) -> None:
+        self.feature_dim = feature_dim
+        self.sums = np.zeros((0, feature_dim), dtype=np.float64)
+        self.counts = np.zeros(0, dtype=np.int64)
+        self.scatter = np.zeros((feature_dim, feature_dim), dtype=np.float64)
+        self.fourth = 0.0  # running sum of |w d|^2 squared, for the Ledoit-Wolf estimate
+        self._pending = np.zeros((_PENDING, feature_dim), dtype=np.float64)
+        self._n_pending = 0
+
+    @property
+    def n(self) -> int:
+        return int(self.counts.sum())
+
+    def add(self, features: np.ndarray, labels: np.ndarray) -> None:
+        """Welford: d = x - mean_y before the update adds c/(c+1) d d' to the scatter (c = count of y so far)."""
+        grow = int(labels.max()) + 1 - self.counts.size
+        if grow > 0:
+            self.sums = np.concatenate([self.sums, np.zeros((grow, self.feature_dim))])
+            self.counts = np.concatenate([self.counts, np.zeros(grow, dtype=np.int64)])
+        for x, y in zip(features, labels, strict=True):
+            c = self.counts[y]
+            if c:
+                d = x - self.sums[y] / c
+                w = c / (c + 1)
+                self.fourth += (w * float(d @ d)) ** 2
+                if self._n_pending == _PENDING:
+                    self.flush()
+                self._pending[self._n_pending] = d * math.sqrt(w)
+                self._n_pending += 1
+            self.sums[y] += x
+            self.counts[y] += 1
+
+    def flush(self) -> None:
+        """Add the buffered updates to ``scatter``."""
+        if self._n_pending:
+            rows = self._pending[: self._n_pending]
+            self.scatter += rows.T @ rows
+            self._n_pending = 0
+
+    def shrunk_covariance(self, shrinkage: float | None) -> tuple[np.ndarray, float]:
+        """``(1 - delta) S/n + delta * trace(S/n)/F * I`` and delta (Ledoit-Wolf when ``shrinkage`` is None)."""
+        self.flush()
+        n, dim = max(self.n, 1), self.feature_dim
+        cov = self.scatter / n
+        mu = float(np.trace(cov)) / dim
+        if shrinkage is None:
+            sq = float(np.einsum("ij,ij->", cov, cov))
+            spread = sq - dim * mu * mu  # |cov - mu I|^2
+            noise = max(0.0, (self.fourth / n - sq) / n)
+            shrinkage = 1.0 if spread <= 0 else min(1.0, noise / spread)
+        cov *= 1.0 - shrinkage
+        cov[np.diag_indices(dim)] += shrinkage * mu
+        return cov, shrinkage
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        self.flush()
+        return {"sums": self.sums, "counts": self.counts, "scatter": self.scatter,
+                "fourth": np.array([self.fourth])}
+
+    def load_state_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
+        sums, counts, scatter, fourth = (arrays[k] for k in ("sums", "counts", "scatter", "fourth"))
+        dim = self.feature_dim
+        if sums.ndim != 2 or sums.shape[1] != dim or counts.shape != (sums.shape[0],) or scatter.shape != (dim, dim):
+            raise ValueError(f"class statistics have shapes {sums.shape}, {counts.shape}, {scatter.shape}")
+        if (counts < 0).any() or fourth.shape != (1,) or not all(np.isfinite(a).all() for a in (sums, scatter, fourth)):
+            raise ValueError("class statistics hold negative counts or NaN/Inf")
+        self.sums, self.counts = sums.astype(np.float64), counts.astype(np.int64)
+        self.scatter, self.fourth = scatter.astype(np.float64), float(fourth[0])
+        self._n_pending = 0
+
+    def nbytes(self, n_classes: int) -> int:
+        return self.scatter.nbytes + self._pending.nbytes + n_classes * (self.feature_dim * 8 + 8)
+
+
+class AnalyticHead:
+    """Head method "lda" and its variants (see the module docstring)."""
+
+    def __init__(
+        self,
+        name: str,
+        head: HeadParams,
+        shrinkage: float | None = None,
+        use_conse: bool = True,
+        solve_every: int = 256,
+        anchor_ridge: float = _ANCHOR_RIDGE,
+        open_gain: float = 1.0,
+    ) -> None:
+        self.name = name
+        self.base = head
+        self.shrinkage = shrinkage
+        self.use_conse = use_conse and head.conse is not None
+        self.solve_every = solve_every
+        self.anchor_ridge = anchor_ridge
+        self.open_gain = open_gain
+        self.stats = ClassStatistics(head.feature_dim)
+        self.anchors = np.zeros((0, head.concept_dim), dtype=np.float32)  # the learner's known anchors, by row
+        # log of the discriminant's scale, and the ConSE gain; start: the ConSE head as exported
+        self.blend = {"log_scale": np.zeros(1, dtype=np.float64),
+                      "conse_gain": np.array([head.conse.weight * head.temperature if self.use_conse else 0.0])}
+        self.optimizer = Adam(self.blend, lr=_CALIBRATION_LR)
+        self._scale_set = False
+        self._since_solve = 0
+        self._solved: _Solved | None = None
+        self._projection: ProjectionHead | None = None  # the exported head until the first solve
+
+    # ---- learning -------------------------------------------------------------------------------
+
+    def update(
+        self, features: np.ndarray, targets: np.ndarray, known_anchors: np.ndarray, replay: ReplayBatch | None
+    ) -> float:
+        loss = self._calibrate(features, targets) if self.use_conse else 0.0
+        self.stats.add(features.astype(np.float64), targets)
+        self.anchors = np.array(known_anchors, dtype=np.float32)
+        self._since_solve += features.shape[0]
+        self._projection = None
+        if self._since_solve >= self.solve_every:
+            self._solve()
+        return loss
+
+    def _calibrate(self, features: np.ndarray, targets: np.ndarray) -> float:
+        """One Adam step on (log_scale, conse_gain) against the last solved head's error on the new samples."""
+        solved = self._solved
+        if solved is None:
+            return 0.0
+        usable = targets < solved.counts.size
+        usable[usable] = solved.counts[targets[usable]] >= _MIN_COUNT
+        if not usable.any():
+            return 0.0
+        x, y = features[usable], targets[usable]
+        scores = solved.discriminant(x)
+        prior = conse_embed(x, self.base.conse) @ solved.anchors.T
+        if not self._scale_set:  # first calibration: put the discriminant on the scale of the ConSE logits
+            spread = float(np.std(scores))
+            self.blend["log_scale"][0] = -math.log(spread) if spread > 0 else 0.0
+            self._scale_set = True
+        scale, gain = math.exp(self.blend["log_scale"][0]), self.blend["conse_gain"][0]
+        logits = scale * scores + gain * prior
+        logits -= logits.max(axis=1, keepdims=True)
+        p = np.exp(logits)
+        p /= p.sum(axis=1, keepdims=True)
+        rows = np.arange(y.size)
+        loss = float(-np.mean(np.log(np.maximum(p[rows, y], 1e-300))))
+        p[rows, y] -= 1.0
+        p /= y.size
+        grads = {"log_scale": np.array([scale * float(np.sum(p * scores))]),
+                 "conse_gain": np.array([float(np.sum(p * prior))])}
+        if math.isfinite(loss) and all(np.isfinite(g).all() for g in grads.values()):
+            self.optimizer.step(self.blend, grads)
+        return loss
+
+    def _solve(self) -> None:
+        cov, _ = self.stats.shrunk_covariance(self.shrinkage)
+        counts = self.stats.counts
+        seen = counts > 0
+        means = np.zeros_like(self.stats.sums)
+        means[seen] = self.stats.sums[seen] / counts[seen, None]
+        weights = np.linalg.solve(cov, means.T)  # (F, K): S^-1 mu_k
+        offsets = 0.5 * np.einsum("fk,kf->k", weights, means)
+        weights[:, ~seen] = 0.0  # a known concept without samples (cannot happen via the learner) scores 0
+        # Centred across the known concepts: the same decision, but no shared offset for A+ to spread onto
+        # the concepts not taught yet.
+        weights -= weights.mean(axis=1, keepdims=True)
+        offsets -= offsets.mean()
+        self._solved = _Solved(weights, offsets, counts.copy(), self.anchors[: counts.size].copy())
+        self._since_solve = 0
+        self._projection = None
+
+    # ---- predicting -----------------------------------------------------------------------------
+
+    def embed(self, features: np.ndarray) -> np.ndarray:
+        if self._projection is None:
+            if self.stats.n and (self._solved is None or self._since_solve):
+                self._solve()
+            self._projection = ProjectionHead(self.as_head_params())
+        return self._projection.embed_unit(features)
+
+    def as_head_params(self) -> HeadParams:
+        """The current solution as an ordinary linear head (what ``embed`` evaluates); the exported head before any teaching."""
+        if self._solved is None:
+            return self.base
+        head, solved = self.base, self._solved
+        a = solved.anchors.astype(np.float64)
+        pinv = np.linalg.solve(a @ a.T + self.anchor_ridge * np.eye(a.shape[0]), a).T  # (D, K)
+        scale = math.exp(self.blend["log_scale"][0]) if self._scale_set else 1.0
+        w = scale * (solved.weights @ pinv.T)
+        b = -scale * (pinv @ solved.offsets)
+        conse = None
+        if head.conse is not None:
+            gain = float(self.blend["conse_gain"][0]) if self.use_conse else 0.0
+            class_anchors = head.conse.anchors
+            if self.open_gain != 1.0:  # boost the ConSE part outside the span of the known anchors
+                outside = class_anchors - (class_anchors @ a.T) @ pinv.T
+                class_anchors = (class_anchors + (self.open_gain - 1.0) * outside).astype(np.float32)
+            conse = ConseBranch(head.conse.fc_w, head.conse.fc_b, class_anchors, head.conse.top_t, gain)
+        return HeadParams("linear", head.feature_dim, head.concept_dim,
+                          {"w": w.astype(np.float32), "b": b.astype(np.float32)}, temperature=head.temperature,
+                          conse=conse)
+
+    # ---- persistence ----------------------------------------------------------------------------
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        arrays = {f"stats.{k}": v for k, v in self.stats.state_arrays().items()}
+        arrays.update({f"blend.{k}": v for k, v in self.blend.items()})
+        arrays.update({f"opt.{k}": v for k, v in self.optimizer.state_arrays().items()})
+        arrays["anchors"] = self.anchors
+        arrays["scale_set"] = np.array([self._scale_set])
+        return arrays
+
+    def load_state_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
+        try:
+            self.stats.load_state_arrays({k[6:]: v for k, v in arrays.items() if k.startswith("stats.")})
+            anchors, blend = arrays["anchors"], {k: arrays[f"blend.{k}"] for k in self.blend}
+        except KeyError as exc:
+            raise ValueError(f"analytic head state lacks {exc}") from None
+        if anchors.ndim != 2 or anchors.shape[1] != self.base.concept_dim or anchors.shape[0] < self.stats.counts.size:
+            raise ValueError(f"known anchors {anchors.shape} do not cover the {self.stats.counts.size} classes")
+        for key, value in blend.items():
+            if value.shape != (1,) or not np.isfinite(value).all():
+                raise ValueError(f"blend parameter {key!r} is not one finite number")
+            self.blend[key][...] = value
+        self.optimizer.load_state_arrays({k[4:]: v for k, v in arrays.items() if k.startswith("opt.")})
+        self.anchors = anchors.astype(np.float32)
+        self._scale_set = bool(arrays.get("scale_set", np.array([False]))[0])
+        self._solved, self._projection = None, None
+        if self.stats.n:
+            self._solve()
+
+    def nbytes(self, replay_capacity: int = 0) -> int:
+        classes = max(self.stats.counts.size, 1)
+        solved = classes * (self.base.feature_dim * 8 + 16 + self.base.concept_dim * 4)
+        head = self.base.feature_dim * self.base.concept_dim * 4 * 2  # the projection, and its float64 twin while solving
+        solve = self.base.feature_dim * self.base.feature_dim * 8 * 2  # covariance copy + LU factor
+        return self.stats.nbytes(classes) + solved + head + solve
+
+
+class _Solved:
+    """The last solution: LDA weights and offsets for the classes known then, and their anchors."""
+
+    def __init__(self, weights: np.ndarray, offsets: np.ndarray, counts: np.ndarray, anchors: np.ndarray) -> None:
+        self.weights, self.offsets, self.counts, self.anchors = weights, offsets, counts, anchors
+
+    def discriminant(self, features: np.ndarray) -> np.ndarray:
+        return features @ self.weights - self.offsets
+
+
+# name -> factory, merged into head_methods.HEAD_METHODS
+ANALYTIC_METHODS = {
+    "lda": lambda head: AnalyticHead("lda", head),  # Ledoit-Wolf shrinkage, prequentially calibrated ConSE blend
+    "lda-noconse": lambda head: AnalyticHead("lda-noconse", head, use_conse=False),  # the discriminant alone
+}
