@@ -32,7 +32,7 @@ demo: setup
 clean:
 	rm -rf $(BUILD) .cache .pytest_cache
 
-# Benchmarks (~10 min on 2 cores): every device profile measured on this machine by `edgecvm bench`,
+# Benchmarks (~5 min on 2 cores): every device profile measured on this machine by `edgecvm bench`,
 # with a 224 px fp32 and a 160 px int8 bundle (each profile takes the closest to what it asks).
 # The table goes to stdout, the same numbers to export/build/bench.json (keys in README.md, Bench).
 BENCH_BUNDLES := $(BUILD)/lite0-224 $(BUILD)/lite0-160-int8

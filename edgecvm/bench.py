@@ -131,6 +131,14 @@ def torch_reference_missing() -> str | None:
     return None
 
 
+def _load_average() -> float | None:
+    """The 1-minute load average: other processes on a shared machine skew every figure (None where unknown)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
 def _summary(lines: list[str]) -> dict[str, object]:
     for line in reversed(lines):
         record = json.loads(line) if line.startswith("{") else {}
@@ -193,6 +201,7 @@ def bench_profile(profile: DeviceProfile, bundles: list[Bundle], manifest: Path,
     hits all of them alike; frames/s and cold start are the medians, peak RSS
     the maximum (the budget must hold for the worst run).
     """
+    load_before = _load_average()
     bundle, notes = pick_bundle(profile, bundles)
     measured, more = measured_profile(profile, bundle)
     notes += more
@@ -248,6 +257,7 @@ def bench_profile(profile: DeviceProfile, bundles: list[Bundle], manifest: Path,
         "memory_plan_mb": plan_mb, "plan_fits_budget": plan_mb <= budget, "memory_plan_items": plan_items,
         "replay_filled": f"{min(frames, replay_capacity)}/{replay_capacity}",
         "runs": [dataclasses.asdict(r) for r in rounds],
+        "load_average_1m": {"before": load_before, "after": _load_average()},
         "torch_reference": reference, "estimate": estimate(profile),
         "targets": {
             "learn_over_predict_ge_0_9": None if learn_over_predict is None else learn_over_predict >= 0.9,

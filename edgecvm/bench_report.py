@@ -28,7 +28,8 @@ def profile_block(r: dict[str, Any]) -> list[str]:
     m = r["measured_with"]
     lines = [f"== {r['profile']}: measured on this machine with {m['resolution']} px {m['precision']}, "
              f"{m['threads']} threads, {m['providers'][0]}, ORT arena {'on' if m['ort_cpu_arena'] else 'off'}, "
-             f"{r['frames']} frames"]
+             f"{r['frames']} frames x {r['repeat']} rounds (1-min load average {r['load_average_1m']['before']} "
+             f"-> {r['load_average_1m']['after']})"]
     lines += [f"   note: {note}" for note in r["notes"]]
     lines.append(f"   {'stage':<24}{'p50 ms':>9}{'p95 ms':>9}")
     for key, name in STAGE_NAMES.items():

@@ -17,7 +17,7 @@ from edgecvm.bundle import Bundle, load_bundle
 from edgecvm.profiles import load_profile
 
 RESULT_KEYS = {
-    "profile", "bundle", "measured_with", "notes", "frames", "bad_frames", "repeat", "runs", "stages", "predict_frames_per_s", "learn_frames_per_s",
+    "profile", "bundle", "measured_with", "notes", "frames", "bad_frames", "repeat", "runs", "load_average_1m", "stages", "predict_frames_per_s", "learn_frames_per_s",
     "learn_over_predict", "cold_start_s", "predict_peak_rss_mb", "learn_peak_rss_mb", "memory_budget_mb",
     "memory_verdict", "memory_plan_mb", "plan_fits_budget", "memory_plan_items", "replay_filled",
     "torch_reference", "estimate", "targets",
