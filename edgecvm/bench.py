@@ -52,6 +52,9 @@ DEFAULT_STREAM = Path(__file__).resolve().parent / "samples" / "tiny10" / "train
 # Convolutions dominate, so it scales with the pixel count: 0.392 GFLOP at 160 px.
 LITE0_GFLOP_224 = 0.768
 SCHEMA = "edgecvm.bench/1"
+# A child run is killed after 60 s + 1 s per frame (an idle 2-core host needs ~0.01-0.03 s per frame).
+CHILD_TIMEOUT_S = 60.0
+CHILD_TIMEOUT_PER_FRAME_S = 1.0
 
 
 def default_bundle() -> Path:
@@ -171,8 +174,10 @@ def run_round(name: str, bundle: Bundle, child_yaml: Path, manifest: Path, state
               torch_ref: bool) -> Round:
     """The real ``predict`` and ``learn`` commands (and the torch reference) in child processes."""
     common = ("--bundle", bundle.folder, "--stream", manifest, "--profile", child_yaml, "--json")
-    predict = run_child(edgecvm_argv("predict", *common, "--vocab", "all"), marker='"event": "frame"')
-    learn = run_child(edgecvm_argv("learn", *common, "--state", state))
+    frames = sum(1 for _ in manifest.open()) - 1
+    limit = CHILD_TIMEOUT_S + CHILD_TIMEOUT_PER_FRAME_S * frames
+    predict = run_child(edgecvm_argv("predict", *common, "--vocab", "all"), marker='"event": "frame"', timeout_s=limit)
+    learn = run_child(edgecvm_argv("learn", *common, "--state", state), timeout_s=limit)
     for command, run in (("predict", predict), ("learn", learn)):
         if run.code != 0:
             raise BadInputError(f"bench {name}: `edgecvm {command}` failed: {run.error()}")
@@ -184,7 +189,7 @@ def run_round(name: str, bundle: Bundle, child_yaml: Path, manifest: Path, state
     if torch_ref:
         run = run_child([sys.executable, "-m", "edgecvm.bench_torch_ref", "--bundle", str(bundle.folder),
                          "--stream", str(manifest), "--threads", str(measured.threads), "--replay-bytes",
-                         str(measured.replay_bytes), "--batch-size", str(measured.batch_size)])
+                         str(measured.replay_bytes), "--batch-size", str(measured.batch_size)], timeout_s=limit)
         if run.code != 0:
             result.torch_error = run.error()
         else:

@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import csv
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -123,33 +125,52 @@ sys.exit(code if code >= 0 else 128 - code)
 """
 
 
-def run_child(argv: Sequence[str], marker: str | None = None) -> ChildRun:
+def run_child(argv: Sequence[str], marker: str | None = None, timeout_s: float | None = None) -> ChildRun:
     """Run ``argv`` through the launcher, streaming its stdout; its own peak RSS comes back from ``wait4``.
 
     stderr goes to a temp file (a full pipe would block the child); output is
     unbuffered so the time of the first ``marker`` line is real. The launcher
     is the floor of what can be measured (~10 MB), far below any edgecvm run.
+    After ``timeout_s`` the launcher's whole process group is killed: on a
+    busy 2-core machine torch's OpenMP threads can crawl (seen: 3 minutes for
+    what takes 4 s on an idle one), and a benchmark must end.
     """
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with tempfile.TemporaryDirectory(prefix="edgecvm-child-") as tmp, tempfile.TemporaryFile("w+") as err:
         rss_file = Path(tmp) / "ru_maxrss"
         started = time.monotonic()
         proc = subprocess.Popen([sys.executable, "-S", "-c", _LAUNCHER, str(rss_file), *map(str, argv)],
-                                stdout=subprocess.PIPE, stderr=err, text=True, env=env)
+                                stdout=subprocess.PIPE, stderr=err, text=True, env=env, start_new_session=True)
+        timer = threading.Timer(timeout_s, _kill_group, (proc.pid,)) if timeout_s else None
+        if timer is not None:
+            timer.start()
         first = None
         lines = []
         assert proc.stdout is not None
-        for line in proc.stdout:
-            if first is None and marker is not None and marker in line:
-                first = time.monotonic() - started
-            lines.append(line)
-        code = proc.wait()
+        try:
+            for line in proc.stdout:
+                if first is None and marker is not None and marker in line:
+                    first = time.monotonic() - started
+                lines.append(line)
+            code = proc.wait()
+        finally:
+            if timer is not None:
+                timer.cancel()
+        if timer is not None and time.monotonic() - started >= timeout_s:  # type: ignore[operator]
+            err.write(f"\ntimed out after {timeout_s:.0f} s (is the machine busy?)\n")
         wall = time.monotonic() - started
         err.seek(0)
         stderr = err.read()
         peak_units = int(rss_file.read_text()) if rss_file.is_file() else 0
     peak = peak_units * (1 if sys.platform == "darwin" else 1024)  # bytes on macOS, kB on Linux
     return ChildRun(code, lines, stderr, round(peak / MB, 1), round(wall, 3), None if first is None else round(first, 3))
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def edgecvm_argv(*args: object) -> list[str]:

@@ -134,3 +134,8 @@ def test_an_unlabelled_stream_is_refused(capsys, test_bundle: Path, samples_dir:
     image = next((samples_dir / "val" / "lemon").iterdir())
     run = run_cli(capsys, "bench", "--bundle", test_bundle, "--stream", image, "--no-torch-ref")
     assert run.code == 2 and "needs a labelled file source" in run.stderr and len(run.stderr.splitlines()) == 1
+
+
+def test_a_child_that_overruns_is_killed_with_its_launcher() -> None:
+    run = run_child([sys.executable, "-c", "import time; print('up', flush=True); time.sleep(60)"], timeout_s=1)
+    assert run.code != 0 and "timed out after 1 s" in run.error() and run.lines == ["up\n"]
