@@ -41,6 +41,7 @@ from edgecvm.bench_report import markdown_table, render_report
 from edgecvm.bundle import Bundle, load_bundle
 from edgecvm.device import open_device, positive_int
 from edgecvm.errors import BadInputError
+from edgecvm.head_methods import HEAD_METHODS
 from edgecvm.memory_plan import MB
 from edgecvm.profiles import PROFILE_DIR, DeviceProfile, available_profiles, load_profile, profile_as_dict
 
@@ -171,13 +172,13 @@ class Round:
 
 
 def run_round(name: str, bundle: Bundle, child_yaml: Path, manifest: Path, state: Path, measured: DeviceProfile,
-              torch_ref: bool) -> Round:
+              torch_ref: bool, head_method: str) -> Round:
     """The real ``predict`` and ``learn`` commands (and the torch reference) in child processes."""
     common = ("--bundle", bundle.folder, "--stream", manifest, "--profile", child_yaml, "--json")
     frames = sum(1 for _ in manifest.open()) - 1
     limit = CHILD_TIMEOUT_S + CHILD_TIMEOUT_PER_FRAME_S * frames
     predict = run_child(edgecvm_argv("predict", *common, "--vocab", "all"), marker='"event": "frame"', timeout_s=limit)
-    learn = run_child(edgecvm_argv("learn", *common, "--state", state), timeout_s=limit)
+    learn = run_child(edgecvm_argv("learn", *common, "--state", state, "--head-method", head_method), timeout_s=limit)
     for command, run in (("predict", predict), ("learn", learn)):
         if run.code != 0:
             raise BadInputError(f"bench {name}: `edgecvm {command}` failed: {run.error()}")
@@ -198,7 +199,7 @@ def run_round(name: str, bundle: Bundle, child_yaml: Path, manifest: Path, state
 
 
 def bench_profile(profile: DeviceProfile, bundles: list[Bundle], manifest: Path, work: Path, torch_ref: bool,
-                  repeat: int = 1) -> dict[str, object]:
+                  repeat: int = 1, head_method: str | None = None) -> dict[str, object]:
     """Every measurement for one profile (see module docstring); JSON-ready.
 
     With ``repeat`` > 1 the child runs are repeated in rounds (predict, learn,
@@ -211,7 +212,7 @@ def bench_profile(profile: DeviceProfile, bundles: list[Bundle], manifest: Path,
     measured, more = measured_profile(profile, bundle)
     notes += more
     child_yaml = write_child_profile(measured, work)
-    device = open_device(str(bundle.folder), str(child_yaml), None, learning=True)
+    device = open_device(str(bundle.folder), str(child_yaml), None, learning=True, method=head_method)
     providers = device.extractor.providers
     if providers[0] != profile.execution_providers[0]:
         notes.append(f"the profile asks {', '.join(profile.execution_providers)}; this onnxruntime "
@@ -220,7 +221,7 @@ def bench_profile(profile: DeviceProfile, bundles: list[Bundle], manifest: Path,
     plan_mb = round(device.plan.total_bytes / MB, 1)
     plan_items = device.plan.as_dict()["items"]
     stages = time_stages(device, manifest, profile.name)
-    replay_capacity = device.learner.replay.capacity
+    replay_capacity, head_method = device.learner.replay.capacity, device.learner.method.name  # the default resolved
     del device
 
     missing = torch_reference_missing() if torch_ref else "--no-torch-ref"
@@ -229,7 +230,7 @@ def bench_profile(profile: DeviceProfile, bundles: list[Bundle], manifest: Path,
         print(f"bench {profile.name}: predict, learn{'' if missing else ', torch reference'} in child processes "
               f"(round {i + 1}/{repeat})", file=sys.stderr, flush=True)
         rounds.append(run_round(profile.name, bundle, child_yaml, manifest, work / f"state-{profile.name}-{i}",
-                                measured, torch_ref=missing is None))
+                                measured, torch_ref=missing is None, head_method=head_method))
     predict_fps = round(median(r.predict_fps for r in rounds), 2)
     learn_fps = round(median(r.learn_fps for r in rounds), 2)
     learn_rss = max(r.learn_rss_mb for r in rounds)
@@ -251,7 +252,8 @@ def bench_profile(profile: DeviceProfile, bundles: list[Bundle], manifest: Path,
     return {
         "profile": profile.name, "bundle": str(bundle.folder),
         "measured_with": {"resolution": measured.resolution, "precision": measured.precision,
-                          "threads": measured.threads, "providers": providers, "ort_cpu_arena": measured.ort_cpu_arena},
+                          "threads": measured.threads, "providers": providers, "ort_cpu_arena": measured.ort_cpu_arena,
+                          "head_method": head_method},
         "notes": notes, "frames": frames, "bad_frames": bad_frames, "repeat": repeat, "stages": stages,
         "predict_frames_per_s": predict_fps, "learn_frames_per_s": learn_fps, "learn_over_predict": learn_over_predict,
         "cold_start_s": median(r.cold_start_s for r in rounds if r.cold_start_s is not None) if any(
@@ -286,7 +288,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         work = Path(tmp)
         manifest = write_frame_manifest(args.stream, args.frames, work / "frames.csv")
         for profile in profiles:
-            results.append(bench_profile(profile, bundles, manifest, work, not args.no_torch_ref, args.repeat))
+            results.append(bench_profile(profile, bundles, manifest, work, not args.no_torch_ref, args.repeat,
+                                         args.head_method))
     report = {
         "schema": SCHEMA, "edgecvm": __version__, "onnxruntime": ort.__version__, "cpu_count": os.cpu_count(),
         "stream": str(args.stream), "frames": args.frames, "repeat": args.repeat, "results": results,
@@ -321,6 +324,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--repeat", type=positive_int, default=1, metavar="R",
                         help="rounds of the child runs (predict, learn, torch reference); frames/s are medians, "
                         "peak RSS the maximum (default 1; make bench uses 3)")
+    parser.add_argument("--head-method", choices=sorted(HEAD_METHODS), default=None,
+                        help="how learn's head learns, as `edgecvm learn --head-method` (default: learn's default); "
+                        "the torch reference always trains the gradient head with Adam")
     parser.add_argument("--no-torch-ref", action="store_true", help="skip the torch reference learner")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
     parser.add_argument("--markdown", action="store_true", help="also print the summary as a Markdown table")

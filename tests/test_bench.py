@@ -26,7 +26,8 @@ RESULT_KEYS = {
 
 def _bench(capsys, tmp_path: Path, bundle: Path, *args: object) -> tuple[dict, str]:
     out = tmp_path / "bench.json"
-    run = run_cli(capsys, "bench", "--bundle", bundle, "--json", out, *args)
+    # The gradient head ("sgd"): the one the torch reference mirrors, whatever learn's default is.
+    run = run_cli(capsys, "bench", "--bundle", bundle, "--json", out, "--head-method", "sgd", *args)
     assert run.code == 0, run.stderr
     return json.loads(out.read_text()), run.stdout
 
@@ -39,7 +40,7 @@ def test_bench_reports_every_figure_and_what_it_measured(capsys, tmp_path: Path,
     assert len(runs) == 2 and result["learn_peak_rss_mb"] == max(r["learn_rss_mb"] for r in runs)
     assert result["predict_frames_per_s"] == pytest.approx(sum(r["predict_fps"] for r in runs) / 2, abs=0.01)
     assert set(result) == RESULT_KEYS and report["schema"] == "edgecvm.bench/1"
-    assert result["frames"] == 8
+    assert result["frames"] == 8 and result["measured_with"]["head_method"] == "sgd"
     # The profile asks 160 px int8 and 4 threads; the bundle is 224 px fp32: the report says so.
     assert result["measured_with"]["resolution"] == 224 and result["measured_with"]["precision"] == "fp32"
     assert any("profile asks 160 px int8" in note and "--quantize int8" in note for note in result["notes"])
