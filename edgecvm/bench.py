@@ -53,6 +53,10 @@ DEFAULT_STREAM = Path(__file__).resolve().parent / "samples" / "tiny10" / "train
 # Convolutions dominate, so it scales with the pixel count: 0.392 GFLOP at 160 px.
 LITE0_GFLOP_224 = 0.768
 SCHEMA = "edgecvm.bench/1"
+# torch's OpenMP threads spin-wait by default; on a 2-core machine shared with other work that made the
+# reference crawl (measured under load 5: 0.74 frames/s spinning, 38 frames/s passive, 40 frames each).
+# Passive waiting costs little on an idle machine; set OMP_WAIT_POLICY yourself to override.
+TORCH_ENV = {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
 # A child run is killed after 60 s + 1 s per frame (an idle 2-core host needs ~0.01-0.03 s per frame).
 CHILD_TIMEOUT_S = 60.0
 CHILD_TIMEOUT_PER_FRAME_S = 1.0
@@ -190,7 +194,8 @@ def run_round(name: str, bundle: Bundle, child_yaml: Path, manifest: Path, state
     if torch_ref:
         run = run_child([sys.executable, "-m", "edgecvm.bench_torch_ref", "--bundle", str(bundle.folder),
                          "--stream", str(manifest), "--threads", str(measured.threads), "--replay-bytes",
-                         str(measured.replay_bytes), "--batch-size", str(measured.batch_size)], timeout_s=limit)
+                         str(measured.replay_bytes), "--batch-size", str(measured.batch_size)], timeout_s=limit,
+                        env=TORCH_ENV)
         if run.code != 0:
             result.torch_error = run.error()
         else:

@@ -125,17 +125,19 @@ sys.exit(code if code >= 0 else 128 - code)
 """
 
 
-def run_child(argv: Sequence[str], marker: str | None = None, timeout_s: float | None = None) -> ChildRun:
+def run_child(argv: Sequence[str], marker: str | None = None, timeout_s: float | None = None,
+              env: dict[str, str] | None = None) -> ChildRun:
     """Run ``argv`` through the launcher, streaming its stdout; its own peak RSS comes back from ``wait4``.
 
     stderr goes to a temp file (a full pipe would block the child); output is
     unbuffered so the time of the first ``marker`` line is real. The launcher
     is the floor of what can be measured (~10 MB), far below any edgecvm run.
-    After ``timeout_s`` the launcher's whole process group is killed: on a
+    ``env``: variables added to this process's environment. After
+    ``timeout_s`` the launcher's whole process group is killed: on a
     busy 2-core machine torch's OpenMP threads can crawl (seen: 3 minutes for
     what takes 4 s on an idle one), and a benchmark must end.
     """
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
     with tempfile.TemporaryDirectory(prefix="edgecvm-child-") as tmp, tempfile.TemporaryFile("w+") as err:
         rss_file = Path(tmp) / "ru_maxrss"
         started = time.monotonic()
