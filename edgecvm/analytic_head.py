@@ -55,6 +55,7 @@ _PENDING = 64  # scatter updates buffered and added as one (F x 64) @ (64 x F) p
 _ANCHOR_RIDGE = 1e-4  # rho: keeps A A' invertible when two anchors nearly coincide
 _MIN_COUNT = 2  # a sample calibrates the blend only if the solved head knew its class from >= this many
 _CALIBRATION_LR = 0.02
+_MAX_FEATURE = 1e9  # larger |values| would overflow the float32 scatter (squared, summed): the update is skipped
 _MIN_SOLVE_EVERY = 16  # samples between solves while few have been seen (an F x F solve is ~0.1 s)
 
 
@@ -182,6 +183,8 @@ class AnalyticHead:
     def update(
         self, features: np.ndarray, targets: np.ndarray, known_anchors: np.ndarray, replay: ReplayBatch | None
     ) -> float:
+        if not float(np.max(np.abs(features), initial=0.0)) < _MAX_FEATURE:  # also NaN/Inf: skip, state unchanged
+            return math.nan
         loss = self._calibrate(features, targets) if self.use_conse else 0.0
         self.stats.add(features.astype(self.stats.dtype, copy=False), targets)
         self.anchors = np.array(known_anchors, dtype=np.float32)

@@ -18,7 +18,14 @@ from pathlib import Path
 from edgecvm.anchors import load_anchors
 from edgecvm.bundle import load_bundle
 from edgecvm.device import positive_int
-from edgecvm.eval_harness import DEFAULT_METHODS, HarnessConfig, MethodContext, method_names, run
+from edgecvm.eval_harness import (
+    CVM_HEAD_METHOD,
+    DEFAULT_METHODS,
+    HarnessConfig,
+    MethodContext,
+    method_names,
+    run,
+)
 from edgecvm.eval_report import plot, table, write_json
 from edgecvm.feature_cache import cache_folder, list_dataset, load_features
 from edgecvm.head_file import load_head
@@ -44,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0, help="class order, stream order, replay draws")
     parser.add_argument("--methods", default=",".join(DEFAULT_METHODS),
                         help=f"comma-separated; cvm[:HEAD] and cvm-noreplay[:HEAD] use the device learner with head "
-                             f"method HEAD (default {DEFAULT_METHOD}; one of {', '.join(HEAD_METHODS)})")
+                             f"method HEAD (default {CVM_HEAD_METHOD}; one of {', '.join(HEAD_METHODS)})")
     parser.add_argument("--shots", type=positive_int, help="few-shot: training images per class")
     parser.add_argument("--epochs", type=positive_int, default=1, help="passes over each task's stream (1 = online)")
     parser.add_argument("--joint-epochs", type=positive_int, default=10, help="epochs of the joint upper bound")
@@ -86,7 +93,7 @@ def main(args: argparse.Namespace) -> int:
             "scenario": {"name": args.scenario, "tasks": len(scenario.tasks), "seed": args.seed, "epochs": args.epochs,
                          "shots": args.shots, "holdout": args.holdout, "classes": len(features.concepts)},
             "bundle": {"folder": str(args.bundle), "sha256": bundle.sha256},
-            "profile": profile.name, "default_head_method": DEFAULT_METHOD,
+            "profile": profile.name, "cvm_head_method": CVM_HEAD_METHOD, "device_default_head_method": DEFAULT_METHOD,
             "feature_seconds": feature_seconds, "total_seconds": total_seconds,
             "host": {"python": platform.python_version(), "machine": platform.machine()},
             "results": [r.as_dict() for r in results],

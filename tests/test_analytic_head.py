@@ -112,3 +112,17 @@ def test_one_example_per_class_is_nearest_class_mean_not_a_singular_solve():
     noconse = AnalyticHead("lda-noconse", head_params(feature_dim=F, concept_dim=D), use_conse=False)
     noconse.update(x, np.arange(3), anchors, None)
     np.testing.assert_array_equal(np.argmax(noconse.embed(x + 0.1) @ anchors.T, axis=1), [0, 1, 2])
+
+
+def test_huge_or_nonfinite_features_skip_the_update_and_leave_the_state_unchanged():
+    method = make_head_method("lda", head_params(feature_dim=F, concept_dim=D, conse=True))
+    x, y, _ = _stream(3, 10)
+    anchors = anchor_set(D).vectors[:3]
+    method.update(x, y, anchors, None)
+    before = {k: np.array(v) for k, v in method.state_arrays().items()}
+    for bad in (np.float32(1e38), np.nan, np.inf):
+        corrupt = x[:1].copy()
+        corrupt[0, 3] = bad
+        assert np.isnan(method.update(corrupt, y[:1], anchors, None))
+    for key, value in method.state_arrays().items():
+        np.testing.assert_array_equal(value, before[key])
