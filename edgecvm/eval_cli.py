@@ -88,7 +88,7 @@ def main(args: argparse.Namespace) -> int:
           f"(cache {cache_folder(args.cache_dir, bundle, args.data, images)}); total {total_seconds:.1f} s")
     if args.json:
         write_json(args.json, {
-            "command": "edgecvm " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["eval"] else sys.argv[1:]),
+            "command": "edgecvm eval " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["eval"] else sys.argv[1:]),
             "title": title,
             "scenario": {"name": args.scenario, "tasks": len(scenario.tasks), "seed": args.seed, "epochs": args.epochs,
                          "shots": args.shots, "holdout": args.holdout, "classes": len(features.concepts)},
