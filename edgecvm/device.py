@@ -23,7 +23,7 @@ from edgecvm.camera import Backoff
 from edgecvm.errors import BadInputError
 from edgecvm.head_file import load_head
 from edgecvm.learner import Learner, LearnerConfig
-from edgecvm.memory_plan import MemoryPlan, limit_heap_retention, plan_for_learner
+from edgecvm.memory_plan import MemoryPlan, keep_openssl_unloaded, limit_heap_retention, plan_for_learner
 from edgecvm.profiles import DeviceProfile, load_profile
 from edgecvm.runtime import FeatureExtractor
 from edgecvm.state import StateIdentity, load_state
@@ -48,6 +48,7 @@ def open_device(
     # block freed (reading the bundle frees 1-9 MB blocks), after which ORT's activations would come from
     # the heap and stay resident. Measured (host profile, 120 frames): learning plateaus at 164 MB when this runs after loading, 109 MB here.
     heap_trimmed = limit_heap_retention()
+    keep_openssl_unloaded()
     profile = load_profile(profile_name)
     bundle = load_bundle(bundle_dir)
     head, anchors = load_head(bundle.head_path), load_anchors(bundle.anchors_path)

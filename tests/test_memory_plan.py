@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import platform
+import subprocess
 import sys
 
 import numpy as np
@@ -75,6 +76,26 @@ def test_limit_heap_retention_applies_on_glibc_linux():
         assert applied is True
     else:
         assert applied is False
+
+
+_OPENSSL_PROBE = """
+import sys
+from edgecvm.memory_plan import keep_openssl_unloaded
+prevented = keep_openssl_unloaded()
+import hmac
+import numpy as np
+np.random.default_rng(0)
+assert hmac.compare_digest(b"a", b"a") and not hmac.compare_digest(b"a", b"b")
+with open("/proc/self/maps") as fh:
+    print(prevented, any("libcrypto" in line for line in fh))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")
+def test_numpy_random_no_longer_loads_openssl():
+    """np.random -> secrets -> hmac -> _hashlib would map libcrypto (3.3 MB RSS) into the device process."""
+    out = subprocess.run([sys.executable, "-c", _OPENSSL_PROBE], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["True", "False"]
 
 
 def test_plan_over_budget_refuses_with_exit_code_3_and_the_table():
