@@ -18,8 +18,21 @@ writing this module):
   and frees fresh buffers: ~84 MB, 65-105 ms/frame. (Off *without* heap
   trimming is the worst of both: 103-112 MB and 29-45 ms.)
 - Disabling MLAS weight pre-packing saved 18 MB only on an untrimmed heap,
-  and a pre-optimised model file (``optimized_model_filepath``) did not lower
+  and a pre-optimised ONNX file (``optimized_model_filepath``) did not lower
   the peak (the first inference's activations dominate): neither is used.
+- A pre-optimised ORT-format file loaded memory-mapped
+  (``session.use_memory_mapped_ort_model`` +
+  ``session.use_ort_model_bytes_for_initializers``: no graph optimisation at
+  load, initializers point into the file mapping) cuts session creation from
+  +39 MB transient / +23 MB resident to +19 / +19 (measured later, in a
+  process of 68 MB). But ``learn``'s peak then comes from learning (frame +
+  checkpoint transients on ~122 MB): 133.5 -> 130.5 MB. Only a file saved at
+  level "all" keeps the NCHWc speed, and ORT marks such a file specific to
+  the CPU that saved it (block size 8 on AVX2, 16 on AVX-512 and ARM NEON);
+  the portable "extended" file runs the backbone 2x slower here (48 vs 24
+  ms). Loading an ``.ort`` from bytes with ``session.use_ort_model_bytes_directly``
+  segfaults from Python (the binding copies the bytes into a temporary).
+  Not used.
 
 Threads: the head's numpy work runs between backbone calls. With numpy's
 OpenBLAS and ORT each running a pool as wide as the cores, the two pools
