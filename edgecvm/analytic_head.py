@@ -45,6 +45,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from edgecvm.blend_calibration import CalibrationPool, fit_blend, leave_one_out
 from edgecvm.conse import conse_embed
 from edgecvm.head import ProjectionHead
 from edgecvm.head_file import ConseBranch, HeadParams
@@ -57,6 +58,7 @@ _MIN_COUNT = 2  # a sample calibrates the blend only if the solved head knew its
 _CALIBRATION_LR = 0.02
 _MAX_FEATURE = 1e9  # larger |values| would overflow the float32 scatter (squared, summed): the update is skipped
 _MIN_SOLVE_EVERY = 16  # samples between solves while few have been seen (an F x F solve is ~0.1 s)
+_CALIBRATION_POOL = 512  # replayed samples kept to fit the blend on (blend_calibration.py)
 
 
 class ClassStatistics:
@@ -89,45 +91,54 @@ class ClassStatistics:
             self.sums = np.concatenate([self.sums, np.zeros((grow, self.feature_dim), dtype=self.dtype)])
             self.counts = np.concatenate([self.counts, np.zeros(grow, dtype=np.int64)])
         for x, y in zip(features, labels, strict=True):
-            c = self.counts[y]
+            c = int(self.counts[y])
             if c:
                 d = x - self.sums[y] / c
                 w = c / (c + 1)
                 self.fourth += (w * float(d @ d)) ** 2
                 if self._n_pending == _PENDING:
-                    self.flush()
+                    self._flush()
                 self._pending[self._n_pending] = d * math.sqrt(w)
                 self._n_pending += 1
             self.sums[y] += x
             self.counts[y] += 1
 
-    def flush(self) -> None:
-        """Add the buffered updates to ``scatter``."""
-        if self._n_pending:
-            rows = self._pending[: self._n_pending]
-            self.scatter += rows.T @ rows
-            self._n_pending = 0
+    def _flush(self) -> None:
+        """Add the buffered updates to ``scatter``: only ever when the buffer is full, so the rounding of the
+        statistics depends on the samples alone, not on when the learner predicted or checkpointed."""
+        rows = self._pending[: self._n_pending]
+        self.scatter += rows.T @ rows
+        self._n_pending = 0
+
+    def within_scatter(self) -> np.ndarray:
+        """The pooled within-class scatter of every sample added (a new array; buffered updates stay buffered)."""
+        rows = self._pending[: self._n_pending]
+        out = rows.T @ rows
+        out += self.scatter
+        return out
 
     def shrunk_covariance(self, shrinkage: float | None) -> tuple[np.ndarray, float]:
         """``(1 - delta) S/n + delta * trace(S/n)/F * I`` and delta (Ledoit-Wolf when ``shrinkage`` is None)."""
-        self.flush()
         n, dim = max(self.n, 1), self.feature_dim
-        cov = self.scatter / n
+        cov = self.within_scatter()
+        cov /= n
         # No within-class scatter yet (one example per class so far): the identity, i.e. nearest class mean.
         mu = float(np.trace(cov)) / dim or 1.0
         if shrinkage is None:
-            sq = float(np.einsum("ij,ij->", cov, cov))
+            sq = float(np.einsum("ij,ij->", cov, cov, dtype=np.float64))
             spread = sq - dim * mu * mu  # |cov - mu I|^2
             noise = max(0.0, (self.fourth / n - sq) / n)
             shrinkage = 1.0 if spread <= 0 else min(1.0, noise / spread)
+        # A Python float: an np.float64 would make ``cov *=`` round through float64 (NumPy 2 promotion), so a
+        # resumed learner (plain floats from the state file) would answer a float32 ulp away from the live one.
+        shrinkage = float(shrinkage)
         cov *= 1.0 - shrinkage
         cov[np.diag_indices(dim)] += shrinkage * mu
         return cov, shrinkage
 
     def state_arrays(self) -> dict[str, np.ndarray]:
-        self.flush()
         return {"sums": self.sums, "counts": self.counts, "scatter": self.scatter,
-                "fourth": np.array([self.fourth])}
+                "pending": self._pending[: self._n_pending], "fourth": np.array([self.fourth])}
 
     def load_state_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
         sums, counts, scatter, fourth = (arrays[k] for k in ("sums", "counts", "scatter", "fourth"))
@@ -138,7 +149,11 @@ class ClassStatistics:
             raise ValueError("class statistics hold negative counts or NaN/Inf")
         self.sums, self.counts = sums.astype(self.dtype), counts.astype(np.int64)
         self.scatter, self.fourth = scatter.astype(self.dtype), float(fourth[0])
-        self._n_pending = 0
+        pending = arrays.get("pending", np.zeros((0, dim), dtype=self.dtype))  # older states were saved flushed
+        if pending.ndim != 2 or pending.shape[1] != dim or pending.shape[0] > _PENDING or not np.isfinite(pending).all():
+            raise ValueError(f"buffered scatter updates have shape {pending.shape} or hold NaN/Inf")
+        self._pending[: pending.shape[0]] = pending
+        self._n_pending = pending.shape[0]
 
     def nbytes(self, n_classes: int) -> int:
         return self.scatter.nbytes + self._pending.nbytes + n_classes * (self.feature_dim * self.dtype.itemsize + 8)
@@ -158,6 +173,7 @@ class AnalyticHead:
         open_gain: float = 1.0,
         calibrate_from: float = 0.5,
         dtype: type[np.floating] = np.float32,
+        calibration_pool: int = _CALIBRATION_POOL,
     ) -> None:
         self.name = name
         self.base = head
@@ -168,13 +184,15 @@ class AnalyticHead:
         self.open_gain = open_gain
         self.calibrate_from = calibrate_from
         self.stats = ClassStatistics(head.feature_dim, dtype)
+        self.pool = CalibrationPool(calibration_pool if self.use_conse else 0, head.feature_dim)
         self.anchors = np.zeros((0, head.concept_dim), dtype=np.float32)  # the learner's known anchors, by row
         # log of the discriminant's scale, and the ConSE gain; start: the ConSE head as exported
         self.blend = {"log_scale": np.zeros(1, dtype=np.float64),
                       "conse_gain": np.array([head.conse.weight * head.temperature if self.use_conse else 0.0])}
         self.optimizer = Adam(self.blend, lr=_CALIBRATION_LR)
         self._scale_set = False
-        self._since_solve = 0
+        self._since_solve = 0  # updates since the last solve, scheduled or before predicting
+        self._since_refit = 0  # updates since the last scheduled solve, which also refits the blend
         self._solved: _Solved | None = None
         self._projection: ProjectionHead | None = None  # the exported head until the first solve
 
@@ -185,19 +203,25 @@ class AnalyticHead:
     ) -> float:
         if not float(np.max(np.abs(features), initial=0.0)) < _MAX_FEATURE:  # also NaN/Inf: skip, state unchanged
             return math.nan
-        loss = self._calibrate(features, targets) if self.use_conse else 0.0
+        pooled = self.use_conse and replay is not None and self.pool.capacity > 0
+        if pooled:  # the blend is fitted on replayed samples at the next solve (blend_calibration.py)
+            self.pool.add(replay.features, replay.labels)
+        # Without replay the new samples calibrate it, test-then-train; either way their loss is reported.
+        loss = self._calibrate(features, targets, step=not pooled) if self.use_conse else 0.0
         self.stats.add(features.astype(self.stats.dtype, copy=False), targets)
         self.anchors = np.array(known_anchors, dtype=np.float32)
         self._since_solve += features.shape[0]
+        self._since_refit += features.shape[0]
         self._projection = None
         # Early on (few-shot) every sample moves the means a lot and the calibration needs a head that knows the
         # new classes: solve after every n/8 samples (at least _MIN_SOLVE_EVERY), at most every solve_every.
-        if self._since_solve >= min(self.solve_every, max(_MIN_SOLVE_EVERY, self.stats.n // 8)):
-            self._solve()
+        # The schedule counts only its own solves: when the device predicts does not change what it learns.
+        if self._since_refit >= min(self.solve_every, max(_MIN_SOLVE_EVERY, self.stats.n // 8)):
+            self._solve(refit=True)
         return loss
 
-    def _calibrate(self, features: np.ndarray, targets: np.ndarray) -> float:
-        """One Adam step on (log_scale, conse_gain) against the last solved head's error on the new samples."""
+    def _calibrate(self, features: np.ndarray, targets: np.ndarray, step: bool = True) -> float:
+        """The last solved head's loss on the new samples, and (``step``) one Adam step on (log_scale, conse_gain) against it."""
         solved = self._solved
         if solved is None:
             return 0.0
@@ -223,7 +247,7 @@ class AnalyticHead:
         p /= y.size
         grads = {"log_scale": np.array([scale * float(np.sum(p * scores))]),
                  "conse_gain": np.array([float(np.sum(p * prior))])}
-        if math.isfinite(loss) and all(np.isfinite(g).all() for g in grads.values()):
+        if step and math.isfinite(loss) and all(np.isfinite(g).all() for g in grads.values()):
             self.optimizer.step(self.blend, grads)
         return loss
 
@@ -242,14 +266,21 @@ class AnalyticHead:
         typical = float(np.median(seen)) if seen.size else 0.0
         return max(_MIN_COUNT, self.calibrate_from * typical)
 
-    def _solve(self) -> None:
-        cov, _ = self.stats.shrunk_covariance(self.shrinkage)
+    def _solve(self, refit: bool = False) -> None:
+        """Solve the discriminant from the statistics; ``refit``: also fit the blend on the pool (scheduled solves only,
+        so a solve before predicting, or after loading a state, answers exactly as the checkpointed learner)."""
+        cov, shrinkage = self.stats.shrunk_covariance(self.shrinkage)
         counts = self.stats.counts
         seen = counts > 0
         means = np.zeros_like(self.stats.sums)
         means[seen] = self.stats.sums[seen] / counts[seen, None]
-        weights = np.linalg.solve(cov, means.T)  # (F, K): S^-1 mu_k
+        pool_x, pool_y = self.pool.usable(counts)
+        # One solve for the class means and the pooled samples: (F, K + m) = S^-1 [mu_1 .. mu_K, x_1 .. x_m]
+        solved = np.linalg.solve(cov, np.concatenate([means, pool_x.astype(means.dtype)]).T)
+        weights, pool_solved = solved[:, : means.shape[0]], solved[:, means.shape[0]:]
         offsets = 0.5 * np.einsum("fk,kf->k", weights, means)
+        if refit and pool_y.size:
+            self._fit_blend(pool_x, pool_y, weights, offsets, pool_solved, means, shrinkage)
         weights[:, ~seen] = 0.0  # a known concept without samples (cannot happen via the learner) scores 0
         # Centred across the known concepts: the same decision, but no shared offset for A+ to spread onto
         # the concepts not taught yet.
@@ -257,7 +288,20 @@ class AnalyticHead:
         offsets -= offsets.mean()
         self._solved = _Solved(weights, offsets, counts.copy(), self.anchors[: counts.size].copy())
         self._since_solve = 0
+        self._since_refit = 0 if refit else self._since_refit
         self._projection = None
+
+    def _fit_blend(self, x: np.ndarray, y: np.ndarray, weights: np.ndarray, offsets: np.ndarray,
+                   s_inv_x: np.ndarray, means: np.ndarray, shrinkage: float) -> None:
+        """Set (scale, gain) from the pooled replayed samples, scored leave-one-out (blend_calibration.py)."""
+        counts = self.stats.counts
+        scores = leave_one_out(x, y, weights, offsets, s_inv_x, means, counts, (1.0 - shrinkage) / self.stats.n)
+        prior = conse_embed(x, self.base.conse) @ self.anchors[: counts.size].T
+        spread = float(np.std(scores))
+        start = (1.0 / spread if spread > 0 else 1.0, self.base.conse.weight * self.base.temperature)
+        scale, gain = fit_blend(scores, prior, y, start)
+        self.blend["log_scale"][0], self.blend["conse_gain"][0] = math.log(scale), gain
+        self._scale_set = True
 
     # ---- predicting -----------------------------------------------------------------------------
 
@@ -296,14 +340,19 @@ class AnalyticHead:
         arrays = {f"stats.{k}": v for k, v in self.stats.state_arrays().items()}
         arrays.update({f"blend.{k}": v for k, v in self.blend.items()})
         arrays.update({f"opt.{k}": v for k, v in self.optimizer.state_arrays().items()})
+        arrays.update({f"pool.{k}": v for k, v in self.pool.state_arrays().items()})
         arrays["anchors"] = self.anchors
         arrays["scale_set"] = np.array([self._scale_set])
+        arrays["since_refit"] = np.array([self._since_refit])
         return arrays
 
     def load_state_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
         try:
             self.stats.load_state_arrays({k[6:]: v for k, v in arrays.items() if k.startswith("stats.")})
             anchors, blend = arrays["anchors"], {k: arrays[f"blend.{k}"] for k in self.blend}
+            pool = {k[5:]: v for k, v in arrays.items() if k.startswith("pool.")}
+            if pool:  # states written before the pool existed have none: it refills from replay
+                self.pool.load_state_arrays(pool)
         except KeyError as exc:
             raise ValueError(f"analytic head state lacks {exc}") from None
         if anchors.ndim != 2 or anchors.shape[1] != self.base.concept_dim or anchors.shape[0] < self.stats.counts.size:
@@ -315,6 +364,7 @@ class AnalyticHead:
         self.optimizer.load_state_arrays({k[4:]: v for k, v in arrays.items() if k.startswith("opt.")})
         self.anchors = anchors.astype(np.float32)
         self._scale_set = bool(arrays.get("scale_set", np.array([False]))[0])
+        self._since_refit = int(arrays.get("since_refit", np.array([0]))[0])
         self._solved, self._projection = None, None
         if self.stats.n:
             self._solve()
@@ -329,8 +379,9 @@ class AnalyticHead:
         exported = ProjectionHead(self.base).nbytes()  # its weights and the frozen ConSE branch
         solved = classes * (f * item + item + 8 + d * 4)  # LDA weights, offsets, counts, anchors at the last solve
         projection = f * d * 4 + d * 4 + (d * 1000 * 4 if self.open_gain != 1.0 else 0)  # the solved linear head
-        solve = 2 * f * f * item + f * d * 8 + 2 * f * classes * item  # shrunk covariance + LU copy, float64 w, means
-        return self.stats.nbytes(classes) + exported + solved + projection + solve
+        # shrunk covariance + LU copy, float64 w, means and the pooled samples (right-hand sides and solutions)
+        solve = 2 * f * f * item + f * d * 8 + 2 * f * (classes + self.pool.capacity) * item
+        return self.stats.nbytes(classes) + exported + solved + projection + solve + self.pool.nbytes()
 
 
 class _Solved:
@@ -352,4 +403,6 @@ ANALYTIC_METHODS = {
     "lda-calibrate-all": lambda head: AnalyticHead("lda-calibrate-all", head, calibrate_from=0.0),
     "lda-float64": lambda head: AnalyticHead("lda-float64", head, dtype=np.float64),  # twice the memory, same answers
     "lda-shrink1e-4": lambda head: AnalyticHead("lda-shrink1e-4", head, shrinkage=1e-4),  # SLDA's fixed shrinkage
+    # the blend calibrated test-then-train on every new sample even with replay (before blend_calibration.py)
+    "lda-prequential": lambda head: AnalyticHead("lda-prequential", head, calibration_pool=0),
 }

@@ -32,7 +32,7 @@ from edgecvm.anchors import AnchorSet
 from edgecvm.cl_metrics import Accuracy, AccuracyMatrix, ResourceMeter
 from edgecvm.errors import BadInputError
 from edgecvm.head_file import HeadParams
-from edgecvm.head_methods import HEAD_METHODS
+from edgecvm.head_methods import DEFAULT_METHOD, HEAD_METHODS
 from edgecvm.learner import Learner, LearnerConfig
 from edgecvm.memory_plan import plan_for_learner
 from edgecvm.peers import ContinualMethod, NearestClassMean, SoftmaxHead, StreamingLDA, train_joint
@@ -44,9 +44,8 @@ from edgecvm.scenarios import Scenario, TestSet
 PEERS = ("ncm", "slda", "softmax", "softmax-replay", "joint")
 CVM_PREFIXES = ("cvm", "cvm-noreplay")
 DEFAULT_METHODS = ("cvm", "cvm-noreplay", "ncm", "slda", "softmax", "softmax-replay", "joint")
-# Head method of a bare ``cvm``: the best one measured. The device's default (head_methods.DEFAULT_METHOD) is still
-# "sgd": switching it changes checkpoints and the reliability suite's expectations (docs/results.md, "Left to do").
-CVM_HEAD_METHOD = "lda"
+# Head method of a bare ``cvm``: the device's default, the best one measured.
+CVM_HEAD_METHOD = DEFAULT_METHOD
 CHUNK = 500  # stream samples handed to a method per call (progress bar granularity)
 
 

@@ -2,10 +2,10 @@
 
 The learner loop (learner.py) does not know how the head is trained: it hands a
 ``HeadMethod`` the new samples, the anchors of the known concepts and a replay
-minibatch, and asks it for embeddings. Gradient descent on the cosine
-cross-entropy is the default ("sgd"); other rules (closed-form ridge over
-running statistics, class prototypes, ...) plug in by adding a factory to
-``HEAD_METHODS``, and are then selectable by name in the learner, the state
+minibatch, and asks it for embeddings. A closed-form discriminant over running
+class statistics ("lda", the default, analytic_head.py) and gradient descent
+on the cosine cross-entropy ("sgd") are two; other rules plug in by adding a
+factory to ``HEAD_METHODS``, and are then selectable by name in the learner, the state
 file and the evaluation harness alike, so the device and the benchmark always
 run the same update.
 """
@@ -140,13 +140,14 @@ def _momentum_head(head: HeadParams) -> HeadMethod:
     return GradientHead("sgd-momentum", head, lambda params: SGDMomentum(params, lr=1e-2, momentum=0.9))
 
 
-# name -> factory(head params from the bundle) -> a fresh method. "sgd" is the default.
+# name -> factory(head params from the bundle) -> a fresh method. "lda" is the default: the best measured
+# (docs/results.md); "sgd" is the lighter one for profiles whose budget cannot hold its statistics.
 HEAD_METHODS: dict[str, Callable[[HeadParams], HeadMethod]] = {
     "sgd": _adam_head,  # gradient descent with Adam, lr 1e-3, temperature from the head file
     "sgd-momentum": _momentum_head,  # plain SGD with heavy-ball momentum, lr 1e-2
     **ANALYTIC_METHODS,  # closed-form heads from streaming class statistics (analytic_head.py)
 }
-DEFAULT_METHOD = "sgd"
+DEFAULT_METHOD = "lda"
 
 
 def make_head_method(name: str, head: HeadParams) -> HeadMethod:

@@ -188,6 +188,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--checkpoint-every", type=positive_int, metavar="N",
                         help="updates between checkpoints (default: the profile's checkpoint_every)")
     parser.add_argument("--head-method", choices=sorted(HEAD_METHODS), default=None,
-                        help="how the head learns (default: the state's, else sgd); fixed once a state exists")
+                        help="how the head learns (default: the state's, else the profile's head_method, lda unless "
+                             "the profile says otherwise); fixed once a state exists")
     parser.add_argument("--json", action="store_true", help="one JSON line per checkpoint and a summary line on stdout")
     parser.set_defaults(func=cmd_learn)

@@ -52,14 +52,16 @@ class FeatureExtractor(Protocol):
 
 @dataclass(frozen=True)
 class LearnerConfig:
-    method: str | None = None  # a name in head_methods.HEAD_METHODS; None: the saved state's, else "sgd"
+    method: str | None = None  # a name in head_methods.HEAD_METHODS; None: the saved state's, else default_method
+    default_method: str = DEFAULT_METHOD  # the profile's head_method
     replay_bytes: int = 5_120_000  # 2,000 features of 1,280 dims in float16
     batch_size: int = 32  # replay samples mixed into every update
     seed: int = 0
 
     @classmethod
     def from_profile(cls, profile: DeviceProfile, method: str | None = None, seed: int = 0) -> LearnerConfig:
-        return cls(method=method, replay_bytes=profile.replay_bytes, batch_size=profile.batch_size, seed=seed)
+        return cls(method=method, default_method=profile.head_method, replay_bytes=profile.replay_bytes,
+                   batch_size=profile.batch_size, seed=seed)
 
 
 @dataclass
@@ -103,7 +105,7 @@ class Learner:
         self.feature_dim = head.feature_dim
         self.anchors = anchors
         self.extractor = extractor
-        self.method: HeadMethod = make_head_method(self.config.method or DEFAULT_METHOD, head)
+        self.method: HeadMethod = make_head_method(self.config.method or self.config.default_method, head)
         self.replay = ReplayBuffer.from_bytes(self.config.replay_bytes, head.feature_dim, self.config.seed)
         self.counters = Counters()
         self.rng = np.random.default_rng(self.config.seed)

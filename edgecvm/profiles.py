@@ -18,6 +18,7 @@ from typing import Literal
 import yaml
 
 from edgecvm.errors import BadInputError
+from edgecvm.head_methods import DEFAULT_METHOD, HEAD_METHODS
 from edgecvm.schema import from_dict
 
 PROFILE_DIR = Path(__file__).resolve().parent.parent / "device_profiles"
@@ -52,6 +53,9 @@ class DeviceProfile:
     compute_gflops: float  # sustained backbone throughput; only for labelled estimates
     graph_optimization: GraphOpt = "all"
     ort_cpu_arena: bool = False  # the arena trades ~tens of MB RSS for a little speed
+    # how the head learns when neither --head-method nor a saved state says (head_methods.py); a profile too small
+    # for the default's statistics names a lighter one
+    head_method: str = DEFAULT_METHOD
 
     def __post_init__(self) -> None:
         positive = ("cpu_cores", "threads", "ram_mb", "memory_budget_mb", "resolution", "batch_size",
@@ -76,6 +80,10 @@ class DeviceProfile:
                 close = difflib.get_close_matches(provider.lower(), list(by_lower), n=1)
                 hint = f"did you mean {by_lower[close[0]]!r}?" if close else f"known: {', '.join(KNOWN_PROVIDERS)}"
                 raise BadInputError(f"profile {self.name}: unknown execution provider {provider!r}; {hint}")
+        if self.head_method not in HEAD_METHODS:
+            close = difflib.get_close_matches(self.head_method, list(HEAD_METHODS), n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"available: {', '.join(HEAD_METHODS)}"
+            raise BadInputError(f"profile {self.name}: unknown head_method {self.head_method!r}; {hint}")
         if self.precision == "fp16" and not set(self.execution_providers) & set(GPU_PROVIDERS):
             raise BadInputError(f"profile {self.name}: precision fp16 needs a GPU provider ({', '.join(GPU_PROVIDERS)}); "
                                 "on a CPU use fp32 or int8")

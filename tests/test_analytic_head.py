@@ -24,11 +24,10 @@ def test_streaming_statistics_equal_the_batch_means_and_within_class_scatter():
     stats = ClassStatistics(F, np.float64)
     for start in range(0, y.size, 7):  # chunking must not matter
         stats.add(x[start : start + 7], y[start : start + 7])
-    stats.flush()
     means = np.stack([x[y == c].mean(axis=0) for c in range(4)])
     centred = x - means[y]
     np.testing.assert_allclose(stats.sums / stats.counts[:, None], means, rtol=1e-10)
-    np.testing.assert_allclose(stats.scatter, centred.T @ centred, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(stats.within_scatter(), centred.T @ centred, rtol=1e-9, atol=1e-9)
     np.testing.assert_array_equal(stats.counts, [30] * 4)
 
 
@@ -37,8 +36,8 @@ def test_float32_statistics_match_float64():
     s32, s64 = ClassStatistics(F, np.float32), ClassStatistics(F, np.float64)
     s32.add(x, y)
     s64.add(x.astype(np.float64), y)
-    assert s32.state_arrays()["scatter"].dtype == np.float32
-    np.testing.assert_allclose(s32.state_arrays()["scatter"], s64.state_arrays()["scatter"], rtol=1e-4, atol=1e-3)
+    assert s32.within_scatter().dtype == np.float32
+    np.testing.assert_allclose(s32.within_scatter(), s64.within_scatter(), rtol=1e-4, atol=1e-3)
 
 
 def test_without_conse_the_nearest_known_anchor_is_the_explicit_lda_decision():

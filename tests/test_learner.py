@@ -44,15 +44,25 @@ def test_learns_several_classes_online_to_high_accuracy():
 
 
 def test_replay_keeps_old_classes_in_class_incremental_learning():
-    """Task A (4 classes), then task B (4 others): with replay, task A is still recognised."""
+    """Task A (4 classes), then task B (4 others): with replay, the gradient head still recognises task A."""
     accuracies = {}
     for name, replay_bytes in (("replay", 200 * F * 2), ("no-replay", 0)):
-        learner, clusters = _learner(replay_bytes=replay_bytes), Clusters(8, F, seed=0)
+        learner, clusters = _learner(replay_bytes=replay_bytes, method="sgd"), Clusters(8, F, seed=0)
         _teach(learner, clusters, [0, 1, 2, 3], per_class=30, seed=1)
         _teach(learner, clusters, [4, 5, 6, 7], per_class=30, seed=2)
         accuracies[name] = _accuracy(learner, clusters, [0, 1, 2, 3])
     assert accuracies["replay"] > 0.8  # measured 0.94 (4 of 8 known classes: chance 0.125)
     assert accuracies["replay"] > accuracies["no-replay"] + 0.3  # measured 0.24 without replay
+
+
+def test_the_default_head_does_not_forget_old_classes_even_without_replay():
+    """The default (lda) keeps statistics that are only added to: task A survives task B with no replay at all."""
+    learner, clusters = _learner(replay_bytes=0), Clusters(8, F, seed=0)
+    assert learner.method.name == "lda"
+    _teach(learner, clusters, [0, 1, 2, 3], per_class=30, seed=1)
+    before = _accuracy(learner, clusters, [0, 1, 2, 3])
+    _teach(learner, clusters, [4, 5, 6, 7], per_class=30, seed=2)
+    assert before > 0.9 and _accuracy(learner, clusters, [0, 1, 2, 3]) > 0.9  # 4 of 8 known: chance 0.125
 
 
 def test_each_update_mixes_the_new_samples_with_a_replay_minibatch(monkeypatch):

@@ -112,7 +112,9 @@ def test_plan_over_budget_refuses_with_exit_code_3_and_the_table():
 def test_plan_for_learner_counts_what_the_learner_holds(tmp_path):
     model = tmp_path / "backbone.onnx"
     model.write_bytes(b"\0" * 1000)
-    learner = Learner(head_params("linear", 32, 16, conse=True), anchor_set(16), LearnerConfig(replay_bytes=64_000))
+    # the gradient head caches the ConSE part of every replay slot, so its plan grows with the buffer
+    learner = Learner(head_params("linear", 32, 16, conse=True), anchor_set(16),
+                      LearnerConfig(method="sgd", replay_bytes=64_000))
     plan = {i.name: i.nbytes for i in plan_for_learner(HOST, model, 224, learner).items}
     assert plan["replay buffer"] == learner.replay.nbytes
     assert plan["head"] == learner.method.nbytes(learner.replay.capacity) > learner.method.nbytes()

@@ -11,6 +11,7 @@ from synthetic_data import CONCEPTS, Clusters, anchor_set, head_params
 
 from edgecvm import integrity
 from edgecvm.errors import BadInputError, IntegrityError
+from edgecvm.head_methods import DEFAULT_METHOD
 from edgecvm.learner import Learner, LearnerConfig
 from edgecvm.state import (
     STATE_FILE,
@@ -51,7 +52,7 @@ def test_round_trip_gives_identical_predictions_and_continues_the_same_run(tmp_p
     resumed = _load(tmp_path)
     assert _answers(resumed) == _answers(learner)
     assert resumed.known == learner.known and resumed.counters == learner.counters
-    assert resumed.method.name == "sgd"
+    assert resumed.method.name == DEFAULT_METHOD
     np.testing.assert_array_equal(resumed.replay.features[: resumed.replay.size],
                                   learner.replay.features[: learner.replay.size])
     # optimizer moments and both random generators are restored: more teaching matches bit for bit
@@ -175,14 +176,21 @@ def test_state_from_another_bundle_or_anchor_file_is_refused(tmp_path, field):
 
 def test_state_learned_with_another_head_method_is_refused(tmp_path):
     save_state(tmp_path, Learner(HEAD, ANCHORS, CONFIG), IDENTITY)
-    with pytest.raises(BadInputError, match="head method 'sgd'"):
+    with pytest.raises(BadInputError, match=f"head method '{DEFAULT_METHOD}'"):
         _load(tmp_path, config=LearnerConfig(method="sgd-momentum"))
 
 
-def test_state_of_another_head_shape_is_an_integrity_error(tmp_path):
-    save_state(tmp_path, Learner(HEAD, ANCHORS, CONFIG), IDENTITY)
+@pytest.mark.parametrize(("method", "other_head"), [
+    ("sgd", head_params("linear", F, D)),  # the gradient head's parameters have another shape
+    ("lda", head_params("mlp", F + 1, D, conse=True)),  # the statistics are per feature: another backbone width
+])
+def test_state_of_another_head_shape_is_an_integrity_error(tmp_path, method, other_head):
+    config = LearnerConfig(method=method, replay_bytes=CONFIG.replay_bytes, batch_size=CONFIG.batch_size)
+    learner = Learner(HEAD, ANCHORS, config)
+    _teach(learner, 10)
+    save_state(tmp_path, learner, IDENTITY)
     with pytest.raises(IntegrityError, match="inconsistent state"):
-        load_state(tmp_path, head_params("linear", F, D), ANCHORS, IDENTITY, CONFIG)
+        load_state(tmp_path, other_head, ANCHORS, IDENTITY, config)
 
 
 def test_an_empty_dir_is_refused_unless_a_fresh_start_is_asked_for(tmp_path):
