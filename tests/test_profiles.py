@@ -32,6 +32,8 @@ def test_every_required_profile_ships_and_validates() -> None:
         profile = load_profile(name)
         assert profile.name == name and profile.memory_budget_mb <= profile.ram_mb
         assert profile.execution_providers[-1] == "CPUExecutionProvider"  # every device can fall back to the CPU
+    # the 100 MB Pi Zero 2 W cannot hold the default head's statistics: its profile names the gradient head
+    assert load_profile("raspberry-pi-zero-2w").head_method == "sgd" and load_profile("host").head_method == "lda"
     jetson = load_profile("jetson-nano")
     assert jetson.execution_providers[:2] == ("TensorrtExecutionProvider", "CUDAExecutionProvider")
     assert jetson.precision == "fp16"
@@ -68,6 +70,7 @@ def test_unknown_key_is_refused_with_a_hint(tmp_path: Path) -> None:
     ({"precision": "fp16"}, "fp16 needs a GPU provider"),
     ({"precision": "bf16"}, "'precision' must be one of 'fp32', 'int8', 'fp16'"),
     ({"memory_budget_mb": "100 MB"}, "'memory_budget_mb' must be int"),
+    ({"head_method": "lad"}, "unknown head_method 'lad'; did you mean 'lda'"),
 ])
 def test_out_of_range_values_are_refused(tmp_path: Path, changes: dict, message: str) -> None:
     with pytest.raises(BadInputError, match=message):

@@ -1,0 +1,79 @@
+"""Blend calibration: leave-one-out scores equal a brute-force refit, the fit finds a known blend, the pool persists."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgecvm.blend_calibration import CalibrationPool, fit_blend, leave_one_out
+
+F, K, N_PER = 6, 3, 4
+
+
+def _scatter(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    out = np.zeros((F, F))
+    for k in range(K):
+        d = x[y == k] - x[y == k].mean(axis=0)
+        out += d.T @ d
+    return out
+
+
+def _lda_scores(x: np.ndarray, means: np.ndarray, precision: np.ndarray) -> np.ndarray:
+    return x @ precision @ means.T - 0.5 * np.einsum("kf,fg,kg->k", means, precision, means)
+
+
+def test_leave_one_out_scores_equal_the_discriminant_refitted_without_the_sample():
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(K * N_PER, F)), np.repeat(np.arange(K), N_PER)
+    n, shrinkage, trace_mean = len(x), 0.3, 1.7  # shrinkage and its target held fixed, as the head does
+
+    def precision(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+        return np.linalg.inv((1 - shrinkage) * _scatter(xs, ys) / n + shrinkage * trace_mean * np.eye(F))
+
+    p = precision(x, y)
+    means = np.stack([x[y == k].mean(axis=0) for k in range(K)])
+    weights, offsets = p @ means.T, 0.5 * np.einsum("fk,kf->k", p @ means.T, means)
+    fast = leave_one_out(x, y, weights, offsets, p @ x.T, means, np.full(K, N_PER), (1 - shrinkage) / n)
+    for i in range(n):
+        keep = np.arange(n) != i
+        means_i = np.stack([x[keep][y[keep] == k].mean(axis=0) for k in range(K)])
+        np.testing.assert_allclose(fast[i], _lda_scores(x[i], means_i, precision(x[keep], y[keep])), rtol=1e-9)
+    # and it is a real correction: in-sample scores favour the sample's own class more
+    in_sample = x @ weights - offsets
+    own = np.arange(n), y
+    assert (in_sample[own] > fast[own]).all()
+
+
+def test_fit_recovers_the_blend_that_generated_the_labels():
+    rng = np.random.default_rng(0)
+    scores, prior = rng.normal(size=(4000, 20)), rng.normal(size=(4000, 20))
+    logits = 2.0 * scores + 0.5 * prior
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    labels = np.array([rng.choice(20, p=row) for row in p])
+    scale, gain = fit_blend(scores, prior, labels, start=(1.0, 0.0))
+    assert scale == pytest.approx(2.0, abs=0.1) and gain == pytest.approx(0.5, abs=0.05)
+
+
+def test_fit_keeps_the_discriminant_weight_positive_and_returns_the_start_when_nothing_can_be_fitted():
+    rng = np.random.default_rng(0)
+    scores, prior = rng.normal(size=(200, 5)), rng.normal(size=(200, 5))
+    labels = np.argmin(scores, axis=1)  # the discriminant is exactly backwards
+    assert fit_blend(scores, prior, labels, start=(1.0, 0.0))[0] > 0
+    assert fit_blend(scores[:0], prior[:0], labels[:0], start=(3.0, 4.0)) == (3.0, 4.0)
+
+
+def test_pool_keeps_the_newest_rows_and_round_trips():
+    pool = CalibrationPool(4, F)
+    for i in range(6):
+        pool.add(np.full((1, F), i, np.float32), np.array([i % 3]))
+    x, y = pool.usable(np.array([2, 2, 1]))  # class 2 has one example: left out (nothing would be left)
+    assert sorted(x[:, 0].tolist()) == [3.0, 4.0] and sorted(y.tolist()) == [0, 1]
+    again = CalibrationPool(4, F)
+    again.load_state_arrays(pool.state_arrays())
+    pool.add(np.full((1, F), 9, np.float32), np.array([0]))
+    again.add(np.full((1, F), 9, np.float32), np.array([0]))
+    np.testing.assert_array_equal(again.state_arrays()["features"], pool.state_arrays()["features"])
+    broken = {**pool.state_arrays(), "features": np.full((2, F), np.nan, np.float16), "labels": np.zeros(2, np.int64)}
+    with pytest.raises(ValueError, match="NaN"):
+        CalibrationPool(4, F).load_state_arrays(broken)
