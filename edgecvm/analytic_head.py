@@ -29,13 +29,19 @@ few examples per class and small with many, without tuning.
 How much to trust the discriminant against the ConSE prior depends on how
 many examples the device has seen: with five per class the prior is worth
 more than the noisy means. ``scale`` and ``conse_gain`` are therefore
-learned *prequentially*: each new sample is first classified by the last
+fitted at every scheduled solve on the last replayed samples, each scored
+as if it had been left out of the statistics (blend_calibration.py): the
+question the device faces at test time, asked of the head it has now.
+Without replay (a profile with no replay budget) they are learned
+*prequentially* instead: each new sample is first classified by the last
 solved head (test-then-train, before it joins the statistics), and one Adam
-step on the two numbers lowers its cross-entropy. The solve (an F x F linear
-system) runs every ``solve_every`` updates and before predicting.
+step on the two numbers lowers its cross-entropy; measured, that tunes the
+blend for heads with fewer examples than the tested one (docs/results.md).
+The solve (an F x F linear system) runs every ``solve_every`` updates and
+before predicting.
 
-Replay minibatches are ignored: nothing here forgets, so replaying old
-samples would only count them twice.
+Replayed samples never enter the statistics: nothing here forgets, so
+learning from them again would only count them twice.
 """
 
 from __future__ import annotations
@@ -274,12 +280,15 @@ class AnalyticHead:
         seen = counts > 0
         means = np.zeros_like(self.stats.sums)
         means[seen] = self.stats.sums[seen] / counts[seen, None]
-        pool_x, pool_y = self.pool.usable(counts)
+        if refit:
+            pool_x, pool_y = self.pool.usable(counts)
+        else:  # the pool only serves the blend's fit
+            pool_x, pool_y = np.zeros((0, self.stats.feature_dim), np.float32), np.zeros(0, np.int64)
         # One solve for the class means and the pooled samples: (F, K + m) = S^-1 [mu_1 .. mu_K, x_1 .. x_m]
         solved = np.linalg.solve(cov, np.concatenate([means, pool_x.astype(means.dtype)]).T)
         weights, pool_solved = solved[:, : means.shape[0]], solved[:, means.shape[0]:]
         offsets = 0.5 * np.einsum("fk,kf->k", weights, means)
-        if refit and pool_y.size:
+        if pool_y.size:
             self._fit_blend(pool_x, pool_y, weights, offsets, pool_solved, means, shrinkage)
         weights[:, ~seen] = 0.0  # a known concept without samples (cannot happen via the learner) scores 0
         # Centred across the known concepts: the same decision, but no shared offset for A+ to spread onto
