@@ -25,10 +25,8 @@ import time
 
 import numpy as np
 
-from edgecvm.anchors import load_anchors
-from edgecvm.bundle import load_bundle
+from edgecvm.bundle import load_bundle, load_head_and_anchors
 from edgecvm.errors import EdgeCVMError
-from edgecvm.head_file import load_head
 from edgecvm.preprocess import Preprocessor
 from edgecvm.replay import ReplayBuffer
 from edgecvm.streams import open_stream
@@ -46,7 +44,7 @@ def run_reference(bundle_dir: str, stream: str, threads: int, replay_bytes: int,
     torch.set_num_threads(threads)
     bundle = load_bundle(bundle_dir)
     preprocess = Preprocessor.from_manifest(bundle.manifest)
-    head, anchors = load_head(bundle.head_path), load_anchors(bundle.anchors_path)
+    head, anchors = load_head_and_anchors(bundle)
     backbone = load_pretrained()
     params = {k: torch.tensor(v, requires_grad=True) for k, v in head.params.items()}
     optimizer = torch.optim.Adam(list(params.values()), lr=LEARNING_RATE)

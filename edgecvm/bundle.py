@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from edgecvm.anchors import AnchorSet, load_anchors
 from edgecvm.errors import BadInputError, IntegrityError
+from edgecvm.head_file import HeadParams, load_head
 from edgecvm.integrity import atomic_write_bytes, sha256_bytes, sha256_file
 from edgecvm.schema import from_dict
 
@@ -92,6 +94,20 @@ class Bundle:
     def sha256(self) -> str:
         """Identity of the bundle: keys feature caches and learner state."""
         return self.manifest.manifest_sha256
+
+
+def load_head_and_anchors(bundle: Bundle) -> tuple[HeadParams, AnchorSet]:
+    """The bundle's head and anchor file, each verified, and checked to live in the same concept space.
+
+    Their hashes only say each file is intact; a bundle folder assembled by hand
+    (or re-sealed) can still pair a head with another model's anchors.
+    """
+    head, anchors = load_head(bundle.head_path), load_anchors(bundle.anchors_path)
+    if anchors.dim != head.concept_dim:
+        raise IntegrityError(f"{bundle.anchors_path}: {anchors.dim}-d anchors, but {bundle.head_path} maps features to "
+                             f"{head.concept_dim}-d; the two do not belong together: re-export the bundle with "
+                             "`edgecvm export --anchors` and the anchor file it was built for")
+    return head, anchors
 
 
 def read_manifest(folder: Path) -> Manifest:

@@ -17,11 +17,9 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from edgecvm.anchors import load_anchors
-from edgecvm.bundle import Bundle, load_bundle
+from edgecvm.bundle import Bundle, load_bundle, load_head_and_anchors
 from edgecvm.camera import Backoff
 from edgecvm.errors import BadInputError
-from edgecvm.head_file import load_head
 from edgecvm.learner import Learner, LearnerConfig
 from edgecvm.memory_plan import MemoryPlan, keep_openssl_unloaded, limit_heap_retention, plan_for_learner
 from edgecvm.profiles import DeviceProfile, load_profile
@@ -51,7 +49,7 @@ def open_device(
     keep_openssl_unloaded()
     profile = load_profile(profile_name)
     bundle = load_bundle(bundle_dir)
-    head, anchors = load_head(bundle.head_path), load_anchors(bundle.anchors_path)
+    head, anchors = load_head_and_anchors(bundle)
     identity = StateIdentity.of_bundle(bundle)
     config = LearnerConfig.from_profile(profile, method=method)
     if state_dir is None:

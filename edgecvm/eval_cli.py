@@ -15,8 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from edgecvm.anchors import load_anchors
-from edgecvm.bundle import load_bundle
+from edgecvm.bundle import load_bundle, load_head_and_anchors
 from edgecvm.device import positive_int
 from edgecvm.eval_harness import (
     CVM_HEAD_METHOD,
@@ -28,7 +27,6 @@ from edgecvm.eval_harness import (
 )
 from edgecvm.eval_report import plot, table, write_json
 from edgecvm.feature_cache import cache_folder, list_dataset, load_features
-from edgecvm.head_file import load_head
 from edgecvm.head_methods import DEFAULT_METHOD, HEAD_METHODS
 from edgecvm.profiles import load_profile
 from edgecvm.scenarios import HOLDOUTS, SCENARIOS, build_scenario
@@ -76,7 +74,7 @@ def main(args: argparse.Namespace) -> int:
     scenario = build_scenario(features, args.scenario, args.tasks, args.seed, args.epochs, args.shots, args.holdout)
     config = HarnessConfig(profile=profile, backbone_path=bundle.backbone_path, input_size=bundle.manifest.input_size,
                            seed=args.seed, joint_epochs=args.joint_epochs)
-    ctx = MethodContext(config, load_head(bundle.head_path), load_anchors(bundle.anchors_path), features.concepts,
+    ctx = MethodContext(config, *load_head_and_anchors(bundle), features.concepts,
                         bundle.manifest.feature_dim)
     results = run(scenario, names, ctx)
     total_seconds = time.monotonic() - started

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from synthetic_data import anchor_set, head_params
 
-from edgecvm.bundle import Manifest, load_bundle, write_manifest
+from edgecvm.anchors import save_anchors
+from edgecvm.bundle import Manifest, load_bundle, load_head_and_anchors, write_manifest
 from edgecvm.errors import BadInputError, IntegrityError
+from edgecvm.head_file import save_head
 from edgecvm.integrity import sha256_file
 
 
@@ -67,3 +70,22 @@ def test_not_a_bundle(tmp_path):
         load_bundle(tmp_path)
     with pytest.raises(BadInputError, match="bundle folder not found"):
         load_bundle(tmp_path / "nope")
+
+
+def test_head_and_anchors_of_different_concept_spaces_name_both_files(tmp_path):
+    """Each file intact and sealed in the manifest, but a 16-d anchor file beside a head that maps to 8-d."""
+    save_head(tmp_path / "head.npz", head_params("linear", 32, 8))
+    save_anchors(tmp_path / "a.anchors.npz", anchor_set(16))
+    (tmp_path / "backbone.onnx").write_bytes(b"onnx bytes")
+    files = {n: sha256_file(tmp_path / n) for n in ("backbone.onnx", "head.npz", "a.anchors.npz")}
+    write_manifest(tmp_path, Manifest(
+        format="edgecvm.bundle", version=1, backbone="efficientnet-lite0", input_size=224, resize=256,
+        interpolation="bilinear", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), feature_dim=32, concept_dim=8,
+        precision="fp32", head_init="random", anchors_file="a.anchors.npz", anchors_sha256=files["a.anchors.npz"],
+        anchors_model="m", files=files,
+    ))
+    with pytest.raises(IntegrityError) as info:
+        load_head_and_anchors(load_bundle(tmp_path))
+    message = str(info.value)
+    assert str(tmp_path / "a.anchors.npz") in message and str(tmp_path / "head.npz") in message
+    assert "16-d anchors" in message and "to 8-d" in message and "\n" not in message

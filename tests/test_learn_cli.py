@@ -186,3 +186,35 @@ def test_predict_interrupted_prints_its_summary_then_exits_130(test_bundle: Path
     summary = json.loads(out.splitlines()[-1])
     assert summary["event"] == "summary" and summary["interrupted_by"] == "SIGINT" and summary["frames"] < 400
     assert "Traceback" not in err
+
+
+_OFFLINE_ONLY = ("torch", "onnx", "sentence_transformers", "transformers", "skimage", "timm", "torchvision")
+_GUARDED_RUN = """
+import importlib.abc, sys
+OFFLINE = {offline!r}
+class Refuse(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in OFFLINE:
+            raise ImportError(f"device code imported {{name}}")
+sys.meta_path.insert(0, Refuse())
+from edgecvm.cli import main
+for argv in {runs!r}:
+    code = main(argv)
+    if code != 0:
+        sys.exit(code)
+"""
+
+
+def test_learn_and_predict_import_only_the_device_side(tmp_path: Path, test_bundle: Path, samples_dir: Path,
+                                                         profile: Path) -> None:
+    """A device installs numpy, onnxruntime, pillow and pyyaml only: both commands run with the offline extra refused."""
+    state = tmp_path / "state"
+    common = ["--bundle", str(test_bundle), "--profile", str(profile), "--json"]
+    runs = [["learn", "--stream", str(samples_dir / "train"), "--labels-from", "dirs", "--every", "8",
+             "--state", str(state), *common],
+            ["predict", "--stream", str(samples_dir / "val"), "--every", "5", "--state", str(state), *common]]
+    done = subprocess.run([edgecvm_command()[0], "-c", _GUARDED_RUN.format(offline=_OFFLINE_ONLY, runs=runs)],
+                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = [json.loads(line) for line in done.stdout.splitlines() if line.strip()][-1]
+    assert summary["event"] == "summary" and summary["accuracy"] > 0.5  # a real run, not an early exit
