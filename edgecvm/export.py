@@ -163,23 +163,41 @@ def check_conse_anchors(anchors: AnchorSet, anchors_path: Path, imagenet: Anchor
             "`edgecvm anchors build` (default model) or use --head-init random")
 
 
-def initial_head(model, anchors: AnchorSet, imagenet: AnchorSet | None, seed: int = 0) -> HeadParams:
-    """Without ImageNet anchors: small-init linear projection (``random``). With them (``conse``, checked by
-    check_conse_anchors): zero projection + the frozen ImageNet classifier and anchors as a branch of weight 1."""
+def initial_head(model, anchors: AnchorSet, imagenet: AnchorSet | None, seed: int = 0, hidden: int = 0) -> HeadParams:
+    """Without ImageNet anchors: a small-init projection (``random``). With them (``conse``, checked by
+    check_conse_anchors): a projection whose output starts at zero + the frozen ImageNet classifier and
+    anchors as a branch of weight 1, so the device names concepts zero-shot until taught.
+
+    ``hidden`` > 0 makes the projection a small MLP (F -> hidden, ReLU -> D) for the gradient head; its first
+    layer starts random (He) either way, so the zero start of the ConSE case is the last layer's.
+    """
     from edgecvm.conse import build_conse_branch
 
     feature_dim = model._fc.in_features
+    rng = np.random.default_rng(seed)
+    params = _projection(rng, feature_dim, hidden, anchors.dim, zero_out=imagenet is not None)
+    kind = "mlp" if hidden else "linear"
     if imagenet is None:
-        rng = np.random.default_rng(seed)
-        w = rng.standard_normal((feature_dim, anchors.dim)).astype(np.float32) / np.sqrt(feature_dim)
-        return HeadParams("linear", feature_dim, anchors.dim, {"w": w, "b": np.zeros(anchors.dim, np.float32)})
+        return HeadParams(kind, feature_dim, anchors.dim, params, hidden_dim=hidden)
     fc_w, fc_b = model._fc.weight.detach().numpy(), model._fc.bias.detach().numpy()
     if len(imagenet) != fc_w.shape[0]:
         raise BadInputError(f"{IMAGENET_ANCHORS}: {len(imagenet)} concepts, the classifier has {fc_w.shape[0]} classes; "
                             "rebuild it from anchors/imagenet-1k.tsv")
     branch = build_conse_branch(fc_w, fc_b, imagenet.vectors, top_t=CONSE_TOP_T)
-    zeros = {"w": np.zeros((feature_dim, anchors.dim), np.float32), "b": np.zeros(anchors.dim, np.float32)}
-    return HeadParams("linear", feature_dim, anchors.dim, zeros, conse=branch)
+    return HeadParams(kind, feature_dim, anchors.dim, params, hidden_dim=hidden, conse=branch)
+
+
+def _projection(rng: np.random.Generator, feature_dim: int, hidden: int, dim: int, zero_out: bool) -> dict[str, np.ndarray]:
+    """Weights of the trainable projection: unit-variance outputs, or exactly zero outputs (``zero_out``)."""
+    params: dict[str, np.ndarray] = {}
+    fan_in = feature_dim
+    if hidden:
+        params["w1"] = (rng.standard_normal((feature_dim, hidden)) * np.sqrt(2.0 / feature_dim)).astype(np.float32)
+        params["b1"] = np.zeros(hidden, np.float32)
+        fan_in = hidden
+    w = np.zeros((fan_in, dim), np.float32) if zero_out else (rng.standard_normal((fan_in, dim)) / np.sqrt(fan_in))
+    params["w"], params["b"] = w.astype(np.float32), np.zeros(dim, np.float32)
+    return params
 
 
 def tool_versions() -> dict[str, str]:
@@ -204,9 +222,11 @@ def _require_export_extra() -> None:
                                 "with `pip install 'edgecvm[export]'` (torch==2.13.0 CPU)") from None
 
 
-def _check_options(head_init: str, quantize: str | None, calibration: str | Path | None) -> None:
+def _check_options(head_init: str, quantize: str | None, calibration: str | Path | None, head_hidden: int) -> None:
     if head_init not in HEAD_INITS:
         raise BadInputError(f"unknown --head-init {head_init!r}; choose one of {', '.join(HEAD_INITS)}")
+    if head_hidden < 0:
+        raise BadInputError(f"--head-hidden must be >= 0 (0: a linear projection), got {head_hidden}")
     if quantize is not None and quantize not in QUANTIZE:
         raise BadInputError(f"unknown --quantize {quantize!r}; choose one of {', '.join(QUANTIZE)}")
     if (quantize is None) != (calibration is None):
@@ -234,11 +254,11 @@ def _move_into_place(tmp: Path, out: Path) -> None:
 
 def export_bundle(recipe_path: str | Path, anchors_path: str | Path, out: str | Path, head_init: str = "conse",
                   quantize: str | None = None, calibration: str | Path | None = None,
-                  log: Callable[[str], None] = print) -> Manifest:
+                  log: Callable[[str], None] = print, head_hidden: int = 0) -> Manifest:
     """Build a bundle folder at ``out`` (replacing a previous bundle only once the new one is complete)."""
     from edgecvm.quantize import quantize_backbone, split_calibration_folder
 
-    _check_options(head_init, quantize, calibration)
+    _check_options(head_init, quantize, calibration, head_hidden)
     recipe = load_recipe(recipe_path)
     _require_export_extra()
     anchors_path, out = Path(anchors_path), Path(out)
@@ -254,7 +274,7 @@ def export_bundle(recipe_path: str | Path, anchors_path: str | Path, out: str | 
     from edgecvm.lite0_torch import load_pretrained
 
     model = load_pretrained()
-    head = initial_head(model, anchors, imagenet)
+    head = initial_head(model, anchors, imagenet, hidden=head_hidden)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     tmp.chmod(0o755)

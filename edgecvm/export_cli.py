@@ -12,7 +12,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from edgecvm.export import export_bundle
 
     manifest = export_bundle(args.recipe, args.anchors, args.out, head_init=args.head_init, quantize=args.quantize,
-                             calibration=args.calibration, log=lambda msg: print(msg, file=sys.stderr))
+                             calibration=args.calibration, log=lambda msg: print(msg, file=sys.stderr),
+                             head_hidden=args.head_hidden)
     if args.json:
         print(json.dumps({"out": args.out, **dataclasses.asdict(manifest)}))
     else:
@@ -36,6 +37,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--head-init", choices=("random", "conse"), default="conse",
                         help="conse (default): zero-shot from the first frame via the frozen ImageNet classifier; "
                         "random: a plain projection that knows nothing until taught")
+    parser.add_argument("--head-hidden", type=int, default=0, metavar="N",
+                        help="N > 0: the trainable projection is a small MLP (features -> N ReLU units -> concept "
+                        "space) instead of linear; trained by the gradient head (learn --head-method sgd), while the "
+                        "default lda head solves a linear one (default 0)")
     parser.add_argument("--quantize", choices=("int8",),
                         help="int8: static quantization of the backbone (about 3.5x smaller), calibrated on --calibration")
     parser.add_argument("--calibration", metavar="DIR",
