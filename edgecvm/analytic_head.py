@@ -64,7 +64,7 @@ _MIN_COUNT = 2  # a sample calibrates the blend only if the solved head knew its
 _CALIBRATION_LR = 0.02
 _MAX_FEATURE = 1e9  # larger |values| would overflow the float32 scatter (squared, summed): the update is skipped
 _MIN_SOLVE_EVERY = 16  # samples between solves while few have been seen (an F x F solve is ~0.1 s)
-_CALIBRATION_POOL = 512  # replayed samples kept to fit the blend on (blend_calibration.py)
+_CALIBRATION_POOL = 256  # replayed samples the blend is fitted on (128 / 256 / 512 compared in docs/results.md)
 
 
 class ClassStatistics:
