@@ -4,7 +4,9 @@ Run: ``python tests/reliability/soak.py [--frames 100000] [--bundle DIR] [--prof
 
 Everything is the real `learn` command, in this process: bundle verification,
 memory plan, the learner with the bundle's head (EfficientNet-Lite0 features
-1,280 -> 384, ConSE branch, Adam), latent replay at the profile's size, the
+1,280 -> 384, ConSE branch) and the profile's head method (``lda`` on host:
+class statistics, scheduled solves, the blend refitted on replayed samples),
+latent replay at the profile's size, the
 update thread, RSS monitor, checkpoints every ``--checkpoint-every`` updates.
 Only two things are synthetic, to make 100,000 frames take minutes instead of
 hours: the stream (tiny placeholder frames naming one of ``--concepts``
