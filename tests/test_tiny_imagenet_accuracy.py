@@ -3,8 +3,9 @@ straight from the shared zip, then `predict` on their 500 val images: accuracy f
 
 The manifests point *into* the zip (``data.zip/tiny-imagenet-200/train/<wnid>/...``), so this also proves
 the zip source reads the real archive; names come from its words.txt. Classes are taught one after
-another (the stream's order: class-incremental, the hard case for forgetting). Measured on the host:
-83.0 % (class-incremental), 81.6 % shuffled; zero-shot before teaching, over all 200 concepts: 38.4 %.
+another (the stream's order: class-incremental, the hard case for forgetting). Measured on the host with the
+default head (lda): 84.4 %; with the gradient head (sgd): 83.0 % (class-incremental), 81.6 % shuffled;
+zero-shot before teaching, over all 200 concepts: 38.4 %.
 """
 
 from __future__ import annotations
@@ -59,5 +60,5 @@ def test_teach_10_classes_from_the_zip_then_predict_their_val_images(tiny_zip: P
     print(f"Tiny-ImageNet, {N_CLASSES} classes x {N_TRAIN} images: accuracy {summary['accuracy']:.3f} "
           f"on {summary['labelled']} val images; per concept {summary['per_concept']}")
     assert summary["labelled"] == N_CLASSES * 50
-    assert summary["accuracy"] >= 0.6  # chance 0.1; measured 0.83
+    assert summary["accuracy"] >= 0.6  # chance 0.1; measured 0.844
     assert min(c["correct"] / c["total"] for c in summary["per_concept"].values()) >= 0.2  # no class forgotten
