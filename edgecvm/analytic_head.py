@@ -390,7 +390,10 @@ class AnalyticHead:
         projection = f * d * 4 + d * 4 + (d * 1000 * 4 if self.open_gain != 1.0 else 0)  # the solved linear head
         # shrunk covariance + LU copy, float64 w, means and the pooled samples (right-hand sides and solutions)
         solve = 2 * f * f * item + f * d * 8 + 2 * f * (classes + self.pool.capacity) * item
-        return self.stats.nbytes(classes) + exported + solved + projection + solve + self.pool.nbytes()
+        # the blend's fit: per pooled sample x, x - mu_y and S^-1 (x - mu_y) in float64, its ConSE top-T anchors
+        top_t = self.base.conse.top_t if self.base.conse is not None else 0
+        fit = self.pool.capacity * (3 * f * 8 + top_t * d * 4 + 4 * classes * 8)
+        return self.stats.nbytes(classes) + exported + solved + projection + solve + fit + self.pool.nbytes()
 
 
 class _Solved:
