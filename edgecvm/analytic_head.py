@@ -305,6 +305,8 @@ class AnalyticHead:
         """Set (scale, gain) from the pooled replayed samples, scored leave-one-out (blend_calibration.py)."""
         counts = self.stats.counts
         scores = leave_one_out(x, y, weights, offsets, s_inv_x, means, counts, (1.0 - shrinkage) / self.stats.n)
+        if not np.isfinite(scores).all():  # a near-singular downdate: keep the blend the head has
+            return
         prior = conse_embed(x, self.base.conse) @ self.anchors[: counts.size].T
         spread = float(np.std(scores))
         start = (1.0 / spread if spread > 0 else 1.0, self.base.conse.weight * self.base.temperature)
