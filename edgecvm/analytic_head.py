@@ -285,7 +285,7 @@ class AnalyticHead:
         else:  # the pool only serves the blend's fit
             pool_x, pool_y = np.zeros((0, self.stats.feature_dim), np.float32), np.zeros(0, np.int64)
         # One solve for the class means and the pooled samples: (F, K + m) = S^-1 [mu_1 .. mu_K, x_1 .. x_m]
-        solved = np.linalg.solve(cov, np.concatenate([means, pool_x.astype(means.dtype)]).T)
+        solved = np.linalg.solve(cov, np.concatenate([means, pool_x.astype(means.dtype, copy=False)]).T)
         weights, pool_solved = solved[:, : means.shape[0]], solved[:, means.shape[0]:]
         offsets = 0.5 * np.einsum("fk,kf->k", weights, means)
         if pool_y.size:
