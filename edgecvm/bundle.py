@@ -1,6 +1,7 @@
 """The export bundle: a folder the device loads, described by ``manifest.json``.
 
-A bundle holds ``backbone.onnx`` (frozen feature extractor), ``head.npz``
+A bundle holds ``backbone.onnx`` (frozen feature extractor; its weights in
+``backbone.weights`` as ONNX external data, see ``export.split_weights``), ``head.npz``
 (initial projection head), a copy of the anchor file, and ``manifest.json``
 with the preprocessing settings and the sha256 of every file. The manifest
 also carries a hash of itself, so editing it (say, the mean/std) is caught
@@ -26,6 +27,7 @@ BUNDLE_FORMAT = "edgecvm.bundle"
 BUNDLE_VERSION = 1
 MANIFEST = "manifest.json"
 BACKBONE = "backbone.onnx"
+BACKBONE_WEIGHTS = "backbone.weights"  # ONNX external data of BACKBONE; bundles exported before it have none
 HEAD = "head.npz"
 _FIX = "re-export it with `edgecvm export`"
 _MAX_PIXELS = 4096  # no edge backbone takes a larger input; bigger values are corruption or tampering
@@ -81,6 +83,12 @@ class Bundle:
     @property
     def backbone_path(self) -> Path:
         return self.folder / BACKBONE
+
+    @property
+    def backbone_bytes(self) -> int:
+        """Size of the backbone: graph file plus its external weights, when the bundle has them."""
+        return sum((self.folder / name).stat().st_size for name in (BACKBONE, BACKBONE_WEIGHTS)
+                   if name in self.manifest.files)
 
     @property
     def head_path(self) -> Path:

@@ -72,7 +72,7 @@ def main(args: argparse.Namespace) -> int:
     features = load_features(bundle, profile, args.data, args.cache_dir, images)
     feature_seconds = time.monotonic() - table_started
     scenario = build_scenario(features, args.scenario, args.tasks, args.seed, args.epochs, args.shots, args.holdout)
-    config = HarnessConfig(profile=profile, backbone_path=bundle.backbone_path, input_size=bundle.manifest.input_size,
+    config = HarnessConfig(profile=profile, backbone_bytes=bundle.backbone_bytes, input_size=bundle.manifest.input_size,
                            seed=args.seed, joint_epochs=args.joint_epochs)
     ctx = MethodContext(config, *load_head_and_anchors(bundle), features.concepts,
                         bundle.manifest.feature_dim)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -52,7 +51,7 @@ CHUNK = 500  # stream samples handed to a method per call (progress bar granular
 @dataclass(frozen=True)
 class HarnessConfig:
     profile: DeviceProfile  # replay budget, replay minibatch and memory budget, as on the device
-    backbone_path: Path  # for the CVM learner's memory plan
+    backbone_bytes: int  # for the CVM learner's memory plan
     input_size: int
     seed: int = 0
     softmax_lr: float = 1e-3
@@ -184,7 +183,7 @@ def run_method(name: str, scenario: Scenario, ctx: MethodContext, unseen_before:
     usage = meter.result()
     result = MethodResult(name, matrix.result(), usage.seconds, usage.peak_bytes / 2**20, method.nbytes() / 2**20)
     if isinstance(method, LearnerMethod):
-        plan = plan_for_learner(ctx.config.profile, ctx.config.backbone_path, ctx.config.input_size, method.learner)
+        plan = plan_for_learner(ctx.config.profile, ctx.config.backbone_bytes, ctx.config.input_size, method.learner)
         result.memory_plan_mb = plan.total_bytes / 2**20
         result.fits_budget = plan.total_bytes <= ctx.config.profile.memory_budget_mb * 2**20
         result.zero_shot = {"unseen_after_task": unseen_zero_shot, "unseen_before_learning": list(unseen_before),

@@ -28,6 +28,7 @@ from edgecvm import __version__
 from edgecvm.anchors import AnchorSet, load_anchors
 from edgecvm.bundle import (
     BACKBONE,
+    BACKBONE_WEIGHTS,
     BUNDLE_FORMAT,
     BUNDLE_VERSION,
     HEAD,
@@ -106,7 +107,8 @@ def _exporter_quiet() -> Iterator[None]:
 
 
 def export_onnx(model, recipe: Recipe, out: Path) -> None:
-    """Pooled-feature graph, NCHW float32 input at the recipe size, dynamic batch, one self-contained file.
+    """Pooled-feature graph, NCHW float32 input at the recipe size, dynamic batch, one self-contained file
+    (parity check and quantization read it; ``split_weights`` moves the weights out last).
 
     The torch.export-based exporter (torch's default) folds the TF-"same"
     paddings and BatchNorms into a ~90-node graph; the legacy tracer left
@@ -127,6 +129,26 @@ def export_onnx(model, recipe: Recipe, out: Path) -> None:
         torch.onnx.export(Features().eval(), (dummy,), str(out), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                           dynamic_shapes=({0: torch.export.Dim("batch")},), opset_version=recipe.opset,
                           dynamo=True, external_data=False, verbose=False)
+
+
+def split_weights(model_path: Path) -> None:
+    """Move the weights of the ONNX file at ``model_path`` into ``backbone.weights`` beside it (ONNX external data).
+
+    Why: from a self-contained file ONNX Runtime holds the parsed proto with
+    every weight, the weights copied into tensors and their re-laid-out
+    (NCHWc) forms at once while it builds the session. With external data
+    the proto is only the graph and each weight is read straight from the
+    file. Measured for Lite0-224 fp32 (2 threads, heap trimmed): peak RSS
+    while creating the session 75.0 instead of 87.9 MB; the same resident
+    size afterwards and the same speed.
+    """
+    import onnx
+
+    model = onnx.load(str(model_path))
+    (model_path.parent / BACKBONE_WEIGHTS).unlink(missing_ok=True)  # onnx appends to an existing data file
+    onnx.save_model(model, str(model_path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=BACKBONE_WEIGHTS, size_threshold=1024)
+    (model_path.parent / BACKBONE_WEIGHTS).chmod(0o644)  # onnx creates it owner-only; the bundle is copied to devices
 
 
 def parity_check(model, onnx_path: Path, recipe: Recipe, seed: int = 0) -> float:
@@ -262,7 +284,7 @@ def export_bundle(recipe_path: str | Path, anchors_path: str | Path, out: str | 
     recipe = load_recipe(recipe_path)
     _require_export_extra()
     anchors_path, out = Path(anchors_path), Path(out)
-    if anchors_path.name in (BACKBONE, HEAD, MANIFEST):
+    if anchors_path.name in (BACKBONE, BACKBONE_WEIGHTS, HEAD, MANIFEST):
         raise BadInputError(f"{anchors_path}: an anchor file cannot be named like a bundle file; rename it")
     anchors = load_anchors(anchors_path)
     imagenet = load_anchors(IMAGENET_ANCHORS) if head_init == "conse" else None
@@ -292,9 +314,10 @@ def export_bundle(recipe_path: str | Path, anchors_path: str | Path, out: str | 
             fp32.unlink()
             quantization = {"method": "onnxruntime quantize_static, QDQ, per-channel int8 weights, uint8 "
                             "activations, MinMax calibration", "calibration_dir": str(calibration), **asdict(report)}
+        split_weights(tmp / BACKBONE)
         save_head(tmp / HEAD, head)
         shutil.copyfile(anchors_path, tmp / anchors_path.name)
-        files = {name: sha256_file(tmp / name) for name in (BACKBONE, HEAD, anchors_path.name)}
+        files = {name: sha256_file(tmp / name) for name in (BACKBONE, BACKBONE_WEIGHTS, HEAD, anchors_path.name)}
         manifest = Manifest(
             format=BUNDLE_FORMAT, version=BUNDLE_VERSION, backbone=recipe.backbone, input_size=recipe.input_size,
             resize=recipe.resize, interpolation=recipe.interpolation, mean=recipe.mean, std=recipe.std,  # type: ignore[arg-type]

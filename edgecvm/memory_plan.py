@@ -15,7 +15,7 @@ host (x86-64, Python 3.11, numpy 2.4, onnxruntime 1.32, Lite0 224 px fp32,
 - ``InferenceSession`` creation: +50-55 MB with graph optimisation "all"
   (3.7x the file: glibc keeps the transient copies made while optimising,
   the proto and the re-laid-out weights, resident), +27 MB with "basic",
-  "extended" or "disable" (2.0x). After ``limit_heap_retention()`` the
+  "extended" or "disable" (2.0x). After ``process_memory.limit_heap_retention()`` the
   freed copies go back to the OS: +27-29 MB at every level (2.2x);
 - after 100 frames of inference at batch 1 and 224 px (activations): +21 to
   +26 MB with the CPU arena, or without it at glibc defaults (+35 MB seen
@@ -26,14 +26,12 @@ host (x86-64, Python 3.11, numpy 2.4, onnxruntime 1.32, Lite0 224 px fp32,
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import resource
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from edgecvm.errors import BudgetExceededError
 from edgecvm.learner import Learner
@@ -43,11 +41,10 @@ from edgecvm.replay import BYTES_PER_VALUE, ReplayBuffer
 MB = 1 << 20
 BASELINE_BYTES = 56 * MB  # measured: see module docstring
 SESSION_FACTOR = {"all": 3.7, "extended": 2.0, "basic": 2.0, "disable": 2.0}  # x backbone.onnx size
-SESSION_FACTOR_TRIMMED = 2.2  # any level, after limit_heap_retention()
+SESSION_FACTOR_TRIMMED = 2.2  # any level, after process_memory.limit_heap_retention()
 ACTIVATION_BYTES_224 = 30 * MB  # per frame in a batch, at 224 x 224 input (measured 21-26, once 35 under load)
 ACTIVATION_BYTES_224_TRIMMED_NO_ARENA = 10 * MB  # measured +3.4-4.5 steady, peak ~+10 in a learn run
 CHECKPOINT_CHUNK = 1 * MB  # read-back buffer while hashing a checkpoint (integrity._CHUNK)
-_M_TRIM_THRESHOLD = -1  # glibc mallopt parameter
 log = logging.getLogger(__name__)
 
 
@@ -114,7 +111,7 @@ def plan_memory(
     numpy serialises each array through one copy (learning only).
     ``batch_size``: frames per backbone call. ``frame_shape``: the decoded
     source frame (height, width), held twice (the newest frame and the one in
-    flight). ``heap_trimmed``: ``limit_heap_retention()`` was applied.
+    flight). ``heap_trimmed``: ``process_memory.limit_heap_retention()`` was applied.
     """
     pixel_ratio = (input_size / 224) ** 2
     factor = SESSION_FACTOR_TRIMMED if heap_trimmed else SESSION_FACTOR[profile.graph_optimization]
@@ -150,18 +147,18 @@ def plan_memory(
 
 def plan_for_learner(
     profile: DeviceProfile,
-    model_path: str | Path,
+    model_bytes: int,
     input_size: int,
     learner: Learner,
     learning: bool = True,
     frame_shape: tuple[int, int] = (480, 640),
     heap_trimmed: bool = False,
 ) -> MemoryPlan:
-    """``plan_memory`` filled in from a built (not yet running) ``Learner`` and the bundle's backbone file."""
+    """``plan_memory`` filled in from a built (not yet running) ``Learner`` and the size of the bundle's backbone."""
     largest = max([a.nbytes for a in learner.method.state_arrays().values()] + [learner.replay.features.nbytes])
     return plan_memory(
         profile,
-        model_bytes=Path(model_path).stat().st_size,
+        model_bytes=model_bytes,
         input_size=input_size,
         head_bytes=learner.method.nbytes(learner.replay.capacity),
         anchors_bytes=learner.anchors.vectors.nbytes,
@@ -175,43 +172,7 @@ def plan_for_learner(
     )
 
 
-# ---- process set-up and monitoring ---------------------------------------------------------------
-
-
-def limit_heap_retention(threshold: int = 64 * 1024) -> bool:
-    """Make glibc hand freed memory back to the OS promptly; True when applied.
-
-    Call once at start-up, before the ONNX Runtime session is created. Sets
-    M_TRIM_THRESHOLD (which also stops glibc from raising its mmap threshold
-    as large blocks are freed): the transient weight copies ORT makes while
-    optimising the graph are then returned instead of staying resident,
-    measured -25 MB RSS for Lite0, with no change in inference speed when the
-    CPU arena is on. On other C libraries (musl, macOS) nothing changes.
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(_M_TRIM_THRESHOLD, threshold))
-    except (OSError, AttributeError):  # not glibc
-        return False
-
-
-def keep_openssl_unloaded() -> bool:
-    """Stop ``numpy.random`` from loading OpenSSL's libcrypto; True when this call prevented it.
-
-    ``np.random.default_rng`` (the replay buffer's) imports ``secrets``, which
-    imports ``hmac``, which imports ``_hashlib``: OpenSSL's libcrypto, 3.3 MB
-    of RSS (measured) that the device never uses (``integrity`` hashes with
-    CPython's built-in sha256 for the same reason). Marking ``_hashlib`` as
-    unavailable makes ``hmac`` and ``hashlib`` fall back to CPython's own code.
-    Measured on ``learn`` (host, Lite0-224 fp32): peak RSS -3 MB. Call before
-    anything imports ``numpy.random``; once libcrypto is loaded it stays.
-    """
-    if "_hashlib" in sys.modules:
-        return False
-    sys.modules["_hashlib"] = None  # type: ignore[assignment]  # the import system's "not available" marker
-    return True
+# ---- monitoring ----------------------------------------------------------------------------------
 
 
 def current_rss_bytes() -> int | None:

@@ -15,7 +15,7 @@ from device_cli import REPO, run_cli
 from PIL import Image
 
 from edgecvm.anchors import AnchorSet, load_anchors, normalise_rows, save_anchors
-from edgecvm.bundle import BACKBONE, HEAD, load_bundle
+from edgecvm.bundle import BACKBONE, BACKBONE_WEIGHTS, HEAD, load_bundle
 from edgecvm.conse import conse_embed
 from edgecvm.errors import IntegrityError
 from edgecvm.head_file import load_head
@@ -55,14 +55,22 @@ def one_line_error(run) -> str:
 def test_bundle_holds_verified_files_and_a_complete_manifest(test_bundle: Path) -> None:
     bundle = load_bundle(test_bundle)
     m = bundle.manifest
-    assert sorted(p.name for p in test_bundle.iterdir()) == sorted([BACKBONE, HEAD, TINY_ANCHORS.name, "manifest.json"])
-    assert set(m.files) == {BACKBONE, HEAD, TINY_ANCHORS.name} and m.anchors_sha256 == m.files[TINY_ANCHORS.name]
+    names = [BACKBONE, BACKBONE_WEIGHTS, HEAD, TINY_ANCHORS.name]
+    assert sorted(p.name for p in test_bundle.iterdir()) == sorted([*names, "manifest.json"])
+    assert set(m.files) == set(names) and m.anchors_sha256 == m.files[TINY_ANCHORS.name]
     assert (m.backbone, m.input_size, m.resize, m.precision, m.head_init) == ("efficientnet-lite0", 224, 256, "fp32", "conse")
     assert (m.feature_dim, m.concept_dim) == (1280, 384) and m.mean == m.std == (0.5, 0.5, 0.5)
     assert m.anchors_model == load_anchors(TINY_ANCHORS).model
     assert {"torch", "onnx", "onnxruntime", "onnxscript", "edgecvm"} <= set(m.tools)
     assert m.recipe["file"] == RECIPE_224.name and m.recipe["opset"] >= 18 and m.quantization == {}
     assert m.parity_max_abs_diff is not None and 0 <= m.parity_max_abs_diff < 1e-4
+
+
+def test_backbone_weights_live_beside_the_graph_readable_by_everyone(test_bundle: Path) -> None:
+    graph, weights = test_bundle / BACKBONE, test_bundle / BACKBONE_WEIGHTS
+    assert graph.stat().st_size < 1_000_000 < 13_000_000 < weights.stat().st_size  # the backbone holds 3.3 M float32 weights
+    assert weights.stat().st_mode & 0o777 == 0o644
+    assert load_bundle(test_bundle).backbone_bytes == graph.stat().st_size + weights.stat().st_size
 
 
 def test_backbone_graph_has_a_dynamic_batch(test_bundle: Path) -> None:
@@ -162,16 +170,18 @@ def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path: Path, case: str) -> 
     assert not out.exists() or (out / "precious.txt").read_text() == "user data"
 
 
-def test_tampered_bundle_file_is_detected(capsys, tmp_path: Path, test_bundle: Path, samples_dir: Path) -> None:
+@pytest.mark.parametrize("name", [BACKBONE, BACKBONE_WEIGHTS])
+def test_tampered_bundle_file_is_detected(capsys, tmp_path: Path, test_bundle: Path, samples_dir: Path,
+                                          name: str) -> None:
     copy = tmp_path / "tampered"
     shutil.copytree(test_bundle, copy)
-    data = bytearray((copy / BACKBONE).read_bytes())
+    data = bytearray((copy / name).read_bytes())
     data[len(data) // 2] ^= 0x01
-    (copy / BACKBONE).write_bytes(bytes(data))
-    with pytest.raises(IntegrityError, match="backbone.onnx: sha256 does not match the manifest"):
+    (copy / name).write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match=f"{name}: sha256 does not match the manifest"):
         load_bundle(copy)
     run = run_cli(capsys, "predict", "--bundle", copy, "--stream", samples_dir / "val", "--limit", "1")
-    assert "backbone.onnx: sha256 does not match the manifest" in one_line_error(run)
+    assert f"{name}: sha256 does not match the manifest" in one_line_error(run)
 
 
 def test_missing_export_extra_is_one_line_naming_the_install(capsys, monkeypatch, tmp_path: Path) -> None:

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import platform
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -19,7 +16,6 @@ from edgecvm.memory_plan import (
     MB,
     RssMonitor,
     current_rss_bytes,
-    limit_heap_retention,
     plan_for_learner,
     plan_memory,
     replay_shrinker,
@@ -70,34 +66,6 @@ def test_trimmed_heap_plans_smaller_sessions_and_arena_free_activations():
     assert trimmed["backbone activations"] < plain["backbone activations"]
 
 
-def test_limit_heap_retention_applies_on_glibc_linux():
-    applied = limit_heap_retention()
-    if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
-        assert applied is True
-    else:
-        assert applied is False
-
-
-_OPENSSL_PROBE = """
-import sys
-from edgecvm.memory_plan import keep_openssl_unloaded
-prevented = keep_openssl_unloaded()
-import hmac
-import numpy as np
-np.random.default_rng(0)
-assert hmac.compare_digest(b"a", b"a") and not hmac.compare_digest(b"a", b"b")
-with open("/proc/self/maps") as fh:
-    print(prevented, any("libcrypto" in line for line in fh))
-"""
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")
-def test_numpy_random_no_longer_loads_openssl():
-    """np.random -> secrets -> hmac -> _hashlib would map libcrypto (3.3 MB RSS) into the device process."""
-    out = subprocess.run([sys.executable, "-c", _OPENSSL_PROBE], capture_output=True, text=True, check=True).stdout
-    assert out.split() == ["True", "False"]
-
-
 def test_plan_over_budget_refuses_with_exit_code_3_and_the_table():
     tight = dataclasses.replace(HOST, memory_budget_mb=100)
     plan = _plan(replay_bytes=80 * MB)
@@ -109,13 +77,11 @@ def test_plan_over_budget_refuses_with_exit_code_3_and_the_table():
     _plan().check(HOST)  # the host profile's 400 MB fits
 
 
-def test_plan_for_learner_counts_what_the_learner_holds(tmp_path):
-    model = tmp_path / "backbone.onnx"
-    model.write_bytes(b"\0" * 1000)
+def test_plan_for_learner_counts_what_the_learner_holds():
     # the gradient head caches the ConSE part of every replay slot, so its plan grows with the buffer
     learner = Learner(head_params("linear", 32, 16, conse=True), anchor_set(16),
                       LearnerConfig(method="sgd", replay_bytes=64_000))
-    plan = {i.name: i.nbytes for i in plan_for_learner(HOST, model, 224, learner).items}
+    plan = {i.name: i.nbytes for i in plan_for_learner(HOST, 1000, 224, learner).items}
     assert plan["replay buffer"] == learner.replay.nbytes
     assert plan["head"] == learner.method.nbytes(learner.replay.capacity) > learner.method.nbytes()
     assert plan["anchors"] == learner.anchors.vectors.nbytes

@@ -22,7 +22,7 @@ from harness import REPO, SAMPLES, run_edgecvm
 
 from edgecvm.cli import main
 
-BUNDLE_FILES = ("backbone.onnx", "head.npz", "tiny-imagenet-200.anchors.npz", "manifest.json")
+BUNDLE_FILES = ("backbone.onnx", "backbone.weights", "head.npz", "tiny-imagenet-200.anchors.npz", "manifest.json")
 PROBE = SAMPLES / "val" / "goldfish"
 
 
