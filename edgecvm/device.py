@@ -21,7 +21,8 @@ from edgecvm.bundle import Bundle, load_bundle, load_head_and_anchors
 from edgecvm.camera import Backoff
 from edgecvm.errors import BadInputError
 from edgecvm.learner import Learner, LearnerConfig
-from edgecvm.memory_plan import MemoryPlan, keep_openssl_unloaded, limit_heap_retention, plan_for_learner
+from edgecvm.memory_plan import MemoryPlan, plan_for_learner
+from edgecvm.process_memory import keep_openssl_unloaded, limit_heap_retention, release_clean_file_pages
 from edgecvm.profiles import DeviceProfile, load_profile
 from edgecvm.runtime import FeatureExtractor
 from edgecvm.state import StateIdentity, load_state
@@ -56,10 +57,13 @@ def open_device(
         learner = Learner(head, anchors, config)
     else:
         learner = load_state(state_dir, head, anchors, identity, config, fresh_if_empty=learning)
-    plan = plan_for_learner(profile, bundle.backbone_path, bundle.manifest.input_size, learner, learning=learning,
+    plan = plan_for_learner(profile, bundle.backbone_bytes, bundle.manifest.input_size, learner, learning=learning,
                             heap_trimmed=heap_trimmed)
     plan.check(profile)
+    release_clean_file_pages()  # import-time code: lowers the base that the session's transient peak stands on
     extractor = FeatureExtractor(bundle, profile)
+    extractor.warm_up()
+    release_clean_file_pages()  # the graph parser and optimiser and first-run paths, never run again
     learner.extractor = extractor
     return Device(bundle, profile, learner, identity, plan, extractor)
 

@@ -10,7 +10,7 @@ writing this module):
 
 - glibc keeps freed blocks by default, so the weight copies ORT makes while
   optimising the graph stay resident. ``make_session`` first calls
-  ``memory_plan.limit_heap_retention()``: -20 MB at no cost in speed. (It
+  ``process_memory.limit_heap_retention()``: -20 MB at no cost in speed. (It
   must run before the process frees any large block: ``device.open_device``
   calls it first thing.)
 - The CPU arena (``ort_cpu_arena`` in the profile) then decides the rest:
@@ -53,8 +53,8 @@ from PIL import Image
 
 from edgecvm.bundle import Bundle
 from edgecvm.errors import BadInputError, IntegrityError
-from edgecvm.memory_plan import limit_heap_retention
 from edgecvm.preprocess import Preprocessor
+from edgecvm.process_memory import limit_heap_retention
 from edgecvm.profiles import DeviceProfile
 
 log = logging.getLogger("edgecvm.runtime")
@@ -162,6 +162,11 @@ class FeatureExtractor:
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Backbone only, on an already preprocessed (N, 3, S, S) float32 batch."""
         return self.session.run(None, {self.input_name: batch})[0]
+
+    def warm_up(self) -> None:
+        """One inference on a blank frame, so ORT allocates its buffers and loads its kernels before the stream starts."""
+        size = self.bundle.manifest.input_size
+        self.run(np.zeros((1, 3, size, size), dtype=np.float32))
 
     def extract(self, images: Sequence[Image.Image]) -> np.ndarray:
         """(n, feature_dim) float32 features for n images of any size and mode."""
