@@ -37,8 +37,8 @@ Without replay (a profile with no replay budget) they are learned
 solved head (test-then-train, before it joins the statistics), and one Adam
 step on the two numbers lowers its cross-entropy; measured, that tunes the
 blend for heads with fewer examples than the tested one (docs/results.md).
-The solve (an F x F linear system) runs every ``solve_every`` updates and
-before predicting.
+The solve (an F x F linear system, by a blocked Cholesky in place: spd_solve.py)
+runs every ``solve_every`` updates and before predicting.
 
 Replayed samples never enter the statistics: nothing here forgets, so
 learning from them again would only count them twice.
@@ -57,6 +57,7 @@ from edgecvm.head import ProjectionHead
 from edgecvm.head_file import ConseBranch, HeadParams
 from edgecvm.optim import Adam
 from edgecvm.replay import ReplayBatch
+from edgecvm.spd_solve import solve_spd_in_place
 
 _PENDING = 64  # scatter updates buffered and added as one (F x 64) @ (64 x F) product
 _ANCHOR_RIDGE = 1e-4  # rho: keeps A A' invertible when two anchors nearly coincide
@@ -64,6 +65,7 @@ _MIN_COUNT = 2  # a sample calibrates the blend only if the solved head knew its
 _CALIBRATION_LR = 0.02
 _MAX_FEATURE = 1e9  # larger |values| would overflow the float32 scatter (squared, summed): the update is skipped
 _MIN_SOLVE_EVERY = 16  # samples between solves while few have been seen (an F x F solve is ~0.1 s)
+_MIN_RESCUE_SHRINKAGE = 1e-6  # the first shrinkage tried when the covariance is numerically not positive definite
 _CALIBRATION_POOL = 256  # replayed samples the blend is fitted on (128 / 256 / 512 compared in docs/results.md)
 
 
@@ -275,7 +277,6 @@ class AnalyticHead:
     def _solve(self, refit: bool = False) -> None:
         """Solve the discriminant from the statistics; ``refit``: also fit the blend on the pool (scheduled solves only,
         so a solve before predicting, or after loading a state, answers exactly as the checkpointed learner)."""
-        cov, shrinkage = self.stats.shrunk_covariance(self.shrinkage)
         counts = self.stats.counts
         seen = counts > 0
         means = np.zeros_like(self.stats.sums)
@@ -285,7 +286,7 @@ class AnalyticHead:
         else:  # the pool only serves the blend's fit
             pool_x, pool_y = np.zeros((0, self.stats.feature_dim), np.float32), np.zeros(0, np.int64)
         # One solve for the class means and the pooled samples: (F, K + m) = S^-1 [mu_1 .. mu_K, x_1 .. x_m]
-        solved = np.linalg.solve(cov, np.concatenate([means, pool_x.astype(means.dtype, copy=False)]).T)
+        solved, shrinkage = self._solve_covariance(np.concatenate([means, pool_x.astype(means.dtype, copy=False)]).T)
         weights, pool_solved = solved[:, : means.shape[0]], solved[:, means.shape[0]:]
         offsets = 0.5 * np.einsum("fk,kf->k", weights, means)
         if pool_y.size:
@@ -299,6 +300,24 @@ class AnalyticHead:
         self._since_solve = 0
         self._since_refit = 0 if refit else self._since_refit
         self._projection = None
+
+    def _solve_covariance(self, rhs: np.ndarray) -> tuple[np.ndarray, float]:
+        """S^-1 rhs for the shrunk covariance S, and the shrinkage used.
+
+        With a tiny shrinkage and fewer samples than dimensions, S is positive
+        definite only on paper and its float32 Cholesky can fail; the shrinkage
+        is then raised tenfold (from 1e-6) until it succeeds, at the latest at
+        1, where S is a multiple of the identity.
+        """
+        shrinkage = self.shrinkage
+        while True:
+            cov, used = self.stats.shrunk_covariance(shrinkage)
+            try:
+                return solve_spd_in_place(cov, rhs), used
+            except np.linalg.LinAlgError:
+                if used >= 1.0:
+                    raise
+                shrinkage = min(1.0, max(10.0 * used, _MIN_RESCUE_SHRINKAGE))
 
     def _fit_blend(self, x: np.ndarray, y: np.ndarray, weights: np.ndarray, offsets: np.ndarray,
                    s_inv_x: np.ndarray, means: np.ndarray, shrinkage: float) -> None:
@@ -390,8 +409,9 @@ class AnalyticHead:
         exported = ProjectionHead(self.base).nbytes()  # its weights and the frozen ConSE branch
         solved = classes * (f * item + item + 8 + d * 4)  # LDA weights, offsets, counts, anchors at the last solve
         projection = f * d * 4 + d * 4 + (d * 1000 * 4 if self.open_gain != 1.0 else 0)  # the solved linear head
-        # shrunk covariance + LU copy, float64 w, means and the pooled samples (right-hand sides and solutions)
-        solve = 2 * f * f * item + f * d * 8 + 2 * f * (classes + self.pool.capacity) * item
+        # shrunk covariance (factored in place, spd_solve.py), float64 w, means and the pooled samples (right-hand
+        # sides and solutions)
+        solve = f * f * item + f * d * 8 + 2 * f * (classes + self.pool.capacity) * item
         # the blend's fit: per pooled sample x, x - mu_y and S^-1 (x - mu_y) in float64, its ConSE top-T anchors
         top_t = self.base.conse.top_t if self.base.conse is not None else 0
         fit = self.pool.capacity * (3 * f * 8 + top_t * d * 4 + 4 * classes * 8)

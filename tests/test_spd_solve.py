@@ -1,0 +1,56 @@
+"""The in-place blocked Cholesky solve the analytic head uses instead of np.linalg.solve."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from synthetic_data import Clusters, head_params
+
+from edgecvm.analytic_head import AnalyticHead
+from edgecvm.spd_solve import cholesky_in_place, solve_spd_in_place
+
+
+def _spd(n: int, dtype: type[np.floating], seed: int = 0) -> np.ndarray:
+    x = np.random.default_rng(seed).standard_normal((2 * n, n))
+    return (x.T @ x / (2 * n) + 0.05 * np.eye(n)).astype(dtype)
+
+
+@pytest.mark.parametrize("n, block", [(150, 64), (64, 64), (10, 64), (130, 16)])  # partial, exact, single block
+def test_factor_is_the_cholesky_factor_in_the_lower_triangle(n: int, block: int):
+    a = _spd(n, np.float64)
+    factor = cholesky_in_place(a.copy(), block)
+    np.testing.assert_allclose(np.tril(factor), np.linalg.cholesky(a), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-10), (np.float32, 1e-4)])
+def test_solution_matches_lapack_and_leaves_the_right_hand_sides_alone(dtype: type[np.floating], rtol: float):
+    a = _spd(200, dtype)
+    b = np.random.default_rng(1).standard_normal((200, 37)).astype(dtype)
+    b_before = b.copy()
+    x = solve_spd_in_place(a.copy(), b, block=64)
+    expected = np.linalg.solve(a.astype(np.float64), b.astype(np.float64))
+    assert x.dtype == dtype and x.shape == b.shape
+    np.testing.assert_allclose(x, expected, rtol=rtol, atol=rtol * np.abs(expected).max())
+    np.testing.assert_array_equal(b, b_before)
+
+
+def test_a_matrix_that_is_not_positive_definite_is_refused():
+    a = _spd(100, np.float64)
+    a[70, 70] = -1.0  # indefinite; found in the second block
+    with pytest.raises(np.linalg.LinAlgError):
+        cholesky_in_place(a, block=64)
+
+
+def test_head_rescues_a_singular_covariance_by_raising_the_shrinkage():
+    """No shrinkage and fewer samples than dimensions: S is singular; the head must still answer, finitely."""
+    f, d = 32, 16
+    clusters = Clusters(3, f, seed=0)
+    labels = np.array([0, 1, 2, 0, 1, 2, 0, 1])
+    head = AnalyticHead("lda-noconse", head_params(feature_dim=f, concept_dim=d), use_conse=False, shrinkage=0.0)
+    anchors = np.eye(d, dtype=np.float32)[:3]
+    head.update(clusters.draw(labels), labels, anchors, None)
+    with pytest.raises(np.linalg.LinAlgError):  # the covariance as first asked for
+        cholesky_in_place(head.stats.shrunk_covariance(0.0)[0])
+    embedded = head.embed(clusters.draw(np.arange(3)))
+    assert np.isfinite(embedded).all()
+    assert (np.argmax(embedded @ anchors.T, axis=1) == np.arange(3)).all()
