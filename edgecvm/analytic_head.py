@@ -47,7 +47,7 @@ learning from them again would only count them twice.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 import numpy as np
 
@@ -57,7 +57,7 @@ from edgecvm.head import ProjectionHead
 from edgecvm.head_file import ConseBranch, HeadParams
 from edgecvm.optim import Adam
 from edgecvm.replay import ReplayBatch
-from edgecvm.spd_solve import solve_spd_in_place
+from edgecvm.spd_solve import CholeskyFactor, cholesky_in_place, panels, solve_factored
 
 _PENDING = 64  # scatter updates buffered and added as one (F x 64) @ (64 x F) product
 _ANCHOR_RIDGE = 1e-4  # rho: keeps A A' invertible when two anchors nearly coincide
@@ -66,6 +66,7 @@ _CALIBRATION_LR = 0.02
 _MAX_FEATURE = 1e9  # larger |values| would overflow the float32 scatter (squared, summed): the update is skipped
 _MIN_SOLVE_EVERY = 16  # samples between solves while few have been seen (an F x F solve is ~0.1 s)
 _MIN_RESCUE_SHRINKAGE = 1e-6  # the first shrinkage tried when the covariance is numerically not positive definite
+_FIT_CHUNK = 64  # pooled samples per ConSE product while fitting the blend
 _CALIBRATION_POOL = 256  # replayed samples the blend is fitted on (128 / 256 / 512 compared in docs/results.md)
 
 
@@ -76,6 +77,13 @@ class ClassStatistics:
     instead of 13 MB for F = 1280; measured: the same accuracy as float64 to
     0.1 point, see docs/results.md). Counts are exact integers and the
     Ledoit-Wolf fourth-moment sum a Python float.
+
+    The scatter is symmetric, so it is kept in the strict upper triangle of
+    one F x F array and a diagonal vector; the array's lower triangle and
+    diagonal are scratch, where each solve builds the shrunk covariance and
+    factorises it in place (``covariance_factor``). Why: the solve needs the
+    covariance next to the statistics it came from, and in the free triangle
+    it needs no second F x F array (6.5 MB at F = 1280).
     """
 
     def __init__(self, feature_dim: int, dtype: type[np.floating] = np.float32) -> None:
@@ -83,7 +91,8 @@ class ClassStatistics:
         self.dtype = np.dtype(dtype)
         self.sums = np.zeros((0, feature_dim), dtype=self.dtype)
         self.counts = np.zeros(0, dtype=np.int64)
-        self.scatter = np.zeros((feature_dim, feature_dim), dtype=self.dtype)
+        self._square = np.zeros((feature_dim, feature_dim), dtype=self.dtype)  # strict upper: scatter; rest: scratch
+        self._diag = np.zeros(feature_dim, dtype=self.dtype)  # the scatter's diagonal
         self.fourth = 0.0  # running sum of |w d|^2 squared, for the Ledoit-Wolf estimate
         self._pending = np.zeros((_PENDING, feature_dim), dtype=self.dtype)
         self._n_pending = 0
@@ -112,40 +121,68 @@ class ClassStatistics:
             self.counts[y] += 1
 
     def _flush(self) -> None:
-        """Add the buffered updates to ``scatter``: only ever when the buffer is full, so the rounding of the
+        """Add the buffered updates to the stored scatter: only ever when the buffer is full, so the rounding of the
         statistics depends on the samples alone, not on when the learner predicted or checkpointed."""
         rows = self._pending[: self._n_pending]
-        self.scatter += rows.T @ rows
+        for j, e in panels(self.feature_dim):
+            # rows[:, :e]' rows[:, j:e], kept strictly above the diagonal (column j + c, row r: r < j + c)
+            self._square[:e, j:e] += np.triu(rows[:, :e].T @ rows[:, j:e], 1 - j)
+        self._diag += np.einsum("nf,nf->f", rows, rows)
         self._n_pending = 0
 
-    def within_scatter(self) -> np.ndarray:
-        """The pooled within-class scatter of every sample added (a new array; buffered updates stay buffered)."""
-        rows = self._pending[: self._n_pending]
-        out = rows.T @ rows
-        out += self.scatter
-        return out
+    def _scatter_into_lower(self, with_pending: bool) -> None:
+        """Write the scatter (and the buffered updates) into the lower triangle and diagonal of the square array."""
+        a, rows = self._square, self._pending[: self._n_pending if with_pending else 0]
+        for j, e in panels(self.feature_dim):
+            a[e:, j:e] = a[j:e, e:].T
+            block = a[j:e, j:e]
+            below = np.tril_indices(e - j, -1)
+            block[below] = block.T[below]
+            block[np.diag_indices(e - j)] = self._diag[j:e]
+            if rows.size:
+                product = rows[:, j:].T @ rows[:, j:e]
+                a[e:, j:e] += product[e - j:]
+                block[np.tril_indices(e - j)] += product[: e - j][np.tril_indices(e - j)]
 
-    def shrunk_covariance(self, shrinkage: float | None) -> tuple[np.ndarray, float]:
-        """``(1 - delta) S/n + delta * trace(S/n)/F * I`` and delta (Ledoit-Wolf when ``shrinkage`` is None)."""
+    def within_scatter(self) -> np.ndarray:
+        """The pooled within-class scatter of every sample added, as a new array (buffered updates stay buffered)."""
+        self._scatter_into_lower(with_pending=True)
+        return np.tril(self._square) + np.tril(self._square, -1).T
+
+    def covariance_factor(self, shrinkage: float | None) -> tuple[CholeskyFactor | None, float]:
+        """The Cholesky factor of ``(1 - delta) S/n + delta * trace(S/n)/F * I``, built and factorised in the scratch
+        triangle, and delta (Ledoit-Wolf when ``shrinkage`` is None); the factor is None when that matrix is not
+        numerically positive definite."""
         n, dim = max(self.n, 1), self.feature_dim
-        cov = self.within_scatter()
-        cov /= n
+        self._scatter_into_lower(with_pending=True)
+        a = self._square
+        diag = a.diagonal().astype(np.float64) / n
         # No within-class scatter yet (one example per class so far): the identity, i.e. nearest class mean.
-        mu = float(np.trace(cov)) / dim or 1.0
+        mu = float(diag.sum()) / dim or 1.0
         if shrinkage is None:
-            sq = float(np.einsum("ij,ij->", cov, cov, dtype=np.float64))
-            spread = sq - dim * mu * mu  # |cov - mu I|^2
+            off = sum(float(np.einsum("ij,ij->", below, below, dtype=np.float64))
+                      + float(np.einsum("i,i->", block[idx], block[idx], dtype=np.float64))
+                      for below, block, idx in _strict_lower(a))
+            sq = 2.0 * off / (n * n) + float(diag @ diag)  # |S/n|^2 over the whole symmetric matrix
+            spread = sq - dim * mu * mu  # |S/n - mu I|^2
             noise = max(0.0, (self.fourth / n - sq) / n)
             shrinkage = 1.0 if spread <= 0 else min(1.0, noise / spread)
-        # A Python float: an np.float64 would make ``cov *=`` round through float64 (NumPy 2 promotion), so a
+        # A Python float: an np.float64 would make the scaling round through float64 (NumPy 2 promotion), so a
         # resumed learner (plain floats from the state file) would answer a float32 ulp away from the live one.
         shrinkage = float(shrinkage)
-        cov *= 1.0 - shrinkage
-        cov[np.diag_indices(dim)] += shrinkage * mu
-        return cov, shrinkage
+        scale = (1.0 - shrinkage) / n
+        for below, block, idx in _strict_lower(a):
+            below *= scale
+            block[idx] *= scale
+        a[np.diag_indices(dim)] = diag * (1.0 - shrinkage) + shrinkage * mu
+        try:
+            return cholesky_in_place(a), shrinkage
+        except np.linalg.LinAlgError:
+            return None, shrinkage
 
     def state_arrays(self) -> dict[str, np.ndarray]:
-        return {"sums": self.sums, "counts": self.counts, "scatter": self.scatter,
+        self._scatter_into_lower(with_pending=False)  # the whole stored scatter, in place: no copy to save
+        return {"sums": self.sums, "counts": self.counts, "scatter": self._square,
                 "pending": self._pending[: self._n_pending], "fourth": np.array([self.fourth])}
 
     def load_state_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
@@ -156,7 +193,9 @@ class ClassStatistics:
         if (counts < 0).any() or fourth.shape != (1,) or not all(np.isfinite(a).all() for a in (sums, scatter, fourth)):
             raise ValueError("class statistics hold negative counts or NaN/Inf")
         self.sums, self.counts = sums.astype(self.dtype), counts.astype(np.int64)
-        self.scatter, self.fourth = scatter.astype(self.dtype), float(fourth[0])
+        self._square[...] = scatter
+        self._diag = scatter.diagonal().astype(self.dtype)
+        self.fourth = float(fourth[0])
         pending = arrays.get("pending", np.zeros((0, dim), dtype=self.dtype))  # older states were saved flushed
         if pending.ndim != 2 or pending.shape[1] != dim or pending.shape[0] > _PENDING or not np.isfinite(pending).all():
             raise ValueError(f"buffered scatter updates have shape {pending.shape} or hold NaN/Inf")
@@ -164,7 +203,14 @@ class ClassStatistics:
         self._n_pending = pending.shape[0]
 
     def nbytes(self, n_classes: int) -> int:
-        return self.scatter.nbytes + self._pending.nbytes + n_classes * (self.feature_dim * self.dtype.itemsize + 8)
+        return (self._square.nbytes + self._diag.nbytes + self._pending.nbytes
+                + n_classes * (self.feature_dim * self.dtype.itemsize + 8))
+
+
+def _strict_lower(a: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]]:
+    """Per column panel: the view below its diagonal block, that block, and the block's strict-lower indices."""
+    for j, e in panels(a.shape[0]):
+        yield a[e:, j:e], a[j:e, j:e], np.tril_indices(e - j, -1)
 
 
 class AnalyticHead:
@@ -287,7 +333,8 @@ class AnalyticHead:
             pool_x, pool_y = np.zeros((0, self.stats.feature_dim), np.float32), np.zeros(0, np.int64)
         # One solve for the class means and the pooled samples: (F, K + m) = S^-1 [mu_1 .. mu_K, x_1 .. x_m]
         solved, shrinkage = self._solve_covariance(np.concatenate([means, pool_x.astype(means.dtype, copy=False)]).T)
-        weights, pool_solved = solved[:, : means.shape[0]], solved[:, means.shape[0]:]
+        # weights copied out: kept as a view, they would keep the pooled samples' columns (1.3 MB) alive until the next solve
+        weights, pool_solved = solved[:, : means.shape[0]].copy(), solved[:, means.shape[0]:]
         offsets = 0.5 * np.einsum("fk,kf->k", weights, means)
         if pool_y.size:
             self._fit_blend(pool_x, pool_y, weights, offsets, pool_solved, means, shrinkage)
@@ -311,13 +358,12 @@ class AnalyticHead:
         """
         shrinkage = self.shrinkage
         while True:
-            cov, used = self.stats.shrunk_covariance(shrinkage)
-            try:
-                return solve_spd_in_place(cov, rhs), used
-            except np.linalg.LinAlgError:
-                if used >= 1.0:
-                    raise
-                shrinkage = min(1.0, max(10.0 * used, _MIN_RESCUE_SHRINKAGE))
+            factor, used = self.stats.covariance_factor(shrinkage)
+            if factor is not None:
+                return solve_factored(factor, rhs), used
+            if used >= 1.0:  # a multiple of the identity: only NaN/Inf in the statistics can fail it
+                raise np.linalg.LinAlgError("the shrunk covariance is not positive definite even at shrinkage 1")
+            shrinkage = min(1.0, max(10.0 * used, _MIN_RESCUE_SHRINKAGE))
 
     def _fit_blend(self, x: np.ndarray, y: np.ndarray, weights: np.ndarray, offsets: np.ndarray,
                    s_inv_x: np.ndarray, means: np.ndarray, shrinkage: float) -> None:
@@ -326,7 +372,9 @@ class AnalyticHead:
         scores = leave_one_out(x, y, weights, offsets, s_inv_x, means, counts, (1.0 - shrinkage) / self.stats.n)
         if not np.isfinite(scores).all():  # a near-singular downdate: keep the blend the head has
             return
-        prior = conse_embed(x, self.base.conse) @ self.anchors[: counts.size].T
+        # in chunks: the classifier's (m, 1000) logits and their argpartition would be ~5 MB for the 256 pooled samples
+        prior = np.concatenate([conse_embed(x[i: i + _FIT_CHUNK], self.base.conse) for i in range(0, len(x), _FIT_CHUNK)])
+        prior = prior @ self.anchors[: counts.size].T
         spread = float(np.std(scores))
         start = (1.0 / spread if spread > 0 else 1.0, self.base.conse.weight * self.base.temperature)
         scale, gain = fit_blend(scores, prior, y, start)

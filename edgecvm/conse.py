@@ -16,9 +16,10 @@ from edgecvm.head_file import ConseBranch
 
 def conse_weights(features: np.ndarray, branch: ConseBranch) -> tuple[np.ndarray, np.ndarray]:
     """Top-T class indices (n, T) and their renormalised softmax weights (n, T)."""
-    logits = features @ branch.fc_w + branch.fc_b
+    logits = features @ branch.fc_w
+    logits += branch.fc_b  # in place, and no negated copy below: (n, 1000) arrays are the memory here
     t = min(branch.top_t, logits.shape[1])
-    top = np.argpartition(-logits, t - 1, axis=1)[:, :t]
+    top = np.argpartition(logits, logits.shape[1] - t, axis=1)[:, -t:]
     top_logits = np.take_along_axis(logits, top, axis=1)
     # Softmax over all classes, restricted to the top T and renormalised = softmax over the top T.
     w = np.exp(top_logits - top_logits.max(axis=1, keepdims=True))

@@ -7,17 +7,19 @@ repository's host (numpy 2.4, scipy-openblas 0.3.31, one BLAS thread): peak
 RSS +28 MB for one solve with 456 right-hand sides, 20 MB of it still
 resident afterwards, on top of the statistics the learner keeps. That made
 the solve the peak of a whole ``learn`` run (130 MB against 92 MB for the
-gradient head). A right-looking blocked Cholesky needs no second copy of
-the matrix: the covariance the solve is given is already a scratch array,
-so its lower triangle becomes the factor; the updates are matrix products on
+gradient head). A right-looking blocked Cholesky needs no copy of the
+matrix: it reads and writes only the lower triangle and the diagonal, so
+the analytic head keeps its statistics in the upper triangle of the same
+array (analytic_head.ClassStatistics). The updates are matrix products on
 column panels of ``block`` columns and the only LAPACK calls are on
-``block x block`` diagonal blocks (their Cholesky factors and inverses). Cholesky also suits the problem: the
-shrunk covariance is positive definite by construction, and the factor costs
-half the flops of LU.
+``block x block`` diagonal blocks (their Cholesky factors and inverses).
+Cholesky also suits the problem: the shrunk covariance is positive definite
+by construction, and the factor costs half the flops of LU.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,7 +29,8 @@ BLOCK = 64  # columns per panel: measured fastest of 32 / 64 / 128 for F = 1280,
 
 @dataclass
 class CholeskyFactor:
-    """L (lower triangle of ``lower``; its upper triangle is scratch) and the inverse of each diagonal block.
+    """L (lower triangle and diagonal of ``lower``; the strict upper triangle is the caller's) and the inverse of
+    each diagonal block.
 
     The block inverses turn every triangular solve into a matrix product:
     numpy has no triangular solve, and an LU solve per block cost more than
@@ -40,25 +43,34 @@ class CholeskyFactor:
     block: int
 
 
-def cholesky_in_place(a: np.ndarray, block: int = BLOCK) -> CholeskyFactor:
-    """Overwrite the lower triangle of ``a`` with L, a = L L'.
+def panels(n: int, block: int = BLOCK) -> Iterator[tuple[int, int]]:
+    """``(start, end)`` of each column panel of an n x n matrix."""
+    for start in range(0, n, block):
+        yield start, min(start + block, n)
 
-    Raises ``np.linalg.LinAlgError`` when ``a`` is not positive definite.
+
+def cholesky_in_place(a: np.ndarray, block: int = BLOCK) -> CholeskyFactor:
+    """Overwrite the lower triangle and diagonal of ``a`` with L, a = L L', reading only that triangle.
+
+    The strict upper triangle is neither read nor written. Raises
+    ``np.linalg.LinAlgError`` when ``a`` is not positive definite.
     """
     n = a.shape[0]
     inverses = []
-    for k in range(0, n, block):
-        e = min(k + block, n)
-        diag = np.linalg.cholesky(a[k:e, k:e])
-        a[k:e, k:e] = diag
+    for k, e in panels(n, block):
+        lower = np.tril_indices(e - k)
+        diag = np.linalg.cholesky(np.tril(a[k:e, k:e]))  # LAPACK reads one triangle; tril says which
+        a[k:e, k:e][lower] = diag[lower]
         inverses.append(np.linalg.inv(diag))
         if e == n:
             break
         panel = a[e:, k:e] @ inverses[-1].T  # L[e:, k:e] = A[e:, k:e] L_kk^-T
         a[e:, k:e] = panel
-        for j in range(e, n, block):  # trailing update, lower triangle only, one column panel at a time
-            je = min(j + block, n)
-            a[j:, j:je] -= panel[j - e:] @ panel[j - e: je - e].T
+        for j, je in panels(n - e, block):  # trailing update, lower triangle only, one column panel at a time
+            update = panel[j:] @ panel[j:je].T
+            a[e + je:, e + j: e + je] -= update[je - j:]
+            inside = np.tril_indices(je - j)
+            a[e + j: e + je, e + j: e + je][inside] -= update[: je - j][inside]
     return CholeskyFactor(a, inverses, block)
 
 
@@ -79,8 +91,3 @@ def solve_factored(factor: CholeskyFactor, b: np.ndarray) -> np.ndarray:
             x[k:e] -= lower[e:, k:e].T @ x[e:]
         x[k:e] = factor.inverse_blocks[i].T @ x[k:e]
     return x
-
-
-def solve_spd_in_place(a: np.ndarray, b: np.ndarray, block: int = BLOCK) -> np.ndarray:
-    """``a^-1 b`` for symmetric positive definite ``a``, which is overwritten (see module docstring)."""
-    return solve_factored(cholesky_in_place(a, block), b)

@@ -98,7 +98,7 @@ def test_variants_are_registered_and_float32_holds_half_the_memory():
         assert name in HEAD_METHODS
     head = head_params(feature_dim=F, concept_dim=D, conse=True)
     f32, f64 = make_head_method("lda", head), make_head_method("lda-float64", head)
-    assert f32.stats.scatter.nbytes * 2 == f64.stats.scatter.nbytes  # type: ignore[attr-defined]
+    assert f32.stats.state_arrays()["scatter"].nbytes * 2 == f64.stats.state_arrays()["scatter"].nbytes  # type: ignore[attr-defined]
     assert f32.nbytes() < f64.nbytes()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from edgecvm import blend_calibration
 from edgecvm.blend_calibration import CalibrationPool, fit_blend, leave_one_out
 
 F, K, N_PER = 6, 3, 4
@@ -22,7 +23,9 @@ def _lda_scores(x: np.ndarray, means: np.ndarray, precision: np.ndarray) -> np.n
     return x @ precision @ means.T - 0.5 * np.einsum("kf,fg,kg->k", means, precision, means)
 
 
-def test_leave_one_out_scores_equal_the_discriminant_refitted_without_the_sample():
+@pytest.mark.parametrize("chunk", [64, 5])  # one chunk, and chunks that split the samples unevenly
+def test_leave_one_out_scores_equal_the_discriminant_refitted_without_the_sample(monkeypatch, chunk: int):
+    monkeypatch.setattr(blend_calibration, "_CHUNK", chunk)
     rng = np.random.default_rng(1)
     x, y = rng.normal(size=(K * N_PER, F)), np.repeat(np.arange(K), N_PER)
     n, shrinkage, trace_mean = len(x), 0.3, 1.7  # shrinkage and its target held fixed, as the head does

@@ -7,7 +7,7 @@ import pytest
 from synthetic_data import Clusters, head_params
 
 from edgecvm.analytic_head import AnalyticHead
-from edgecvm.spd_solve import cholesky_in_place, solve_spd_in_place
+from edgecvm.spd_solve import cholesky_in_place, solve_factored
 
 
 def _spd(n: int, dtype: type[np.floating], seed: int = 0) -> np.ndarray:
@@ -27,11 +27,22 @@ def test_solution_matches_lapack_and_leaves_the_right_hand_sides_alone(dtype: ty
     a = _spd(200, dtype)
     b = np.random.default_rng(1).standard_normal((200, 37)).astype(dtype)
     b_before = b.copy()
-    x = solve_spd_in_place(a.copy(), b, block=64)
+    x = solve_factored(cholesky_in_place(a.copy(), block=64), b)
     expected = np.linalg.solve(a.astype(np.float64), b.astype(np.float64))
     assert x.dtype == dtype and x.shape == b.shape
     np.testing.assert_allclose(x, expected, rtol=rtol, atol=rtol * np.abs(expected).max())
     np.testing.assert_array_equal(b, b_before)
+
+
+def test_only_the_lower_triangle_is_read_or_written():
+    """The analytic head keeps its statistics in the strict upper triangle of the array it factorises."""
+    a = _spd(150, np.float64)
+    mixed = a.copy()
+    upper = np.triu_indices(150, 1)
+    mixed[upper] = np.arange(upper[0].size)  # not the matrix's: must neither be used nor changed
+    factor = cholesky_in_place(mixed, block=64)
+    np.testing.assert_allclose(np.tril(factor.lower), np.linalg.cholesky(a), rtol=1e-10, atol=1e-12)
+    np.testing.assert_array_equal(mixed[upper], np.arange(upper[0].size))
 
 
 def test_a_matrix_that_is_not_positive_definite_is_refused():
@@ -49,8 +60,7 @@ def test_head_rescues_a_singular_covariance_by_raising_the_shrinkage():
     head = AnalyticHead("lda-noconse", head_params(feature_dim=f, concept_dim=d), use_conse=False, shrinkage=0.0)
     anchors = np.eye(d, dtype=np.float32)[:3]
     head.update(clusters.draw(labels), labels, anchors, None)
-    with pytest.raises(np.linalg.LinAlgError):  # the covariance as first asked for
-        cholesky_in_place(head.stats.shrunk_covariance(0.0)[0])
+    assert head.stats.covariance_factor(0.0)[0] is None  # the covariance as first asked for is not positive definite
     embedded = head.embed(clusters.draw(np.arange(3)))
     assert np.isfinite(embedded).all()
     assert (np.argmax(embedded @ anchors.T, axis=1) == np.arange(3)).all()
