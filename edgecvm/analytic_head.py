@@ -51,7 +51,7 @@ from collections.abc import Iterator, Mapping
 
 import numpy as np
 
-from edgecvm.blend_calibration import CalibrationPool, fit_blend, leave_one_out
+from edgecvm.blend_calibration import CHUNK, CalibrationPool, fit_blend, leave_one_out
 from edgecvm.conse import conse_embed
 from edgecvm.head import ProjectionHead
 from edgecvm.head_file import ConseBranch, HeadParams
@@ -59,14 +59,13 @@ from edgecvm.optim import Adam
 from edgecvm.replay import ReplayBatch
 from edgecvm.spd_solve import CholeskyFactor, cholesky_in_place, panels, solve_factored
 
-_PENDING = 64  # scatter updates buffered and added as one (F x 64) @ (64 x F) product
+_PENDING = 64  # scatter updates buffered and added to the stored scatter 64 at a time
 _ANCHOR_RIDGE = 1e-4  # rho: keeps A A' invertible when two anchors nearly coincide
 _MIN_COUNT = 2  # a sample calibrates the blend only if the solved head knew its class from >= this many
 _CALIBRATION_LR = 0.02
 _MAX_FEATURE = 1e9  # larger |values| would overflow the float32 scatter (squared, summed): the update is skipped
 _MIN_SOLVE_EVERY = 16  # samples between solves while few have been seen (an F x F solve is ~0.1 s)
 _MIN_RESCUE_SHRINKAGE = 1e-6  # the first shrinkage tried when the covariance is numerically not positive definite
-_FIT_CHUNK = 64  # pooled samples per ConSE product while fitting the blend
 _CALIBRATION_POOL = 256  # replayed samples the blend is fitted on (128 / 256 / 512 compared in docs/results.md)
 
 
@@ -373,7 +372,7 @@ class AnalyticHead:
         if not np.isfinite(scores).all():  # a near-singular downdate: keep the blend the head has
             return
         # in chunks: the classifier's (m, 1000) logits and their argpartition would be ~5 MB for the 256 pooled samples
-        prior = np.concatenate([conse_embed(x[i: i + _FIT_CHUNK], self.base.conse) for i in range(0, len(x), _FIT_CHUNK)])
+        prior = np.concatenate([conse_embed(x[i: i + CHUNK], self.base.conse) for i in range(0, len(x), CHUNK)])
         prior = prior @ self.anchors[: counts.size].T
         spread = float(np.std(scores))
         start = (1.0 / spread if spread > 0 else 1.0, self.base.conse.weight * self.base.temperature)
@@ -457,12 +456,13 @@ class AnalyticHead:
         exported = ProjectionHead(self.base).nbytes()  # its weights and the frozen ConSE branch
         solved = classes * (f * item + item + 8 + d * 4)  # LDA weights, offsets, counts, anchors at the last solve
         projection = f * d * 4 + d * 4 + (d * 1000 * 4 if self.open_gain != 1.0 else 0)  # the solved linear head
-        # shrunk covariance (factored in place, spd_solve.py), float64 w, means and the pooled samples (right-hand
-        # sides and solutions)
-        solve = f * f * item + f * d * 8 + 2 * f * (classes + self.pool.capacity) * item
-        # the blend's fit: per pooled sample x, x - mu_y and S^-1 (x - mu_y) in float64, its ConSE top-T anchors
+        # the covariance is built and factored in the statistics' own array (no F x F here): float64 w, means and
+        # the pooled samples (right-hand sides and solutions)
+        solve = f * d * 8 + 2 * f * (classes + self.pool.capacity) * item
+        # the blend's fit, CHUNK pooled samples at a time: x, x - mu_y and S^-1 (x - mu_y) in float64, the classifier's
+        # 1,000 logits and their argpartition, the top-T anchors; then every sample's scores
         top_t = self.base.conse.top_t if self.base.conse is not None else 0
-        fit = self.pool.capacity * (3 * f * 8 + top_t * d * 4 + 4 * classes * 8)
+        fit = min(self.pool.capacity, CHUNK) * (3 * f * 8 + top_t * d * 4 + 1000 * 12) + self.pool.capacity * 4 * classes * 8
         return self.stats.nbytes(classes) + exported + solved + projection + solve + fit + self.pool.nbytes()
 
 

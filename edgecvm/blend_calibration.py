@@ -39,7 +39,7 @@ import numpy as np
 _NEWTON_STEPS = 30
 _NEWTON_TOL = 1e-6  # relative step size at which the fit has converged
 _MIN_SCALE_FRACTION = 1e-3  # of the starting scale: the discriminant's weight stays positive
-_CHUNK = 64  # pooled samples scored at once by leave_one_out
+CHUNK = 64  # pooled samples scored at once (leave_one_out here, their ConSE prior in analytic_head)
 _RIDGE = 1e-9  # keeps the 2 x 2 Hessian invertible when one of the two scores is constant
 
 
@@ -102,13 +102,13 @@ def leave_one_out(
     per class (>= 2 for every label), ``downdate`` = (1 - shrinkage) / N for a
     covariance ``(1 - shrinkage) scatter / N + shrinkage * mu I``.
 
-    Scored ``_CHUNK`` samples at a time: each sample's score depends on it alone, and its float64 working
+    Scored ``CHUNK`` samples at a time: each sample's score depends on it alone, and its float64 working
     arrays (n x F, three of them) would otherwise be ~8 MB for the 256 pooled samples at F = 1280.
     """
     return np.concatenate([
-        _leave_one_out_chunk(x[i: i + _CHUNK], y[i: i + _CHUNK], weights, offsets, s_inv_x[:, i: i + _CHUNK], means,
+        _leave_one_out_chunk(x[i: i + CHUNK], y[i: i + CHUNK], weights, offsets, s_inv_x[:, i: i + CHUNK], means,
                              counts, downdate)
-        for i in range(0, y.size, _CHUNK)
+        for i in range(0, y.size, CHUNK)
     ]) if y.size else np.zeros((0, weights.shape[1]), dtype=np.float64)
 
 

@@ -25,7 +25,7 @@ def _lda_scores(x: np.ndarray, means: np.ndarray, precision: np.ndarray) -> np.n
 
 @pytest.mark.parametrize("chunk", [64, 5])  # one chunk, and chunks that split the samples unevenly
 def test_leave_one_out_scores_equal_the_discriminant_refitted_without_the_sample(monkeypatch, chunk: int):
-    monkeypatch.setattr(blend_calibration, "_CHUNK", chunk)
+    monkeypatch.setattr(blend_calibration, "CHUNK", chunk)
     rng = np.random.default_rng(1)
     x, y = rng.normal(size=(K * N_PER, F)), np.repeat(np.arange(K), N_PER)
     n, shrinkage, trace_mean = len(x), 0.3, 1.7  # shrinkage and its target held fixed, as the head does
