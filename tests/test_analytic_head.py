@@ -31,6 +31,24 @@ def test_streaming_statistics_equal_the_batch_means_and_within_class_scatter():
     np.testing.assert_array_equal(stats.counts, [30] * 4)
 
 
+def test_the_covariance_is_factorised_beside_the_statistics_without_changing_them():
+    """The scatter lives in one triangle of the array whose other triangle each solve builds and factorises."""
+    x, y, _ = _stream(4, 50)  # 196 scatter updates: three flushes of the buffer and some rows still buffered
+    stats = ClassStatistics(F, np.float64)
+    stats.add(x, y)
+    before = stats.within_scatter()
+    factor, shrinkage = stats.covariance_factor(0.3)
+    n = y.size
+    expected = 0.7 * before / n + 0.3 * np.trace(before / n) / F * np.eye(F)
+    assert factor is not None and shrinkage == 0.3
+    np.testing.assert_allclose(np.tril(factor.lower), np.linalg.cholesky(expected), rtol=1e-9, atol=1e-12)
+    assert stats.covariance_factor(None)[0] is not None  # Ledoit-Wolf, a second factorisation over the first
+    np.testing.assert_array_equal(stats.within_scatter(), before)
+    clone = ClassStatistics(F, np.float64)
+    clone.load_state_arrays({k: v.copy() for k, v in stats.state_arrays().items()})
+    np.testing.assert_array_equal(clone.within_scatter(), before)
+
+
 def test_float32_statistics_match_float64():
     x, y, _ = _stream(4, 50)
     s32, s64 = ClassStatistics(F, np.float32), ClassStatistics(F, np.float64)
