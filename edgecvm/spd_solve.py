@@ -6,7 +6,7 @@ layout and OpenBLAS's LU then works in buffers of its own; measured on this
 repository's host (numpy 2.4, scipy-openblas 0.3.31, one BLAS thread): peak
 RSS +28 MB for one solve with 456 right-hand sides, 20 MB of it still
 resident afterwards, on top of the statistics the learner keeps. That made
-the solve the peak of a whole ``learn`` run (130 MB against 92 MB for the
+the solve the peak of a whole ``learn`` run (133 MB against 92 MB for the
 gradient head). A right-looking blocked Cholesky needs no copy of the
 matrix: it reads and writes only the lower triangle and the diagonal, so
 the analytic head keeps its statistics in the upper triangle of the same
