@@ -232,10 +232,12 @@ def load_container(
                 raise IntegrityError(f"{path}: not an edgecvm {fmt} file (no metadata); {fix}")
             meta = json.loads(npz[META_KEY].tobytes().decode())
             arrays = {name: npz[name] for name in npz.files if name != META_KEY}
-        # np.load returns raw bytes, not an array, for a member without the .npy header.
-        odd = sorted(name for name, value in arrays.items() if not isinstance(value, np.ndarray))
+        # np.load returns raw bytes, not an array, for a member without the .npy header; and every edgecvm file
+        # holds real numbers (bool, int, float): a complex member would otherwise be cast, its imaginary part dropped.
+        odd = sorted(name for name, value in arrays.items()
+                     if not isinstance(value, np.ndarray) or value.dtype.kind not in "biuf")
         if odd:
-            raise IntegrityError(f"{path}: malformed {fmt} file (members {odd} are not arrays); {fix}")
+            raise IntegrityError(f"{path}: malformed {fmt} file (members {odd} are not arrays of real numbers); {fix}")
     except IntegrityError:
         raise
     except Exception as exc:  # a well-hashed but malformed file: written by something else

@@ -62,6 +62,15 @@ def test_missing_file_names_it_and_the_fix(tmp_path):
         load_container(tmp_path / "nope.npz", "edgecvm.test", (1,), FIX)
 
 
+@pytest.mark.parametrize("member", [np.ones(3, np.complex64), np.array(["a", "b"]), np.zeros(2, "m8[s]")])
+def test_members_that_are_not_real_numbers_are_refused(tmp_path, member):
+    """Well hashed but written by something else: a complex weight would be cast and silently lose its imaginary part."""
+    path = tmp_path / "x.npz"
+    save_container(path, "edgecvm.test", 1, {"w": np.zeros(3, np.float32), "odd": member}, {})
+    with pytest.raises(IntegrityError, match=r"x\.npz: malformed edgecvm.test file \(members \['odd'\] are not arrays of real"):
+        load_container(path, "edgecvm.test", (1,), FIX)
+
+
 def test_plain_npz_is_refused(tmp_path):
     path = tmp_path / "plain.npz"
     np.savez(path, w=np.zeros(3))
