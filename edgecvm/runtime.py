@@ -16,7 +16,10 @@ writing this module):
 - The CPU arena (``ort_cpu_arena`` in the profile) then decides the rest:
   on, activations are pooled: ~105 MB, 13-23 ms/frame; off, every frame maps
   and frees fresh buffers: ~84 MB, 65-105 ms/frame. (Off *without* heap
-  trimming is the worst of both: 103-112 MB and 29-45 ms.)
+  trimming is the worst of both: 103-112 MB and 29-45 ms.) Re-measured
+  after the memory work below (external data, page release), as ``learn``'s
+  peak over 200 frames: arena on 95.8 MB and 4.5 ms per backbone run, off
+  91.1 MB and 8.2-9.2 ms; profiles with a budget to spare turn it on.
 - The bundle's weights are ONNX external data (``backbone.weights``, see
   ``export.split_weights``): ORT then never holds the parsed proto with
   every weight next to the tensors and their re-laid-out copies; session
@@ -37,6 +40,15 @@ writing this module):
   ms). Loading an ``.ort`` from bytes with ``session.use_ort_model_bytes_directly``
   segfaults from Python (the binding copies the bytes into a temporary).
   Not used: external data gets most of the saving portably.
+
+Spinning: by default ORT's idle pool threads spin-wait for the next
+parallel section instead of sleeping. Where ORT is the only work (``predict``)
+that is its fastest mode: the backbone alone ran 231 against 190 frames/s
+with spinning off (host, arena off, 2 threads, six alternating rounds). In
+``learn`` the head's update thread needs the cores those threads spin on:
+host, 200 frames, head ``sgd``: learn 85 frames/s with spinning, 110 without,
+while ``predict`` went 123 -> 117. So each command gets its fastest setting:
+``spin_wait`` on for predicting, off for learning (``device.open_device``).
 
 Threads: the head's numpy work runs between backbone calls. With numpy's
 OpenBLAS and ORT each running a pool as wide as the cores, the two pools
@@ -108,9 +120,11 @@ def single_threaded_blas() -> bool:
     return False
 
 
-def session_options(profile: DeviceProfile) -> ort.SessionOptions:
-    """ORT options for a profile: threads, graph optimisation, the CPU arena (see module docstring)."""
+def session_options(profile: DeviceProfile, spin_wait: bool = True) -> ort.SessionOptions:
+    """ORT options for a profile: threads, graph optimisation, the CPU arena, and whether idle pool threads spin
+    (``spin_wait``: off when another thread needs the cores between runs; see module docstring)."""
     options = ort.SessionOptions()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin_wait else "0")
     options.intra_op_num_threads = profile.threads
     options.inter_op_num_threads = 1
     options.graph_optimization_level = _GRAPH_OPT[profile.graph_optimization]
@@ -120,7 +134,7 @@ def session_options(profile: DeviceProfile) -> ort.SessionOptions:
     return options
 
 
-def make_session(bundle: Bundle, profile: DeviceProfile) -> ort.InferenceSession:
+def make_session(bundle: Bundle, profile: DeviceProfile, spin_wait: bool = True) -> ort.InferenceSession:
     """The one backbone session, after checking the profile runs at the bundle's input size."""
     if profile.resolution != bundle.manifest.input_size:
         raise BadInputError(f"profile {profile.name} runs at {profile.resolution} px but {bundle.folder} was exported at "
@@ -129,7 +143,7 @@ def make_session(bundle: Bundle, profile: DeviceProfile) -> ort.InferenceSession
     limit_heap_retention()
     single_threaded_blas()
     try:
-        session = ort.InferenceSession(str(bundle.backbone_path), sess_options=session_options(profile),
+        session = ort.InferenceSession(str(bundle.backbone_path), sess_options=session_options(profile, spin_wait),
                                        providers=select_providers(profile.execution_providers))
     except Exception as exc:  # onnxruntime raises its own exception types for bad models
         raise BadInputError(f"{bundle.backbone_path}: onnxruntime cannot load it ({exc}); re-export the bundle") from None
@@ -152,10 +166,10 @@ def _check_signature(bundle: Bundle, session: ort.InferenceSession) -> None:
 class FeatureExtractor:
     """Images → pooled backbone features, preprocessed exactly as at export time."""
 
-    def __init__(self, bundle: Bundle, profile: DeviceProfile) -> None:
+    def __init__(self, bundle: Bundle, profile: DeviceProfile, spin_wait: bool = True) -> None:
         self.bundle = bundle
         self.preprocess = Preprocessor.from_manifest(bundle.manifest)
-        self.session = make_session(bundle, profile)
+        self.session = make_session(bundle, profile, spin_wait)
         self.input_name = self.session.get_inputs()[0].name
         self.feature_dim = bundle.manifest.feature_dim
 

@@ -99,3 +99,18 @@ def test_backbone_whose_graph_disagrees_with_the_manifest_is_refused(test_bundle
     write_manifest(copy, dataclasses.replace(manifest, files={**manifest.files, BACKBONE: sha256_file(copy / BACKBONE)}))
     with pytest.raises(IntegrityError, match=r"backbone.onnx: graph signature .* does not match the manifest"):
         FeatureExtractor(load_bundle(copy), profile)
+
+
+@pytest.mark.parametrize("learning", [False, True])
+def test_learning_runs_the_backbone_without_spin_waiting_and_predicting_with_it(test_bundle: Path, learning: bool) -> None:
+    """The update thread needs the cores ORT's idle threads would spin on; predicting has no other work."""
+    from edgecvm.device import open_device
+
+    device = open_device(str(test_bundle), "host", None, learning=learning)
+    options = device.extractor.session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == ("0" if learning else "1")
+
+
+def test_spin_waiting_does_not_change_the_features(bundle, profile, extractor, images) -> None:
+    quiet = FeatureExtractor(bundle, profile, spin_wait=False)
+    np.testing.assert_array_equal(quiet.extract(images[:3]), extractor.extract(images[:3]))
