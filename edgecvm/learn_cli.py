@@ -29,12 +29,11 @@ from edgecvm.device import (
 )
 from edgecvm.errors import BadInputError, InterruptedAfterCheckpoint, StreamLostError
 from edgecvm.head_methods import HEAD_METHODS
-from edgecvm.learner import UpdateResult
 from edgecvm.memory_plan import MB, RssMonitor, peak_rss_bytes, replay_shrinker
 from edgecvm.progress import Progress
 from edgecvm.state import Checkpointer, state_path
 from edgecvm.streams import Stream, source_kind
-from edgecvm.update_thread import UpdateThread
+from edgecvm.update_thread import Done, UpdateThread
 
 log = logging.getLogger("edgecvm.learn")
 _LOSS_SMOOTHING = 0.05  # weight of the newest loss in the reported running mean
@@ -43,10 +42,10 @@ _LOSS_SMOOTHING = 0.05  # weight of the newest loss in the reported running mean
 class LearnRun:
     """One `learn` invocation: the loop, its counters and what it reports.
 
-    Updates run on ``UpdateThread``'s worker while the backbone reads the next
-    frame; everything that touches the learner between updates (RSS check,
-    replay shrink, checkpoint and its JSON line) runs there too, right after
-    an update, via ``after_update``.
+    Updates run on ``UpdateThread``'s worker, up to ``update_thread.DEPTH``
+    queued, while the backbone reads the next frames; everything that touches
+    the learner between updates (RSS check, replay shrink, checkpoint and its
+    JSON line) runs there too, right after an update, via ``maybe_checkpoint``.
     """
 
     def __init__(self, device: Device, stream: Stream, label: str | None, state_dir: str, checkpoint_every: int,
@@ -72,21 +71,20 @@ class LearnRun:
                     log.warning("skipping %s: %s", frame.origin, frame.error)
                 else:
                     features = self.device.extractor.extract([frame.image])
-                    self._note(updates.submit(features, [self.label or frame.label]), frame.origin)
+                    self._note(updates.submit(features, [self.label or frame.label], frame.origin))
                 bar.update(1, loss=self.loss, known=len(learner.known))
                 if stop.signum is not None:
                     break
-            self._note(updates.wait(), "the last frame")
+            self._note(updates.wait())
 
-    def _note(self, result: UpdateResult | None, origin: str) -> None:
-        if result is None:
-            return
-        if result.skipped:
-            log.warning("%s: non-finite features or loss; update skipped", origin)
-        elif math.isnan(self.loss):
-            self.loss = result.loss
-        else:
-            self.loss += _LOSS_SMOOTHING * (result.loss - self.loss)
+    def _note(self, done: Done) -> None:
+        for origin, result in done:
+            if result.skipped:
+                log.warning("%s: non-finite features or loss; update skipped", origin)
+            elif math.isnan(self.loss):
+                self.loss = result.loss
+            else:
+                self.loss += _LOSS_SMOOTHING * (result.loss - self.loss)
 
     def maybe_checkpoint(self) -> None:
         """After each update, on the update worker (``UpdateThread`` calls it): RSS check, periodic checkpoint."""

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import threading
+import time
+
 import numpy as np
 import pytest
 from synthetic_data import CONCEPTS, Clusters, anchor_set, head_params
@@ -21,18 +25,40 @@ def _stream(n: int) -> list[tuple[np.ndarray, str]]:
     return [(row[None], CONCEPTS[label]) for label, row in zip(labels, Clusters(5, F).draw(labels), strict=True)]
 
 
-def test_background_updates_equal_inline_updates():
-    inline, background = Learner(HEAD, anchor_set(D), CONFIG), Learner(HEAD, anchor_set(D), CONFIG)
-    results = []
-    with UpdateThread(background) as updates:
-        for features, concept in _stream(60):
+@pytest.mark.parametrize("depth", [1, 8])
+@pytest.mark.parametrize("method", ["sgd", "lda"])
+def test_background_updates_equal_inline_updates(depth: int, method: str):
+    config = dataclasses.replace(CONFIG, method=method)
+    inline, background = Learner(HEAD, anchor_set(D), config), Learner(HEAD, anchor_set(D), config)
+    done = []
+    with UpdateThread(background, depth=depth) as updates:
+        for i, (features, concept) in enumerate(_stream(60)):
             inline.observe_features(features, [concept])
-            results.append(updates.submit(features, [concept]))
-    assert results[0] is None and all(r is not None and not r.skipped for r in results[1:])
-    assert [r.updates for r in results[1:]] == list(range(1, 60))
+            returned = updates.submit(features, [concept], f"frame {i}")
+            assert len(updates._queue) <= depth
+            done += returned
+        done += updates.wait()
+    assert [origin for origin, _ in done] == [f"frame {i}" for i in range(60)]  # every result once, in stream order
+    assert [r.updates for _, r in done] == list(range(1, 61)) and not any(r.skipped for _, r in done)
     assert background.counters == inline.counters and background.known == inline.known
     for key, value in inline.method.state_arrays().items():
         np.testing.assert_array_equal(background.method.state_arrays()[key], value)
+
+
+def test_submit_blocks_only_when_the_queue_is_full():
+    learner = Learner(HEAD, anchor_set(D), CONFIG)
+    gate = threading.Event()
+    original = learner.observe_features
+    learner.observe_features = lambda *a: (gate.wait(), original(*a))[1]  # type: ignore[method-assign]
+    with UpdateThread(learner, depth=3) as updates:
+        stream = _stream(4)
+        for features, concept in stream[:3]:  # the first is running, two wait: none finished, nothing blocks
+            assert updates.submit(features, [concept]) == []
+        threading.Timer(0.2, gate.set).start()
+        started = time.monotonic()
+        done = updates.submit(*stream[3][:1], [stream[3][1]])  # a fourth must wait for the first to finish
+        assert time.monotonic() - started >= 0.15 and len(done) >= 1 and done[0][1].updates == 1
+    assert learner.counters.updates == 4
 
 
 def test_unknown_concept_fails_in_the_callers_frame_without_queueing():
@@ -40,15 +66,30 @@ def test_unknown_concept_fails_in_the_callers_frame_without_queueing():
     with UpdateThread(learner) as updates:
         with pytest.raises(BadInputError, match="coffee mug"):
             updates.submit(np.ones((1, F), np.float32), ["coffee mugg"])
-        assert updates.wait() is None
+        assert updates.wait() == []
     assert learner.counters.frames_seen == 0
 
 
-def test_an_error_inside_the_update_is_raised_by_the_next_wait():
-    with UpdateThread(Learner(HEAD, anchor_set(D), CONFIG)) as updates:
-        updates.submit(np.ones((1, F + 3), np.float32), ["cat"])
-        with pytest.raises(BadInputError, match="do not match"):
+def test_an_error_inside_an_update_is_raised_once_nothing_is_left_running():
+    learner = Learner(HEAD, anchor_set(D), CONFIG)
+    with UpdateThread(learner, depth=8) as updates:
+        stream = _stream(5)
+        with pytest.raises(BadInputError, match="do not match"):  # from a later submit, or at the latest from wait
+            updates.submit(*stream[0][:1], [stream[0][1]])
+            updates.submit(np.ones((1, F + 3), np.float32), ["cat"])
+            for features, concept in stream[1:]:
+                updates.submit(features, [concept])
             updates.wait()
+        assert updates.wait() == []  # the queue is empty: the caller may checkpoint
+        frames = learner.counters.frames_seen
+        time.sleep(0.05)
+        assert learner.counters.frames_seen == frames  # no update runs behind the caller's back
+    assert 1 <= learner.counters.updates <= 5
+
+
+def test_queue_depth_must_be_positive():
+    with pytest.raises(ValueError, match="depth must be >= 1"):
+        UpdateThread(Learner(HEAD, anchor_set(D), CONFIG), depth=0)
 
 
 def test_checkpoints_are_written_by_the_worker_after_whole_updates(tmp_path):
