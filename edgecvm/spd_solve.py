@@ -91,3 +91,28 @@ def solve_factored(factor: CholeskyFactor, b: np.ndarray) -> np.ndarray:
             x[k:e] -= lower[e:, k:e].T @ x[e:]
         x[k:e] = factor.inverse_blocks[i].T @ x[k:e]
     return x
+
+
+def solve_low_rank(rows: np.ndarray, gram: np.ndarray, alpha: float, gamma: float, b: np.ndarray) -> np.ndarray:
+    """x with ``(alpha I + gamma rows' rows) x = b`` for ``alpha > 0``, through the r x r ``gram`` = rows rows'.
+
+    Why: while a covariance has been built from r < F rows, Woodbury's
+    identity turns the F x F system into an r x r one,
+
+        x = (b - rows' (gram + alpha/gamma I)^-1 rows b) / alpha,
+
+    r^2 F + r F m flops for m right-hand sides instead of F^3 / 3 + F^2 m:
+    measured 21 + 9 ms for the factor and solve of the analytic head's
+    1280 x 1280 covariance, against a few ms here for r up to ~200. The
+    small system is solved in float64 (``gram`` is float64), so a tiny
+    ``alpha / gamma`` costs accuracy only in the last step. ``b`` is not changed.
+    """
+    x = np.array(b, dtype=np.result_type(rows, b), order="C")
+    x /= alpha
+    if gamma == 0.0 or rows.shape[0] == 0:
+        return x
+    system = gram + (alpha / gamma) * np.eye(gram.shape[0])
+    coefficients = np.linalg.solve(system, (rows @ b).astype(np.float64))
+    x -= rows.T @ (coefficients / alpha).astype(x.dtype)
+    return x
+

@@ -8,6 +8,7 @@ from synthetic_data import Clusters, anchor_set, head_params
 
 from edgecvm.analytic_head import AnalyticHead, ClassStatistics
 from edgecvm.head_methods import HEAD_METHODS, make_head_method
+from edgecvm.spd_solve import solve_factored
 
 F, D = 32, 16
 
@@ -47,6 +48,41 @@ def test_the_covariance_is_factorised_beside_the_statistics_without_changing_the
     clone = ClassStatistics(F, np.float64)
     clone.load_state_arrays({k: v.copy() for k, v in stats.state_arrays().items()})
     np.testing.assert_array_equal(clone.within_scatter(), before)
+
+
+@pytest.mark.parametrize("shrinkage", [None, 0.05])
+def test_early_solves_use_the_buffered_rows_and_agree_with_the_factor(shrinkage: float | None):
+    """Until the first flush the scatter is only its buffered rows: ``solve`` goes through them (Woodbury),
+    the square array is not even written, and the answer is the factor's."""
+    f = 256  # F/2 = 128 rows are buffered before the first flush
+    clusters = Clusters(6, f, seed=1)
+    labels = np.random.default_rng(1).integers(0, 6, size=200)
+    x = clusters.draw(labels).astype(np.float64)
+    stats = ClassStatistics(f, np.float64)
+    stats.add(x[:100], labels[:100])
+    assert stats.low_rank and 64 < stats.state_arrays()["pending"].shape[0] < 128
+    assert stats.state_arrays()["scatter"].shape == (0, f)  # a checkpoint holds the rows, not an F x F array of zeros
+    rhs = np.random.default_rng(2).standard_normal((f, 9))
+    solved, used = stats.solve(rhs, shrinkage)
+    assert not stats._square.any()  # the statistics' square array was never touched
+    factor, used_by_factor = stats.covariance_factor(shrinkage)
+    assert used == pytest.approx(used_by_factor, rel=1e-9) and (shrinkage is None or used == shrinkage)
+    np.testing.assert_allclose(solved, solve_factored(factor, rhs), rtol=1e-8, atol=1e-8 * np.abs(solved).max())
+
+    clone = ClassStatistics(f, np.float64)  # a state saved in the low-rank phase resumes in it
+    clone.load_state_arrays({k: v.copy() for k, v in stats.state_arrays().items()})
+    assert clone.low_rank
+    np.testing.assert_array_equal(clone.solve(rhs, shrinkage)[0], solved)
+
+    stats.add(x[100:], labels[100:])  # past 128 rows: flushed into the square array, 64-row buffer from then on
+    assert not stats.low_rank and stats.state_arrays()["pending"].shape[0] < 64
+    assert stats.state_arrays()["scatter"].shape == (f, f)
+    centred = x - np.stack([x[labels == c].mean(axis=0) for c in range(6)])[labels]
+    np.testing.assert_allclose(stats.within_scatter(), centred.T @ centred, rtol=1e-9, atol=1e-9)
+    n = labels.size
+    solved, used = stats.solve(rhs, 0.05)
+    expected = 0.95 * centred.T @ centred / n + 0.05 * np.trace(centred.T @ centred / n) / f * np.eye(f)
+    np.testing.assert_allclose(solved, np.linalg.solve(expected, rhs), rtol=1e-7, atol=1e-7 * np.abs(solved).max())
 
 
 def test_float32_statistics_match_float64():

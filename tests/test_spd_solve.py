@@ -7,7 +7,7 @@ import pytest
 from synthetic_data import Clusters, head_params
 
 from edgecvm.analytic_head import AnalyticHead
-from edgecvm.spd_solve import cholesky_in_place, solve_factored
+from edgecvm.spd_solve import cholesky_in_place, solve_factored, solve_low_rank
 
 
 def _spd(n: int, dtype: type[np.floating], seed: int = 0) -> np.ndarray:
@@ -64,3 +64,16 @@ def test_head_rescues_a_singular_covariance_by_raising_the_shrinkage():
     embedded = head.embed(clusters.draw(np.arange(3)))
     assert np.isfinite(embedded).all()
     assert (np.argmax(embedded @ anchors.T, axis=1) == np.arange(3)).all()
+
+
+@pytest.mark.parametrize("r, alpha, gamma", [(12, 0.3, 0.02), (80, 1e-4, 1.0), (0, 0.5, 0.1), (12, 0.7, 0.0)])
+def test_low_rank_solve_equals_the_dense_solve(r: int, alpha: float, gamma: float):
+    """alpha I + gamma R'R with fewer rows than dimensions (12), more (80), none, and no low-rank part."""
+    f = 50
+    rows = np.random.default_rng(2).standard_normal((r, f))
+    b = np.random.default_rng(3).standard_normal((f, 7))
+    b_before = b.copy()
+    x = solve_low_rank(rows, rows @ rows.T, alpha, gamma, b)
+    expected = np.linalg.solve(alpha * np.eye(f) + gamma * rows.T @ rows, b)
+    np.testing.assert_allclose(x, expected, rtol=1e-8, atol=1e-10 * np.abs(expected).max())
+    np.testing.assert_array_equal(b, b_before)
