@@ -120,7 +120,7 @@ def soak(args: argparse.Namespace) -> dict[str, object]:
     marks = {args.warmup: "start", (args.warmup + args.frames) // 2: "middle", args.frames: "end"}
     stream = SyntheticStream(concepts, args.frames, marks)
     backbone = SyntheticBackbone(bundle.manifest.feature_dim, len(concepts))
-    edgecvm.device.FeatureExtractor = lambda _bundle, _profile: backbone  # type: ignore[assignment,misc]
+    edgecvm.device.FeatureExtractor = lambda _bundle, _profile, **_options: backbone  # type: ignore[assignment,misc]
     edgecvm.device.open_stream = lambda *_a, **_k: stream  # type: ignore[assignment]
     with tempfile.TemporaryDirectory(prefix="edgecvm-soak-") as work:
         # --stream names an (empty) folder so `learn` takes it for a labelled source; the frames come from `stream`.
