@@ -51,7 +51,7 @@ from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
 
-from edgecvm.blend_calibration import CHUNK, CalibrationPool, fit_blend, leave_one_out
+from edgecvm.blend_calibration import CHUNK, CalibrationPool, distinct_rows, fit_blend, leave_one_out
 from edgecvm.conse import conse_embed
 from edgecvm.head import ProjectionHead
 from edgecvm.head_file import ConseBranch, HeadParams
@@ -397,13 +397,16 @@ class AnalyticHead:
             pool_x, pool_y = self.pool.usable(counts)
         else:  # the pool only serves the blend's fit
             pool_x, pool_y = np.zeros((0, self.stats.feature_dim), np.float32), np.zeros(0, np.int64)
-        # One solve for the class means and the pooled samples: (F, K + m) = S^-1 [mu_1 .. mu_K, x_1 .. x_m]
-        solved, shrinkage = self._solve_covariance(np.concatenate([means, pool_x.astype(means.dtype, copy=False)]).T)
+        # Early on the pool holds each stored sample many times (256 replay draws from the few seen so far: 111
+        # distinct at n = 128): each distinct one is solved and scored by ConSE once.
+        distinct, column = distinct_rows(pool_x)
+        # One solve for the class means and the pooled samples: (F, K + u) = S^-1 [mu_1 .. mu_K, x_1 .. x_u]
+        solved, shrinkage = self._solve_covariance(np.concatenate([means, distinct.astype(means.dtype, copy=False)]).T)
         # weights copied out: kept as a view, they would keep the pooled samples' columns (1.3 MB) alive until the next solve
         weights, pool_solved = solved[:, : means.shape[0]].copy(), solved[:, means.shape[0]:]
         offsets = 0.5 * np.einsum("fk,kf->k", weights, means)
         if pool_y.size:
-            self._fit_blend(pool_x, pool_y, weights, offsets, pool_solved, means, shrinkage)
+            self._fit_blend(pool_x, pool_y, weights, offsets, pool_solved, means, shrinkage, distinct, column)
         weights[:, ~seen] = 0.0  # a known concept without samples (cannot happen via the learner) scores 0
         # Centred across the known concepts: the same decision, but no shared offset for A+ to spread onto
         # the concepts not taught yet.
@@ -431,16 +434,19 @@ class AnalyticHead:
                 raise np.linalg.LinAlgError("the shrunk covariance is not positive definite even at shrinkage 1")
             shrinkage = min(1.0, max(10.0 * used, _MIN_RESCUE_SHRINKAGE))
 
-    def _fit_blend(self, x: np.ndarray, y: np.ndarray, weights: np.ndarray, offsets: np.ndarray,
-                   s_inv_x: np.ndarray, means: np.ndarray, shrinkage: float) -> None:
-        """Set (scale, gain) from the pooled replayed samples, scored leave-one-out (blend_calibration.py)."""
+    def _fit_blend(self, x: np.ndarray, y: np.ndarray, weights: np.ndarray, offsets: np.ndarray, s_inv_distinct: np.ndarray,
+                   means: np.ndarray, shrinkage: float, distinct: np.ndarray, column: np.ndarray) -> None:
+        """Set (scale, gain) from the pooled replayed samples ``x`` = ``distinct[column]``, scored leave-one-out
+        (blend_calibration.py); ``s_inv_distinct`` is S^-1 of the distinct samples."""
         counts = self.stats.counts
-        scores = leave_one_out(x, y, weights, offsets, s_inv_x, means, counts, (1.0 - shrinkage) / self.stats.n)
+        scores = leave_one_out(x, y, weights, offsets, s_inv_distinct, means, counts, (1.0 - shrinkage) / self.stats.n,
+                               column)
         if not np.isfinite(scores).all():  # a near-singular downdate: keep the blend the head has
             return
         # in chunks: the classifier's (m, 1000) logits and their argpartition would be ~5 MB for the 256 pooled samples
-        prior = np.concatenate([conse_embed(x[i: i + CHUNK], self.base.conse) for i in range(0, len(x), CHUNK)])
-        prior = prior @ self.anchors[: counts.size].T
+        prior = np.concatenate([conse_embed(distinct[i: i + CHUNK], self.base.conse)
+                                for i in range(0, len(distinct), CHUNK)])
+        prior = (prior @ self.anchors[: counts.size].T)[column]
         spread = float(np.std(scores))
         start = (1.0 / spread if spread > 0 else 1.0, self.base.conse.weight * self.base.temperature)
         scale, gain = fit_blend(scores, prior, y, start)

@@ -91,23 +91,38 @@ class CalibrationPool:
         return self.features.nbytes + self.labels.nbytes
 
 
+def distinct_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct rows of ``x`` (first occurrences, in order) and, per row, the index of its distinct row.
+
+    By hashing each row's bytes: ``np.unique(axis=0)`` sorts rows as opaque
+    records, 18 ms for 256 rows of 1,280 floats against under 1 ms here.
+    """
+    first: dict[bytes, int] = {}
+    column = np.array([first.setdefault(row.tobytes(), len(first)) for row in x], dtype=np.int64)
+    keep = np.zeros(len(first), dtype=np.int64)
+    keep[column[::-1]] = np.arange(len(x))[::-1]  # the lowest row index of each distinct row wins (written last)
+    return x[keep], column
+
+
 def leave_one_out(
     x: np.ndarray, y: np.ndarray, weights: np.ndarray, offsets: np.ndarray, s_inv_x: np.ndarray,
-    means: np.ndarray, counts: np.ndarray, downdate: float,
+    means: np.ndarray, counts: np.ndarray, downdate: float, columns: np.ndarray | None = None,
 ) -> np.ndarray:
     """Discriminant scores (n, K) of samples ``x`` with each one taken out of the statistics (module docstring).
 
     ``weights`` (F, K) = S^-1 mu_k and ``offsets`` (K,) = mu_k' S^-1 mu_k / 2 of
-    the current solution, ``s_inv_x`` (F, n) = S^-1 x, ``counts`` the examples
+    the current solution, ``s_inv_x`` (F, n) = S^-1 x (or, with ``columns``, S^-1 of
+    the distinct samples, sample i's in column ``columns[i]``), ``counts`` the examples
     per class (>= 2 for every label), ``downdate`` = (1 - shrinkage) / N for a
     covariance ``(1 - shrinkage) scatter / N + shrinkage * mu I``.
 
     Scored ``CHUNK`` samples at a time: each sample's score depends on it alone, and its float64 working
     arrays (n x F, three of them) would otherwise be ~8 MB for the 256 pooled samples at F = 1280.
     """
+    columns = np.arange(y.size) if columns is None else columns
     return np.concatenate([
-        _leave_one_out_chunk(x[i: i + CHUNK], y[i: i + CHUNK], weights, offsets, s_inv_x[:, i: i + CHUNK], means,
-                             counts, downdate)
+        _leave_one_out_chunk(x[i: i + CHUNK], y[i: i + CHUNK], weights, offsets, s_inv_x[:, columns[i: i + CHUNK]],
+                             means, counts, downdate)
         for i in range(0, y.size, CHUNK)
     ]) if y.size else np.zeros((0, weights.shape[1]), dtype=np.float64)
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edgecvm import blend_calibration
-from edgecvm.blend_calibration import CalibrationPool, fit_blend, leave_one_out
+from edgecvm.blend_calibration import CalibrationPool, distinct_rows, fit_blend, leave_one_out
 
 F, K, N_PER = 6, 3, 4
 
@@ -45,6 +45,26 @@ def test_leave_one_out_scores_equal_the_discriminant_refitted_without_the_sample
     in_sample = x @ weights - offsets
     own = np.arange(n), y
     assert (in_sample[own] > fast[own]).all()
+
+
+def test_duplicate_samples_are_solved_once_and_scored_as_if_repeated():
+    """The pool repeats replayed samples; S^-1 of each distinct one, mapped back by column, scores them all."""
+    rng = np.random.default_rng(2)
+    base = rng.normal(size=(K * N_PER, F))
+    y_base = np.repeat(np.arange(K), N_PER)
+    picks = rng.integers(0, len(base), size=30)
+    x, y = base[picks], y_base[picks]
+    distinct, column = distinct_rows(x)
+    np.testing.assert_array_equal(distinct[column], x)
+    assert len(distinct) == len(np.unique(picks)) < len(x)
+    np.testing.assert_array_equal(distinct, base[list(dict.fromkeys(picks))])  # first occurrences, in order
+    p = np.linalg.inv(0.7 * _scatter(base, y_base) / len(base) + 0.3 * np.eye(F))
+    means = np.stack([base[y_base == k].mean(axis=0) for k in range(K)])
+    weights, offsets = p @ means.T, 0.5 * np.einsum("fk,kf->k", p @ means.T, means)
+    args = (weights, offsets)
+    rest = (means, np.full(K, N_PER), 0.7 / len(base))
+    np.testing.assert_allclose(leave_one_out(x, y, *args, p @ distinct.T, *rest, column),
+                               leave_one_out(x, y, *args, p @ x.T, *rest), rtol=1e-12)
 
 
 def test_fit_recovers_the_blend_that_generated_the_labels():
