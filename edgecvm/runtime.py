@@ -19,7 +19,8 @@ writing this module):
   trimming is the worst of both: 103-112 MB and 29-45 ms.) Re-measured
   after the memory work below (external data, page release), as ``learn``'s
   peak over 200 frames: arena on 95.8 MB and 4.5 ms per backbone run, off
-  91.1 MB and 8.2-9.2 ms; profiles with a budget to spare turn it on.
+  91.1 MB and 8.2-9.2 ms (with the replay buffer full: 108.9 against ~100
+  MB); profiles with a budget to spare turn it on.
 - The bundle's weights are ONNX external data (``backbone.weights``, see
   ``export.split_weights``): ORT then never holds the parsed proto with
   every weight next to the tensors and their re-laid-out copies; session
@@ -46,8 +47,9 @@ parallel section instead of sleeping. Where ORT is the only work (``predict``)
 that is its fastest mode: the backbone alone ran 231 against 190 frames/s
 with spinning off (host, arena off, 2 threads, six alternating rounds). In
 ``learn`` the head's update thread needs the cores those threads spin on:
-host, 200 frames, head ``sgd``: learn 85 frames/s with spinning, 110 without,
-while ``predict`` went 123 -> 117. So each command gets its fastest setting:
+host, 200 frames, head ``sgd``: learn 50 frames/s with spinning, 63 without,
+``predict`` 66 and 65 (arena off); with the arena on, learn 85 and 110,
+``predict`` 123 and 117. So each command gets its fastest setting:
 ``spin_wait`` on for predicting, off for learning (``device.open_device``).
 
 Threads: the head's numpy work runs between backbone calls. With numpy's
