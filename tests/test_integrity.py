@@ -87,6 +87,35 @@ def test_container_is_a_plain_npz_and_deterministic(tmp_path):
         assert set(npz.files) == {"__meta__", "w", "names"}
 
 
+@pytest.mark.parametrize("array", [np.random.default_rng(0).random((700, 1300), dtype=np.float32),
+                                   np.zeros((0, 5), np.float16), np.array([True, False]), np.arange(7, dtype=np.int64)])
+def test_members_are_the_npy_files_numpy_writes(tmp_path, array):
+    """The container writes each array itself (in slices); the member must still be exactly numpy's .npy file."""
+    import io
+    import zipfile
+
+    path = tmp_path / "x.npz"
+    save_container(path, "edgecvm.test", 1, {"a": array}, {})
+    expected = io.BytesIO()
+    np.lib.format.write_array(expected, array, allow_pickle=False)
+    with zipfile.ZipFile(path) as zf:
+        assert zf.read("a.npy") == expected.getvalue()
+
+
+def test_saving_a_large_array_holds_no_copy_of_it(tmp_path):
+    """A checkpoint of the 6.5 MB scatter must not briefly need a second 6.5 MB."""
+    import tracemalloc
+
+    big = np.ones((1280, 1280), dtype=np.float32)
+    tracemalloc.start()
+    try:
+        save_container(tmp_path / "x.npz", "edgecvm.test", 1, {"scatter": big}, {})
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < big.nbytes / 2, f"peak {peak / 2**20:.1f} MB while saving {big.nbytes / 2**20:.1f} MB"
+
+
 def test_atomic_write_keeps_previous_version(tmp_path):
     path = tmp_path / "state.bin"
     atomic_write_bytes(path, b"one")
