@@ -27,8 +27,9 @@ These figures predate two later savings, which the plan deliberately does
 not count: backbone weights as external data (a lower transient at session
 creation) and ``process_memory.release_clean_file_pages()`` after start-up
 (~20 MB of file-backed code pages). Measured ``learn`` peaks are now 25-35 %
-below the plan (host, Lite0-224 fp32: sgd 91-93 vs 127 MB, lda 97-100 vs 137 MB),
-so the check errs on the side of refusing to start.
+below the plan (host, Lite0-224 fp32, 200 frames: sgd 90-91 vs 127.5 MB, lda
+90-92 vs 138 MB; 99 and 103 MB with the replay buffer full), so the check
+errs on the side of refusing to start.
 """
 
 from __future__ import annotations
