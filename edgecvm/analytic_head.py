@@ -107,7 +107,6 @@ class ClassStatistics:
         self.fourth = 0.0  # running sum of |w d|^2 squared, for the Ledoit-Wolf estimate
         self._pending = np.zeros((self._low_rank_rows(), feature_dim), dtype=self.dtype)
         self._n_pending = 0
-        self._lower_dirty = False  # the lower triangle holds something other than the stored scatter's mirror
 
     def _low_rank_rows(self) -> int:
         """Rows buffered before the first flush: up to F/2 they make a cheaper solve (at least ``_PENDING``)."""
@@ -150,7 +149,6 @@ class ClassStatistics:
             self._square[:e, j:e] += np.triu(rows[:, :e].T @ rows[:, j:e], 1 - j)
         self._diag += np.einsum("nf,nf->f", rows, rows)
         self._n_pending = 0
-        self._lower_dirty = True
         if self._pending.shape[0] > _PENDING:  # the low-rank rows are in the square array now: free them
             self._pending = np.zeros((_PENDING, self.feature_dim), dtype=self.dtype)
 
@@ -167,7 +165,6 @@ class ClassStatistics:
                 product = rows[:, j:].T @ rows[:, j:e]
                 a[e:, j:e] += product[e - j:]
                 block[np.tril_indices(e - j)] += product[: e - j][np.tril_indices(e - j)]
-        self._lower_dirty = bool(rows.size)
 
     def within_scatter(self) -> np.ndarray:
         """The pooled within-class scatter of every sample added, as a new array (buffered updates stay buffered)."""
@@ -212,7 +209,6 @@ class ClassStatistics:
         numerically positive definite."""
         n, dim = max(self.n, 1), self.feature_dim
         self._scatter_into_lower(with_pending=True)
-        self._lower_dirty = True
         a = self._square
         diag = a.diagonal().astype(np.float64) / n
 
@@ -237,8 +233,7 @@ class ClassStatistics:
         if self.low_rank:  # the buffered rows are the whole scatter
             scatter = np.zeros((0, self.feature_dim), dtype=self.dtype)
         else:
-            if self._lower_dirty:  # the whole stored scatter, mirrored in place: no copy to save
-                self._scatter_into_lower(with_pending=False)
+            self._scatter_into_lower(with_pending=False)  # the whole stored scatter, mirrored in place: no copy to save
             scatter = self._square
         return {"sums": self.sums, "counts": self.counts, "scatter": scatter,
                 "pending": self._pending[: self._n_pending], "fourth": np.array([self.fourth])}
@@ -261,7 +256,6 @@ class ClassStatistics:
             self._square[...] = scatter
         else:  # (0, F): nothing beyond the buffered rows; a fresh array, whose pages stay untouched until used
             self._square = np.zeros((dim, dim), dtype=self.dtype)
-        self._lower_dirty = False
         self._diag = diag
         self.fourth = float(fourth[0])
         self._pending = np.zeros((rows, dim), dtype=self.dtype)
