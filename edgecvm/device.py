@@ -61,7 +61,7 @@ def open_device(
                             heap_trimmed=heap_trimmed)
     plan.check(profile)
     release_clean_file_pages()  # import-time code: lowers the base that the session's transient peak stands on
-    extractor = FeatureExtractor(bundle, profile, spin_wait=not learning)  # learning: the update thread needs the cores
+    extractor = FeatureExtractor(bundle, profile, spin_between_runs=not learning)  # learning: the update thread needs them
     extractor.warm_up()
     release_clean_file_pages()  # the graph parser and optimiser and first-run paths, never run again
     learner.extractor = extractor

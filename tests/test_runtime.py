@@ -102,15 +102,20 @@ def test_backbone_whose_graph_disagrees_with_the_manifest_is_refused(test_bundle
 
 
 @pytest.mark.parametrize("learning", [False, True])
-def test_learning_runs_the_backbone_without_spin_waiting_and_predicting_with_it(test_bundle: Path, learning: bool) -> None:
-    """The update thread needs the cores ORT's idle threads would spin on; predicting has no other work."""
+def test_learning_stops_the_backbone_threads_spinning_between_runs_and_predicting_does_not(
+        test_bundle: Path, learning: bool) -> None:
+    """The update thread needs the cores ORT's idle threads would spin on; predicting has no other work.
+
+    Both spin inside a run (sleeping between its operators made the backbone slower).
+    """
     from edgecvm.device import open_device
 
     device = open_device(str(test_bundle), "host", None, learning=learning)
     options = device.extractor.session.get_session_options()
-    assert options.get_session_config_entry("session.intra_op.allow_spinning") == ("0" if learning else "1")
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "1"
+    assert options.get_session_config_entry("session.force_spinning_stop") == ("1" if learning else "0")
 
 
-def test_spin_waiting_does_not_change_the_features(bundle, profile, extractor, images) -> None:
-    quiet = FeatureExtractor(bundle, profile, spin_wait=False)
+def test_spinning_does_not_change_the_features(bundle, profile, extractor, images) -> None:
+    quiet = FeatureExtractor(bundle, profile, spin_between_runs=False)
     np.testing.assert_array_equal(quiet.extract(images[:3]), extractor.extract(images[:3]))
