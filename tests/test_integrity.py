@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -102,24 +103,39 @@ def test_members_are_the_npy_files_numpy_writes(tmp_path, array):
         assert zf.read("a.npy") == expected.getvalue()
 
 
-def test_saving_a_large_array_holds_no_copy_of_it(tmp_path):
-    """A checkpoint of the 6.5 MB scatter must not briefly need a second 6.5 MB."""
+def _traced_growth(action: Callable[[], object]) -> int:
+    """Bytes by which Python's and numpy's traced allocations peak above where they stood before ``action``."""
     import tracemalloc
 
-    big = np.ones((1280, 1280), dtype=np.float32)
     was_tracing = tracemalloc.is_tracing()  # another test may have left it on: measure from here
     if not was_tracing:
         tracemalloc.start()
     try:
         before, _ = tracemalloc.get_traced_memory()
         tracemalloc.reset_peak()
-        save_container(tmp_path / "x.npz", "edgecvm.test", 1, {"scatter": big}, {})
+        action()
         _, peak = tracemalloc.get_traced_memory()
     finally:
         if not was_tracing:
             tracemalloc.stop()
-    grew = peak - before
+    return peak - before
+
+
+def test_saving_a_large_array_holds_no_copy_of_it(tmp_path):
+    """A checkpoint of the 6.5 MB scatter must not briefly need a second 6.5 MB."""
+    big = np.ones((1280, 1280), dtype=np.float32)
+    grew = _traced_growth(lambda: save_container(tmp_path / "x.npz", "edgecvm.test", 1, {"scatter": big}, {}))
     assert grew < big.nbytes / 2, f"peak +{grew / 2**20:.1f} MB while saving {big.nbytes / 2**20:.1f} MB"
+
+
+def test_loading_a_container_holds_its_arrays_once(tmp_path):
+    """Resuming must not hold the file's bytes (or a copy of them) next to the arrays made from them."""
+    big = np.arange(1280 * 1280, dtype=np.float32).reshape(1280, 1280)
+    save_container(tmp_path / "x.npz", "edgecvm.test", 1, {"scatter": big}, {})
+    loaded: list[dict[str, np.ndarray]] = []
+    grew = _traced_growth(lambda: loaded.append(load_container(tmp_path / "x.npz", "edgecvm.test", (1,), "fix")[0]))
+    np.testing.assert_array_equal(loaded[0]["scatter"], big)
+    assert grew < 1.5 * big.nbytes, f"peak +{grew / 2**20:.1f} MB while loading {big.nbytes / 2**20:.1f} MB"
 
 
 def test_atomic_write_keeps_previous_version(tmp_path):
