@@ -522,15 +522,18 @@ class AnalyticHead:
         classes = max(self.stats.counts.size, 1)
         exported = ProjectionHead(self.base).nbytes()  # its weights and the frozen ConSE branch
         solved = classes * (f * item + item + 8 + d * 4)  # LDA weights, offsets, counts, anchors at the last solve
-        projection = f * d * 4 + d * 4 + (d * 1000 * 4 if self.open_gain != 1.0 else 0)  # the solved linear head
-        # the covariance is built and factored in the statistics' own array (no F x F here): float64 w, means and
-        # the pooled samples (right-hand sides and solutions)
-        solve = f * d * 8 + 2 * f * (classes + self.pool.capacity) * item
+        # the covariance is built and factored in the statistics' own array (no F x F here): the right-hand sides
+        # (means and pooled samples) and their solutions
+        solve = 2 * f * (classes + self.pool.capacity) * item
         # the blend's fit, CHUNK pooled samples at a time: x, x - mu_y and S^-1 (x - mu_y) in float64, the classifier's
         # 1,000 logits and their argpartition, the top-T anchors; then every sample's scores
         top_t = self.base.conse.top_t if self.base.conse is not None else 0
         fit = min(self.pool.capacity, CHUNK) * (3 * f * 8 + top_t * d * 4 + 1000 * 12) + self.pool.capacity * 4 * classes * 8
-        return self.stats.nbytes(classes) + exported + solved + projection + solve + fit + self.pool.nbytes()
+        # predicting turns the solution into a linear head (float64 weights, then the float32 head it keeps), after
+        # the solve's temporaries are gone: the larger of the two phases counts, not their sum
+        projection = f * d * 8 + f * d * 4 + d * 4 + (d * 1000 * 4 if self.open_gain != 1.0 else 0)
+        return (self.stats.nbytes(classes) + exported + solved + max(solve + fit, projection)
+                + self.pool.nbytes())
 
 
 class _Solved:

@@ -8,28 +8,37 @@ running, ``RssMonitor`` samples the real resident set size and lets the learner
 shed replay samples if the process goes over budget anyway.
 
 Estimates that are not plain array sizes were measured on this repository's
-host (x86-64, Python 3.11, numpy 2.4, onnxruntime 1.32, Lite0 224 px fp32,
-13.6 MB ``backbone.onnx``, 2 intra-op threads), RSS read from /proc:
+host (x86-64, Python 3.11, numpy 2.4, onnxruntime 1.32, 2 intra-op threads),
+RSS (anonymous and file-backed) read from /proc:
 
-- interpreter + numpy + onnxruntime + pillow + pyyaml + edgecvm modules: 56 MB;
-- ``InferenceSession`` creation: +50-55 MB with graph optimisation "all"
-  (3.7x the file: glibc keeps the transient copies made while optimising,
-  the proto and the re-laid-out weights, resident), +27 MB with "basic",
-  "extended" or "disable" (2.0x). After ``process_memory.limit_heap_retention()`` the
-  freed copies go back to the OS: +27-29 MB at every level (2.2x);
-- after 100 frames of inference at batch 1 and 224 px (activations): +21 to
-  +26 MB with the CPU arena, or without it at glibc defaults (+35 MB seen
-  once under load): taken as 30 MB. Without the arena and with heap
-  retention limited: +4 MB, but every frame then maps and zeroes fresh
-  buffers, 3-5x slower. Scaled with pixel count and batch size.
+- runtime baseline, 52 MB: the imports' anonymous memory (interpreter,
+  numpy, onnxruntime, pillow, pyyaml, edgecvm: 27.4 MB) plus the library
+  code resident while learning. ``process_memory.release_clean_file_pages``
+  drops the code pages after start-up (26 -> 4 MB file-backed), the frames
+  fault back what they run: 20-24 MB at the peaks of ``learn`` (Lite0-224
+  fp32 and 160 int8, both heads, 2,000 frames). Before that release the
+  imports alone were 53 MB, 56 MB was this figure until then;
+- ``InferenceSession`` creation, heap retention limited
+  (``process_memory.limit_heap_retention()``, the default on glibc): +16.5
+  MB anonymous for the 12.9 MB Lite0-224 fp32 graph (weights as external
+  data), +7.5 MB for the 3.7 MB 160 px int8 one: planned as 4 MB + 1x the
+  model (its code pages are in the baseline). Without the heap limit the
+  transient copies made while optimising stay resident: 3.7x the file with
+  graph optimisation "all", 2.0x at the other levels (file pages included);
+- activations at batch 1 and 224 px: +21 to +26 MB with the CPU arena, or
+  without it at glibc defaults (+35 MB seen once under load): taken as 30
+  MB. Without the arena and with heap retention limited: +3.4-4.5 MB
+  steady, ~+10 at the peak of a ``learn`` run. Scaled with pixel count and
+  batch size;
+- a checkpoint: +2.0 MB traced (containers write each array in 1 MB slices
+  of its own memory, then the file is read back in 1 MB chunks to hash it).
 
-These figures predate two later savings, which the plan deliberately does
-not count: backbone weights as external data (a lower transient at session
-creation) and ``process_memory.release_clean_file_pages()`` after start-up
-(~20 MB of file-backed code pages). Measured ``learn`` peaks are now 25-35 %
-below the plan (host, Lite0-224 fp32, 200 frames: sgd 90-91 vs 127.5 MB, lda
-90-92 vs 138 MB; 99 and 103 MB with the replay buffer full), so the check
-errs on the side of refusing to start.
+Measured ``learn`` peaks against the plan (``edgecvm bench``, 2,000 frames,
+replay buffer full): host profile, Lite0-224 fp32, arena off: sgd 99.6 vs
+108.1 MB planned, lda 103.9 vs 113.1; Raspberry Pi Zero 2 W, 160 px int8:
+sgd 84.8 vs 89.3, lda 89.2 vs 95.8. So the plan errs on the side of
+refusing, by 4.5-9 MB (it had been 25-35 % over, 127.5 and 138.1 MB on the
+host, and refused lda on the Pi Zero 2 W: 107.3 MB).
 """
 
 from __future__ import annotations
@@ -47,12 +56,13 @@ from edgecvm.profiles import DeviceProfile
 from edgecvm.replay import BYTES_PER_VALUE, ReplayBuffer
 
 MB = 1 << 20
-BASELINE_BYTES = 56 * MB  # measured: see module docstring
+BASELINE_BYTES = 52 * MB  # measured: see module docstring
 SESSION_FACTOR = {"all": 3.7, "extended": 2.0, "basic": 2.0, "disable": 2.0}  # x backbone.onnx size
-SESSION_FACTOR_TRIMMED = 2.2  # any level, after process_memory.limit_heap_retention()
+SESSION_FIXED_TRIMMED = 4 * MB  # + SESSION_FACTOR_TRIMMED x the model, after process_memory.limit_heap_retention()
+SESSION_FACTOR_TRIMMED = 1.0
 ACTIVATION_BYTES_224 = 30 * MB  # per frame in a batch, at 224 x 224 input (measured 21-26, once 35 under load)
 ACTIVATION_BYTES_224_TRIMMED_NO_ARENA = 10 * MB  # measured +3.4-4.5 steady, peak ~+10 in a learn run
-CHECKPOINT_CHUNK = 1 * MB  # read-back buffer while hashing a checkpoint (integrity._CHUNK)
+CHECKPOINT_BYTES = 2 * MB  # measured: a 1 MB write slice and the 1 MB read-back buffer hashing it
 log = logging.getLogger(__name__)
 
 
@@ -104,7 +114,6 @@ def plan_memory(
     head_bytes: int,
     anchors_bytes: int,
     replay_bytes: int = 0,
-    largest_state_array: int = 0,
     feature_dim: int = 1280,
     batch_size: int = 1,
     frame_shape: tuple[int, int] = (480, 640),
@@ -114,15 +123,14 @@ def plan_memory(
     """Estimate the process's peak RSS.
 
     ``head_bytes``: everything the head method holds (``HeadMethod.nbytes()``:
-    weights, ConSE branch, optimizer moments, gradients). ``largest_state_array``:
-    bytes of the largest array in a checkpoint; containers stream to disk but
-    numpy serialises each array through one copy (learning only).
+    weights, ConSE branch, optimizer moments, gradients).
     ``batch_size``: frames per backbone call. ``frame_shape``: the decoded
     source frame (height, width), held twice (the newest frame and the one in
     flight). ``heap_trimmed``: ``process_memory.limit_heap_retention()`` was applied.
     """
     pixel_ratio = (input_size / 224) ** 2
     factor = SESSION_FACTOR_TRIMMED if heap_trimmed else SESSION_FACTOR[profile.graph_optimization]
+    session = int(model_bytes * factor) + (SESSION_FIXED_TRIMMED if heap_trimmed else 0)
     arena = "with" if profile.ort_cpu_arena else "without"
     per_frame = ACTIVATION_BYTES_224
     if heap_trimmed and not profile.ort_cpu_arena:
@@ -131,10 +139,10 @@ def plan_memory(
     height, width = frame_shape
     frames = 2 * (height * width * 3 + input_size * input_size * 3) + batch_size * 3 * input_size**2 * 4
     items = [
-        PlanItem("runtime baseline", BASELINE_BYTES, "python + numpy + onnxruntime + pillow, measured"),
-        PlanItem("backbone session", int(model_bytes * factor),
-                 f"{factor}x backbone.onnx ({model_bytes / MB:.1f} MB), graph optimisation "
-                 f"{profile.graph_optimization}{trimmed}"),
+        PlanItem("runtime baseline", BASELINE_BYTES, "python + numpy + onnxruntime + pillow and their code, measured"),
+        PlanItem("backbone session", session,
+                 f"{'4 MB + ' if heap_trimmed else ''}{factor}x backbone.onnx ({model_bytes / MB:.1f} MB), graph "
+                 f"optimisation {profile.graph_optimization}{trimmed}"),
         PlanItem("backbone activations", int(per_frame * pixel_ratio * batch_size),
                  f"{per_frame / MB:.0f} MB/frame at 224 px; {input_size} px, batch {batch_size}, {arena} ORT arena"
                  f"{trimmed}"),
@@ -147,8 +155,7 @@ def plan_memory(
             PlanItem("replay buffer", replay_bytes, "float16 features, replay_bytes of the profile"),
             PlanItem("update batch", (1 + profile.batch_size) * feature_dim * 4 * 4,
                      f"1 new + {profile.batch_size} replay features in float32, and temporaries"),
-            PlanItem("checkpoint", largest_state_array + CHECKPOINT_CHUNK,
-                     "largest state array, copied while written, + hashing buffer"),
+            PlanItem("checkpoint", CHECKPOINT_BYTES, "1 MB write slice + 1 MB hashing buffer, measured"),
         ]
     return MemoryPlan(tuple(items))
 
@@ -163,7 +170,6 @@ def plan_for_learner(
     heap_trimmed: bool = False,
 ) -> MemoryPlan:
     """``plan_memory`` filled in from a built (not yet running) ``Learner`` and the size of the bundle's backbone."""
-    largest = max([a.nbytes for a in learner.method.state_arrays().values()] + [learner.replay.features.nbytes])
     return plan_memory(
         profile,
         model_bytes=model_bytes,
@@ -171,7 +177,6 @@ def plan_for_learner(
         head_bytes=learner.method.nbytes(learner.replay.capacity),
         anchors_bytes=learner.anchors.vectors.nbytes,
         replay_bytes=learner.replay.nbytes,
-        largest_state_array=largest,
         feature_dim=learner.feature_dim,
         batch_size=1,
         frame_shape=frame_shape,

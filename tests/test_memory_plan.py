@@ -27,8 +27,7 @@ HOST = load_profile("host")
 
 
 def _plan(profile=HOST, **overrides):
-    args = dict(model_bytes=13 * MB, input_size=224, head_bytes=16 * MB, anchors_bytes=MB, replay_bytes=5 * MB,
-                largest_state_array=5 * MB)
+    args = dict(model_bytes=13 * MB, input_size=224, head_bytes=16 * MB, anchors_bytes=MB, replay_bytes=5 * MB)
     return plan_memory(profile, **{**args, **overrides})
 
 

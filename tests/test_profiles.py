@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 from device_cli import run_cli
+from synthetic_data import anchor_set, head_params
 
 from edgecvm.errors import BadInputError
+from edgecvm.learner import Learner, LearnerConfig
 from edgecvm.profiles import PROFILE_DIR, available_profiles, load_profile
 
 REQUIRED = ("raspberry-pi-4", "raspberry-pi-5", "raspberry-pi-zero-2w", "jetson-nano", "jetson-orin-nano", "host")
@@ -32,8 +34,8 @@ def test_every_required_profile_ships_and_validates() -> None:
         profile = load_profile(name)
         assert profile.name == name and profile.memory_budget_mb <= profile.ram_mb
         assert profile.execution_providers[-1] == "CPUExecutionProvider"  # every device can fall back to the CPU
-    # the 100 MB Pi Zero 2 W cannot hold the default head's statistics: its profile names the gradient head
-    assert load_profile("raspberry-pi-zero-2w").head_method == "sgd" and load_profile("host").head_method == "lda"
+    # every shipped profile, the 100 MB Pi Zero 2 W too, plans the default head within its budget
+    assert {load_profile(name).head_method for name in available_profiles()} == {"lda"}
     jetson = load_profile("jetson-nano")
     assert jetson.execution_providers[:2] == ("TensorrtExecutionProvider", "CUDAExecutionProvider")
     assert jetson.precision == "fp16"
@@ -102,6 +104,13 @@ def test_profiles_list_and_show(capsys) -> None:
         "CPUExecutionProvider"]
     text = run_cli(capsys, "profiles", "show", "jetson-orin-nano")
     assert "TensorrtExecutionProvider, CUDAExecutionProvider, CPUExecutionProvider" in text.stdout
+
+
+def test_a_profile_head_method_is_the_learner_default_and_an_explicit_one_wins(tmp_path: Path) -> None:
+    profile = load_profile(_profile_file(tmp_path, head_method="sgd"))
+    head, anchors = head_params("linear", 32, 16), anchor_set(16)
+    assert Learner(head, anchors, LearnerConfig.from_profile(profile)).method.name == "sgd"
+    assert Learner(head, anchors, LearnerConfig.from_profile(profile, method="lda")).method.name == "lda"
 
 
 def test_a_budget_below_the_plan_makes_learn_refuse_to_start_with_exit_3(capsys, tmp_path: Path, test_bundle: Path,
