@@ -390,7 +390,7 @@ class AnalyticHead:
         if refit:
             pool_x, pool_y = self.pool.usable(counts)
         else:  # the pool only serves the blend's fit
-            pool_x, pool_y = np.zeros((0, self.stats.feature_dim), np.float32), np.zeros(0, np.int64)
+            pool_x, pool_y = np.zeros((0, self.stats.feature_dim), np.float16), np.zeros(0, np.int64)
         # Early on the pool holds each stored sample many times (256 replay draws from the few seen so far: 111
         # distinct at n = 128): each distinct one is solved and scored by ConSE once.
         distinct, column = distinct_rows(pool_x)

@@ -67,6 +67,21 @@ def test_duplicate_samples_are_solved_once_and_scored_as_if_repeated():
                                leave_one_out(x, y, *args, p @ x.T, *rest), rtol=1e-12)
 
 
+def test_the_pool_scores_its_float16_rows_as_their_exact_float32_values():
+    """The pool hands out its rows as stored (no float32 copy at the solve's peak): same scores as widened ones."""
+    rng = np.random.default_rng(3)
+    x16, y = rng.normal(size=(K * N_PER, F)).astype(np.float16), np.repeat(np.arange(K), N_PER)
+    pool = CalibrationPool(len(y), F)
+    pool.add(x16, y)
+    rows, labels = pool.usable(np.full(K, N_PER))
+    assert rows.dtype == np.float16
+    x32 = rows.astype(np.float32)
+    means = np.stack([x32[labels == k].mean(axis=0) for k in range(K)])
+    weights = rng.normal(size=(F, K)).astype(np.float32)
+    args = (weights, np.zeros(K, np.float32), (weights[:, :1] * x32.T[:1]).astype(np.float32), means, np.full(K, N_PER), 0.01)
+    np.testing.assert_array_equal(leave_one_out(rows, labels, *args), leave_one_out(x32, labels, *args))
+
+
 def test_fit_recovers_the_blend_that_generated_the_labels():
     rng = np.random.default_rng(0)
     scores, prior = rng.normal(size=(4000, 20)), rng.normal(size=(4000, 20))
