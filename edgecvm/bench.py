@@ -159,6 +159,12 @@ def _ratio(a: object, b: object, digits: int = 2) -> float | None:
     return round(a / b, digits) if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b else None
 
 
+def _paired_ratio(rounds: list[Round], numerator: str, denominator: str) -> float | None:
+    """The median over rounds of each round's own ``numerator / denominator`` (see ``bench_profile``)."""
+    ratios = [_ratio(getattr(r, numerator), getattr(r, denominator), digits=6) for r in rounds]
+    return round(median(ratios), 2) if ratios and None not in ratios else None  # type: ignore[type-var]
+
+
 @dataclass
 class Round:
     """One round of the child runs: predict, learn and the torch reference, back to back on the same frames."""
@@ -210,7 +216,11 @@ def bench_profile(profile: DeviceProfile, bundles: list[Bundle], manifest: Path,
     With ``repeat`` > 1 the child runs are repeated in rounds (predict, learn,
     torch, predict, learn, torch, ...), so a burst of load from another process
     hits all of them alike; frames/s and cold start are the medians, peak RSS
-    the maximum (the budget must hold for the worst run).
+    the maximum (the budget must hold for the worst run). The frames/s ratios
+    are the medians of each round's own ratio: its runs were side by side,
+    while a ratio of medians can pair one round's learn with another's predict
+    (``make bench``, host: a burst slowed one round's learn to 31.7 frames/s;
+    rounds 0.96, 0.48, 0.98: median 0.96, ratio of the medians 0.86).
     """
     load_before = _load_average()
     bundle, notes = pick_bundle(profile, bundles)
@@ -248,12 +258,12 @@ def bench_profile(profile: DeviceProfile, bundles: list[Bundle], manifest: Path,
         torch_fps = round(median(r.torch_fps for r in rounds), 2)  # type: ignore[misc]
         torch_rss = max(r.torch_rss_mb for r in rounds)  # type: ignore[type-var]
         reference = {"available": True, "frames_per_s": torch_fps, "peak_rss_mb": torch_rss,
-                     "learn_over_torch_fps": _ratio(learn_fps, torch_fps),
+                     "learn_over_torch_fps": _paired_ratio(rounds, "learn_fps", "torch_fps"),
                      "learn_over_torch_rss": _ratio(learn_rss, torch_rss)}
 
     budget = profile.memory_budget_mb
     is_lite0_224_fp32 = (bundle.manifest.input_size, bundle.manifest.precision) == (224, "fp32")
-    learn_over_predict = _ratio(learn_fps, predict_fps)
+    learn_over_predict = _paired_ratio(rounds, "learn_fps", "predict_fps")
     return {
         "profile": profile.name, "bundle": str(bundle.folder),
         "measured_with": {"resolution": measured.resolution, "precision": measured.precision,
