@@ -46,6 +46,7 @@ learning from them again would only count them twice.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Iterator, Mapping
 
@@ -410,6 +411,9 @@ class AnalyticHead:
         self._since_solve = 0
         self._since_refit = 0 if refit else self._since_refit
         self._projection = None
+        # The exported projection only answers until the first solve (statistics are never emptied again), and
+        # its F x D weights are 1.9 MB of a 100 MB budget: keep the rest of the exported head (ConSE, sizes).
+        self.base = dataclasses.replace(self.base, params={})
 
     def _solve_covariance(self, rhs: np.ndarray) -> tuple[np.ndarray, float]:
         """S^-1 rhs for the shrunk covariance S, and the shrinkage used.

@@ -35,7 +35,7 @@ RSS (anonymous and file-backed) read from /proc:
 
 Measured ``learn`` peaks against the plan (``edgecvm bench``, 2,000 frames,
 replay buffer full): host profile, Lite0-224 fp32, arena off: sgd 99.6 vs
-108.1 MB planned, lda 102.6-103.9 vs 113.1; Raspberry Pi Zero 2 W, 160 px int8:
+108.1 MB planned, lda 101.3-102.1 vs 113.1; Raspberry Pi Zero 2 W, 160 px int8:
 sgd 84.8 vs 89.3, lda 89.2 vs 95.8. So the plan errs on the side of
 refusing, by 4.5-9 MB (it had been 25-35 % over, 127.5 and 138.1 MB on the
 host, and refused lda on the Pi Zero 2 W: 107.3 MB).

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from synthetic_data import Clusters, anchor_set, head_params
@@ -124,6 +126,20 @@ def test_conse_blend_keeps_zero_shot_answers_for_concepts_not_taught():
     assert np.allclose(np.linalg.norm(after, axis=1), 1.0, atol=1e-5)
     assert not np.allclose(before, after)
     assert method.as_head_params().conse is not None and method.as_head_params().conse.weight != 0.0
+
+
+def test_the_exported_projection_answers_until_the_first_solve_and_is_then_let_go():
+    head = head_params(feature_dim=F, concept_dim=D, conse=True)
+    method = make_head_method("lda", head)
+    x, y, _ = _stream(3, 30)
+    np.testing.assert_array_equal(method.as_head_params().params["w"], head.params["w"])  # zero-shot: the export's
+    method.update(x, y, anchor_set(D).vectors[:3], None)
+    assert method.as_head_params().params["w"].shape == (F, D)  # the solved head
+    assert not any(p is head.params["w"] for p in method.base.params.values())
+    without = method.nbytes()
+    method.base = dataclasses.replace(method.base, params=head.params)
+    assert method.nbytes() - without == head.params["w"].nbytes + head.params["b"].nbytes  # what the plan counted
+    assert method.base.conse is head.conse and head.params["w"].shape == (F, D)  # the bundle's head is untouched
 
 
 def test_state_round_trip_reproduces_the_embedding_and_bad_state_is_refused():
