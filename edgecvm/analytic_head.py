@@ -413,7 +413,8 @@ class AnalyticHead:
         self._projection = None
         # The exported projection only answers until the first solve (statistics are never emptied again), and
         # its F x D weights are 1.9 MB of a 100 MB budget: keep the rest of the exported head (ConSE, sizes).
-        self.base = dataclasses.replace(self.base, params={})
+        if self.base.params:  # once, not at every solve
+            self.base = dataclasses.replace(self.base, params={})
 
     def _solve_covariance(self, rhs: np.ndarray) -> tuple[np.ndarray, float]:
         """S^-1 rhs for the shrunk covariance S, and the shrinkage used.
