@@ -27,7 +27,7 @@ lint: setup
 	$(BIN)/ruff check edgecvm tests
 
 demo: setup
-	$(BIN)/python -m edgecvm.demo --out $(DEMO)
+	$(BIN)/python -m edgecvm.cli.demo --out $(DEMO)
 
 clean:
 	rm -rf $(BUILD) .cache .pytest_cache
@@ -38,18 +38,18 @@ clean:
 # learn runs the gradient head (sgd), the one the torch reference loop mirrors; the default head (lda) is
 # measured with `edgecvm bench --profile host` (README.md, Bench).
 BENCH_BUNDLES := $(BUILD)/lite0-224 $(BUILD)/lite0-160-int8
-ANCHORS       := anchors/tiny-imagenet-200.anchors.npz
+ANCHORS       := edgecvm/resources/anchors/tiny-imagenet-200.anchors.npz
 
 bench: setup $(addsuffix /manifest.json,$(BENCH_BUNDLES))
 	$(BIN)/edgecvm bench $(addprefix --bundle ,$(BENCH_BUNDLES)) --all-profiles --repeat 3 --head-method sgd \
 		--json $(BUILD)/bench.json
 
 $(BUILD)/lite0-224/manifest.json: | $(STAMP)
-	$(BIN)/edgecvm export --recipe export/lite0-224.yaml --anchors $(ANCHORS) --out $(BUILD)/lite0-224
+	$(BIN)/edgecvm export --recipe edgecvm/resources/recipes/lite0-224.yaml --anchors $(ANCHORS) --out $(BUILD)/lite0-224
 
 $(BUILD)/lite0-160-int8/manifest.json: | $(STAMP)
-	$(BIN)/edgecvm export --recipe export/lite0-160.yaml --anchors $(ANCHORS) --out $(BUILD)/lite0-160-int8 \
-		--quantize int8 --calibration edgecvm/samples/tiny10/train
+	$(BIN)/edgecvm export --recipe edgecvm/resources/recipes/lite0-160.yaml --anchors $(ANCHORS) --out $(BUILD)/lite0-160-int8 \
+		--quantize int8 --calibration edgecvm/resources/samples/tiny10/train
 
 # Long reliability runs (~15 min on 2 cores): 100,000 frames through `learn` with RSS
 # at start/middle/end (growth <= 5 %), then the reliability suite with 60 power-loss

@@ -6,10 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from edgecvm import resources
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
 TINY_ZIP = SHARED_DATA / "tiny-imagenet-200-subset.zip"
-SAMPLES = REPO / "edgecvm" / "samples" / "tiny10"
+SAMPLES = resources.sample_dir()
 
 
 @pytest.fixture(scope="session")
@@ -37,9 +39,9 @@ def samples_dir() -> Path:
 @pytest.fixture(scope="session")
 def test_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 224 px ConSE bundle over the shipped Tiny-ImageNet-200 anchors, exported once per session (~8 s)."""
-    from edgecvm.export import export_bundle
+    from edgecvm.offline.export import export_bundle
 
     out = tmp_path_factory.mktemp("bundle") / "lite0-224"
-    export_bundle(REPO / "export" / "lite0-224.yaml", REPO / "anchors" / "tiny-imagenet-200.anchors.npz", out,
+    export_bundle(resources.recipe("lite0-224.yaml"), resources.anchors_file("tiny-imagenet-200.anchors.npz"), out,
                   head_init="conse", log=lambda _msg: None)
     return out

@@ -13,9 +13,9 @@ import pytest
 import yaml
 
 from edgecvm.cli import main
-from edgecvm.integrity import load_container
-from edgecvm.profiles import PROFILE_DIR
-from edgecvm.state import STATE_FORMAT, STATE_VERSION, state_path
+from edgecvm.device.profiles import PROFILE_DIR
+from edgecvm.device.state import STATE_FORMAT, STATE_VERSION, state_path
+from edgecvm.formats.integrity import load_container
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgecvm.anchors import AnchorSet, normalise_rows
-from edgecvm.head_file import ConseBranch, HeadParams
+from edgecvm.formats.anchors import AnchorSet, normalise_rows
+from edgecvm.formats.head_file import ConseBranch, HeadParams
 
 CONCEPTS = ("cat", "dog", "coffee mug", "sock", "teapot", "bicycle", "goldfish", "lemon", "bus", "umbrella",
             "banana", "candle")

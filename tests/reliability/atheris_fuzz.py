@@ -21,12 +21,12 @@ import atheris
 with atheris.instrument_imports():
     import numpy as np
 
-    from edgecvm.anchors import load_anchors
-    from edgecvm.bundle import MANIFEST, _self_hash, load_bundle
+    from edgecvm.device.state import StateIdentity, load_state
     from edgecvm.errors import EdgeCVMError
-    from edgecvm.head_file import load_head
-    from edgecvm.integrity import sha256_bytes
-    from edgecvm.state import StateIdentity, load_state
+    from edgecvm.formats.anchors import load_anchors
+    from edgecvm.formats.bundle import MANIFEST, _self_hash, load_bundle
+    from edgecvm.formats.head_file import load_head
+    from edgecvm.formats.integrity import sha256_bytes
 
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
 from faults import seal_bundle  # noqa: E402
@@ -94,10 +94,10 @@ def test_one_input(data: bytes) -> None:
 
 def write_seeds(folder: Path) -> None:
     """Valid files of each kind, as (selector byte + body) inputs."""
-    from edgecvm.anchors import save_anchors
-    from edgecvm.head_file import save_head
-    from edgecvm.learner import Learner, LearnerConfig
-    from edgecvm.state import save_state
+    from edgecvm.device.state import save_state
+    from edgecvm.formats.anchors import save_anchors
+    from edgecvm.formats.head_file import save_head
+    from edgecvm.learning.learner import Learner, LearnerConfig
 
     folder.mkdir(parents=True, exist_ok=True)
     tmp = WORK / "seeds"

@@ -12,16 +12,17 @@ from pathlib import Path
 
 import pytest
 import yaml
-from harness import REPO, SAMPLES, DeviceParts
+from harness import SAMPLES, DeviceParts
 from PIL import Image
 
-from edgecvm.anchors import load_anchors
-from edgecvm.bundle import load_bundle
-from edgecvm.learner import LearnerConfig
-from edgecvm.profiles import load_profile
-from edgecvm.state import StateIdentity
+from edgecvm import resources
+from edgecvm.device.profiles import load_profile
+from edgecvm.device.state import StateIdentity
+from edgecvm.formats.anchors import load_anchors
+from edgecvm.formats.bundle import load_bundle
+from edgecvm.learning.learner import LearnerConfig
 
-ANCHORS = REPO / "anchors" / "tiny-imagenet-200.anchors.npz"
+ANCHORS = resources.anchors_file("tiny-imagenet-200.anchors.npz")
 
 
 @pytest.fixture(scope="session")
@@ -30,10 +31,10 @@ def rel_bundle(request, tmp_path_factory) -> Path:
         return Path(request.getfixturevalue("test_bundle"))
     except pytest.FixtureLookupError:
         pass
-    from edgecvm.export import export_bundle
+    from edgecvm.offline.export import export_bundle
 
     out = tmp_path_factory.mktemp("reliability") / "bundle"
-    export_bundle(REPO / "export" / "lite0-160.yaml", ANCHORS, out, log=lambda _msg: None)
+    export_bundle(resources.recipe("lite0-160.yaml"), ANCHORS, out, log=lambda _msg: None)
     return out
 
 
@@ -53,7 +54,7 @@ def rel_profile(rel_bundle, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def device_parts(rel_bundle, rel_profile) -> DeviceParts:
-    from edgecvm.runtime import FeatureExtractor
+    from edgecvm.device.runtime import FeatureExtractor
 
     bundle = load_bundle(rel_bundle)
     profile = load_profile(str(rel_profile))

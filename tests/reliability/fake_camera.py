@@ -64,12 +64,12 @@ class FlakyCamera:
 
 
 def main() -> int:
-    import edgecvm.streams
+    import edgecvm.device.streams
     from edgecvm.cli import main as edgecvm_main
 
     down = os.environ.get("DOWN_S")
     camera = FlakyCamera(int(os.environ["FAIL_AFTER"]), float(down) if down else None)
-    edgecvm.streams.opencv_opener = camera.open
+    edgecvm.device.streams.opencv_opener = camera.open
     return edgecvm_main(sys.argv[1:])
 
 

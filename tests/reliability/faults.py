@@ -11,8 +11,8 @@ from __future__ import annotations
 import errno
 from pathlib import Path
 
-from edgecvm.bundle import Manifest, write_manifest
-from edgecvm.integrity import sha256_file
+from edgecvm.formats.bundle import Manifest, write_manifest
+from edgecvm.formats.integrity import sha256_file
 
 KINDS = ("truncate", "zero", "bitflip")
 OFFSETS = (0.0, 0.3, 0.6, 0.999)  # fraction of the file size; 0.999 is the last bytes

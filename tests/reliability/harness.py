@@ -10,15 +10,16 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecvm.anchors import AnchorSet
-from edgecvm.bundle import Bundle
-from edgecvm.head_file import HeadParams, load_head
-from edgecvm.learner import Learner, LearnerConfig
-from edgecvm.profiles import DeviceProfile
-from edgecvm.state import StateIdentity, load_state
+from edgecvm import resources
+from edgecvm.device.profiles import DeviceProfile
+from edgecvm.device.state import StateIdentity, load_state
+from edgecvm.formats.anchors import AnchorSet
+from edgecvm.formats.bundle import Bundle
+from edgecvm.formats.head_file import HeadParams, load_head
+from edgecvm.learning.learner import Learner, LearnerConfig
 
 REPO = Path(__file__).resolve().parents[2]
-SAMPLES = REPO / "edgecvm" / "samples" / "tiny10"
+SAMPLES = resources.sample_dir()
 
 
 @dataclass(frozen=True)

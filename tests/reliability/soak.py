@@ -38,12 +38,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-import edgecvm.device
-from edgecvm.anchors import load_anchors
-from edgecvm.bundle import load_bundle
+import edgecvm.device.device
+from edgecvm import resources
 from edgecvm.cli import main as edgecvm_main
-from edgecvm.memory_plan import MB, current_rss_bytes
-from edgecvm.streams import Frame, SourceKind, Stream
+from edgecvm.device.memory_plan import MB, current_rss_bytes
+from edgecvm.device.streams import Frame, SourceKind, Stream
+from edgecvm.formats.anchors import load_anchors
+from edgecvm.formats.bundle import load_bundle
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_BUNDLE = REPO / ".cache" / "reliability" / "soak-bundle"
@@ -108,8 +109,8 @@ def ensure_bundle(path: Path) -> Path:
         return path
     print(f"exporting a bundle to {path} (once)", file=sys.stderr)
     # In a subprocess: torch must not inflate this process's RSS.
-    subprocess.run([sys.executable, "-m", "edgecvm", "export", "--recipe", str(REPO / "export" / "lite0-160.yaml"),
-                    "--anchors", str(REPO / "anchors" / "tiny-imagenet-200.anchors.npz"), "--out", str(path)],
+    subprocess.run([sys.executable, "-m", "edgecvm", "export", "--recipe", str(resources.recipe("lite0-160.yaml")),
+                    "--anchors", str(resources.anchors_file("tiny-imagenet-200.anchors.npz")), "--out", str(path)],
                    check=True)
     return path
 
@@ -120,8 +121,8 @@ def soak(args: argparse.Namespace) -> dict[str, object]:
     marks = {args.warmup: "start", (args.warmup + args.frames) // 2: "middle", args.frames: "end"}
     stream = SyntheticStream(concepts, args.frames, marks)
     backbone = SyntheticBackbone(bundle.manifest.feature_dim, len(concepts))
-    edgecvm.device.FeatureExtractor = lambda _bundle, _profile, **_options: backbone  # type: ignore[assignment,misc]
-    edgecvm.device.open_stream = lambda *_a, **_k: stream  # type: ignore[assignment]
+    edgecvm.device.device.FeatureExtractor = lambda _bundle, _profile, **_options: backbone  # type: ignore[assignment,misc]
+    edgecvm.device.device.open_stream = lambda *_a, **_k: stream  # type: ignore[assignment]
     with tempfile.TemporaryDirectory(prefix="edgecvm-soak-") as work:
         # --stream names an (empty) folder so `learn` takes it for a labelled source; the frames come from `stream`.
         source, state = Path(work) / "synthetic", str(Path(work) / "state")

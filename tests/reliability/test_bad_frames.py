@@ -24,9 +24,9 @@ import pytest
 from harness import SAMPLES, run_edgecvm
 from PIL import Image
 
-import edgecvm.runtime
+import edgecvm.device.runtime
 from edgecvm.cli import main
-from edgecvm.image_files import MAX_FRAME_PIXELS, decode_image
+from edgecvm.device.image_files import MAX_FRAME_PIXELS, decode_image
 
 GOOD_PER_CLASS = 6
 CLASSES = ("goldfish", "lemon")
@@ -131,7 +131,7 @@ def test_learn_and_predict_skip_and_count_bad_frames(messy_folder, rel_bundle, r
 def test_nonfinite_features_are_skipped_counted_and_harmless(rel_bundle, rel_profile, device_parts, tmp_path,
                                                             monkeypatch, capsys, caplog):
     """Every third frame's features are poisoned (NaN, +Inf, or finite but absurd) inside the real `learn` loop."""
-    real_extract = edgecvm.runtime.FeatureExtractor.extract
+    real_extract = edgecvm.device.runtime.FeatureExtractor.extract
     poison = [np.nan, np.inf, 1e38]
     calls = {"n": 0}
 
@@ -142,7 +142,7 @@ def test_nonfinite_features_are_skipped_counted_and_harmless(rel_bundle, rel_pro
             features[:, calls["n"] % 7] = poison[(calls["n"] // 3) % len(poison)]
         return features
 
-    monkeypatch.setattr(edgecvm.runtime.FeatureExtractor, "extract", extract)
+    monkeypatch.setattr(edgecvm.device.runtime.FeatureExtractor, "extract", extract)
     state = tmp_path / "state"
     rc = main(["learn", "--bundle", str(rel_bundle), "--stream", str(SAMPLES / "train"), "--limit", "30",
                "--shuffle", "0", "--state", str(state), "--profile", str(rel_profile), "--json"])

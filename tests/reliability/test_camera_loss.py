@@ -21,7 +21,7 @@ from fake_camera import FlakyCamera
 from faults import one_line_error
 from harness import REPO
 
-import edgecvm.streams
+import edgecvm.device.streams
 from edgecvm.cli import main
 
 FAKE_CAMERA = Path(__file__).with_name("fake_camera.py")
@@ -36,7 +36,7 @@ def test_camera_that_never_comes_back_exits_4_after_checkpointing(
     rel_bundle, rel_profile, device_parts, tmp_path, monkeypatch, capsys
 ):
     camera = FlakyCamera(fail_after=25, down_s=None)
-    monkeypatch.setattr(edgecvm.streams, "opencv_opener", camera.open)
+    monkeypatch.setattr(edgecvm.device.streams, "opencv_opener", camera.open)
     state = tmp_path / "state"
     started = time.monotonic()
     rc = main(_learn_args(rel_bundle, rel_profile, state, "--reconnect-timeout", "1.5"))
@@ -59,7 +59,7 @@ def test_camera_that_comes_back_is_reopened_and_learning_goes_on(
     rel_bundle, rel_profile, device_parts, tmp_path, monkeypatch, capsys, caplog
 ):
     camera = FlakyCamera(fail_after=15, down_s=0.6)
-    monkeypatch.setattr(edgecvm.streams, "opencv_opener", camera.open)
+    monkeypatch.setattr(edgecvm.device.streams, "opencv_opener", camera.open)
     state = tmp_path / "state"
     rc = main(_learn_args(rel_bundle, rel_profile, state, "--reconnect-timeout", "10", "--limit", "30"))
     out, err = capsys.readouterr()

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from faults import CORRUPTION_IDS, CORRUPTIONS, corrupt_file, seal_bundle
 
-from edgecvm.anchors import AnchorSet, load_anchors, normalise_rows, save_anchors
-from edgecvm.bundle import MANIFEST, load_bundle, read_manifest
 from edgecvm.errors import EdgeCVMError, IntegrityError
-from edgecvm.head_file import ConseBranch, HeadParams, load_head, save_head
+from edgecvm.formats.anchors import AnchorSet, load_anchors, normalise_rows, save_anchors
+from edgecvm.formats.bundle import MANIFEST, load_bundle, read_manifest
+from edgecvm.formats.head_file import ConseBranch, HeadParams, load_head, save_head
 
 RNG = np.random.default_rng(0)
 

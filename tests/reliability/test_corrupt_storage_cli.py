@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 from faults import CORRUPTION_IDS, CORRUPTIONS, corrupt_file, one_line_error
-from harness import REPO, SAMPLES, run_edgecvm
+from harness import SAMPLES, run_edgecvm
 
+from edgecvm import resources
 from edgecvm.cli import main
 
 BUNDLE_FILES = ("backbone.onnx", "backbone.weights", "head.npz", "tiny-imagenet-200.anchors.npz", "manifest.json")
@@ -75,7 +76,7 @@ def test_corrupt_bundle_in_a_real_process(rel_bundle, rel_profile, tmp_path, nam
 @pytest.mark.parametrize(("kind", "frac"), CORRUPTIONS, ids=CORRUPTION_IDS)
 def test_corrupt_standalone_anchor_file(tmp_path, capsys, kind, frac):
     path = tmp_path / "tiny-imagenet-200.anchors.npz"
-    shutil.copyfile(REPO / "anchors" / path.name, path)
+    shutil.copyfile(resources.anchors_file(path.name), path)
     corrupt_file(path, kind, frac)
     assert main(["anchors", "show", str(path)]) == 2
     assert path.name in one_line_error(capsys.readouterr().err)

@@ -23,9 +23,9 @@ from faults import raise_oserror
 from harness import SAMPLES
 from synthetic_data import CONCEPTS, Clusters, anchor_set, head_params
 
-import edgecvm.integrity
-from edgecvm.learner import Learner, LearnerConfig
-from edgecvm.state import Checkpointer, StateIdentity, load_state, state_path
+import edgecvm.formats.integrity
+from edgecvm.device.state import Checkpointer, StateIdentity, load_state, state_path
+from edgecvm.learning.learner import Learner, LearnerConfig
 
 IDENTITY = StateIdentity(bundle_sha256="b" * 64, anchors_sha256="a" * 64)
 CONFIG = LearnerConfig(replay_bytes=32 * 32 * 2, batch_size=4)
@@ -112,7 +112,7 @@ def _run_with_failing_checkpoints(folder: Path, fail, caplog) -> None:
 def test_failed_checkpoint_keeps_learning_and_the_disk_intact(tmp_path, monkeypatch, caplog, fault):
     target, make = FAULTS[fault]
     module_name, attr = target.split(".")
-    module = getattr(edgecvm.integrity, module_name)
+    module = getattr(edgecvm.formats.integrity, module_name)
 
     @contextlib.contextmanager
     def fail():
@@ -183,7 +183,7 @@ def test_learn_command_on_a_full_card_keeps_learning_and_says_so(
     capsys.readouterr()
     before = _snapshot(state)
 
-    monkeypatch.setattr(edgecvm.integrity.tempfile, "mkstemp", raise_oserror(errno.ENOSPC))
+    monkeypatch.setattr(edgecvm.formats.integrity.tempfile, "mkstemp", raise_oserror(errno.ENOSPC))
     with caplog.at_level(logging.WARNING):
         main([*args, "--limit", "20"])
     out, _err = capsys.readouterr()

@@ -36,8 +36,8 @@ from pathlib import Path
 import numpy as np
 from harness import REPO, SAMPLES, DeviceParts, edgecvm_command
 
-from edgecvm.integrity import load_container, sha256_file
-from edgecvm.state import STATE_FORMAT, STATE_VERSION, state_path
+from edgecvm.device.state import STATE_FORMAT, STATE_VERSION, state_path
+from edgecvm.formats.integrity import load_container, sha256_file
 
 TRIALS = int(os.environ.get("EDGECVM_POWER_TRIALS", "20"))
 CHAINS = 2

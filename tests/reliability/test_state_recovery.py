@@ -16,9 +16,9 @@ import pytest
 from faults import CORRUPTION_IDS, CORRUPTIONS, corrupt_file
 from synthetic_data import CONCEPTS, Clusters, anchor_set, head_params
 
+from edgecvm.device.state import Checkpointer, StateIdentity, load_state, save_state, state_path
 from edgecvm.errors import IntegrityError
-from edgecvm.learner import Learner, LearnerConfig
-from edgecvm.state import Checkpointer, StateIdentity, load_state, save_state, state_path
+from edgecvm.learning.learner import Learner, LearnerConfig
 
 IDENTITY = StateIdentity(bundle_sha256="b" * 64, anchors_sha256="a" * 64)
 CONFIG = LearnerConfig(replay_bytes=64 * 32 * 2, batch_size=4)

@@ -29,7 +29,17 @@ from hypothesis.extra import numpy as hnp
 from PIL import Image
 from synthetic_data import CONCEPTS, Clusters, anchor_set, head_params
 
-from edgecvm.anchors import (
+from edgecvm.device.preprocess import Preprocessor
+from edgecvm.device.state import (
+    STATE_FORMAT,
+    STATE_VERSION,
+    StateIdentity,
+    load_state,
+    save_state,
+    state_path,
+)
+from edgecvm.errors import EdgeCVMError
+from edgecvm.formats.anchors import (
     ANCHORS_FORMAT,
     ANCHORS_VERSION,
     AnchorSet,
@@ -37,13 +47,10 @@ from edgecvm.anchors import (
     normalise_rows,
     save_anchors,
 )
-from edgecvm.bundle import MANIFEST, Manifest, _self_hash, load_bundle
-from edgecvm.errors import EdgeCVMError
-from edgecvm.head_file import HEAD_FORMAT, HEAD_VERSION, ConseBranch, HeadParams, load_head, save_head
-from edgecvm.integrity import encode_container, sha256_bytes
-from edgecvm.learner import Learner, LearnerConfig
-from edgecvm.preprocess import Preprocessor
-from edgecvm.state import STATE_FORMAT, STATE_VERSION, StateIdentity, load_state, save_state, state_path
+from edgecvm.formats.bundle import MANIFEST, Manifest, _self_hash, load_bundle
+from edgecvm.formats.head_file import HEAD_FORMAT, HEAD_VERSION, ConseBranch, HeadParams, load_head, save_head
+from edgecvm.formats.integrity import encode_container, sha256_bytes
+from edgecvm.learning.learner import Learner, LearnerConfig
 
 PACKAGE = Path(__file__).resolve().parents[2] / "edgecvm"
 # `make soak` raises the example count (EDGECVM_FUZZ_EXAMPLES) for a deeper search.
@@ -283,7 +290,7 @@ number_lists = st.lists(st.floats(allow_nan=True, allow_infinity=True) | st.inte
     drop=st.sets(st.sampled_from(MANIFEST_FIELDS), max_size=2),
 )
 @example(updates={"mean": []}, drop=set())
-@example(updates={"format": "edgecvm.bundle\nv2"}, drop=set())
+@example(updates={"format": "edgecvm.formats.bundle\nv2"}, drop=set())
 @example(updates={"files": {"backbone.onnx\n": "0" * 64}}, drop=set())
 @example(updates={"files": {"../outside.onnx": "0" * 64}}, drop=set())
 @example(updates={"std": [0.5, 0.0, 0.5]}, drop=set())

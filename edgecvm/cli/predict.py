@@ -1,0 +1,138 @@
+"""`edgecvm predict`: name what each frame of a stream shows; accuracy when the source is labelled.
+
+With ``--state`` the learned head answers among the taught concepts
+(``--vocab known``, the default) or the whole anchor file (``--vocab all``).
+Without it the bundle's initial head answers zero-shot over every anchor: a
+ConSE-initialised bundle names concepts before any teaching. The state is
+only read, never written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from edgecvm.cli.progress import Progress
+from edgecvm.device.device import (
+    StopOnSignal,
+    add_stream_arguments,
+    check_labels,
+    json_line,
+    open_device,
+    positive_int,
+    stream_from_args,
+)
+from edgecvm.device.memory_plan import MB, peak_rss_bytes
+from edgecvm.errors import BadInputError
+from edgecvm.learning.learner import Prediction
+
+log = logging.getLogger("edgecvm.predict")
+
+
+@dataclass
+class Accuracy:
+    """Top-1 and top-k accuracy over labelled frames, overall and per concept."""
+
+    correct: int = 0
+    correct_top_k: int = 0
+    total: int = 0
+    per_concept: dict[str, list[int]] = field(default_factory=dict)  # label -> [correct, total]
+
+    def update(self, label: str, prediction: Prediction, same: Callable[[str, str], bool]) -> bool:
+        hit = same(prediction.concept, label)
+        self.total += 1
+        self.correct += hit
+        self.correct_top_k += any(same(name, label) for name, _ in prediction.top_k)
+        counts = self.per_concept.setdefault(label, [0, 0])
+        counts[0] += hit
+        counts[1] += 1
+        return hit
+
+    @property
+    def top1(self) -> float | None:
+        return self.correct / self.total if self.total else None
+
+    @property
+    def top_k(self) -> float | None:
+        return self.correct_top_k / self.total if self.total else None
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    device = open_device(args.bundle, args.profile, args.state, learning=False)
+    learner = device.learner
+    vocab = args.vocab or ("known" if args.state else "all")
+    if vocab == "known" and not learner.known:
+        raise BadInputError(f"{args.state or 'the bundle head'}: no concepts taught yet, so --vocab known has nothing "
+                            "to choose from; teach with `edgecvm learn` or use --vocab all (zero-shot)")
+    anchors = learner.anchors
+
+    def same(a: str, b: str) -> bool:
+        return anchors.index_of(a) == anchors.index_of(b)
+
+    accuracy = Accuracy()
+    frames = bad = 0
+    started = time.monotonic()
+    with stream_from_args(args) as stream, StopOnSignal(stream) as stop:
+        check_labels(stream, device)
+        with Progress(stream.total, "predict", unit="frames", enabled=None if args.json else False) as bar:
+            for frame in stream:
+                if stop.signum is not None:
+                    break
+                frames += 1
+                bar.update(1)
+                if frame.error is not None or frame.image is None:
+                    bad += 1
+                    log.warning("skipping %s: %s", frame.origin, frame.error)
+                    continue
+                prediction = learner.predict_features(device.extractor.extract([frame.image]), args.top_k, vocab)[0]
+                hit = accuracy.update(frame.label, prediction, same) if frame.label is not None else None
+                _print_frame(frame.origin, frame.label, prediction, hit, args.json)
+    elapsed = time.monotonic() - started
+    summary = {
+        "event": "summary", "frames": frames, "bad_frames": bad, "predicted": frames - bad, "vocab": vocab,
+        "vocab_size": len(learner.known) if vocab == "known" else len(anchors), "labelled": accuracy.total,
+        "correct": accuracy.correct, "accuracy": accuracy.top1, f"top{args.top_k}_accuracy": accuracy.top_k,
+        "per_concept": {k: {"correct": c, "total": t} for k, (c, t) in sorted(accuracy.per_concept.items())},
+        "elapsed_s": round(elapsed, 3), "frames_per_s": round(frames / elapsed, 2) if elapsed > 0 else None,
+        "state": args.state, "peak_rss_mb": round(peak_rss_bytes() / MB, 1), "interrupted_by": stop.name or None,
+    }
+    if args.json:
+        print(json_line(summary), flush=True)
+    else:
+        print(f"{frames} frames ({bad} bad, skipped) in {elapsed:.1f} s, vocabulary {vocab} "
+              f"({summary['vocab_size']} concepts)")
+        if accuracy.total:
+            print(f"accuracy: {100 * accuracy.top1:.1f} % ({accuracy.correct}/{accuracy.total} labelled frames), "
+                  f"top-{args.top_k}: {100 * accuracy.top_k:.1f} %")
+    return 130 if stop.signum is not None else 0  # Ctrl-C ends a camera run: summary first, then 130
+
+
+def _print_frame(origin: str, label: str | None, prediction: Prediction, hit: bool | None, as_json: bool) -> None:
+    if as_json:
+        print(json_line({"event": "frame", "origin": origin, "concept": prediction.concept,
+                         "score": round(prediction.score, 4), "top_k": [[n, round(s, 4)] for n, s in prediction.top_k],
+                         "label": label, "correct": hit}))
+        return
+    mark = "" if label is None else f"  [{'ok' if hit else 'WRONG'}: {label}]"
+    print(f"{origin}: {prediction.concept} ({prediction.score:.2f}){mark}")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "predict", help="name the concept in each frame of a stream",
+        description="Predict the nearest concept anchor for every frame of --stream. With --state: the learned "
+        "head (default vocabulary: the taught concepts); without: the bundle's initial head, zero-shot over the "
+        "whole anchor file. Labelled sources (folders, zips, manifests) also report accuracy.")
+    parser.add_argument("--bundle", required=True, help="bundle folder from `edgecvm export`")
+    add_stream_arguments(parser)
+    parser.add_argument("--state", metavar="DIR", help="state dir written by `edgecvm learn` (read only)")
+    parser.add_argument("--profile", default="host", help="device profile name or YAML path (default host)")
+    parser.add_argument("--top-k", type=positive_int, default=5, metavar="K", help="alternatives per frame (default 5)")
+    parser.add_argument("--vocab", choices=("known", "all"),
+                        help="answer among the taught concepts (known; default with --state) or every anchor "
+                        "(all; default without --state)")
+    parser.add_argument("--json", action="store_true", help="one JSON line per frame and a summary line on stdout")
+    parser.set_defaults(func=cmd_predict)

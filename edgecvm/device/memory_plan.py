@@ -1,0 +1,253 @@
+"""The memory plan: what the learner process will hold, checked against the profile before starting.
+
+A device with 512 MB shared by the OS and other services cannot afford to find
+out at frame 10,000 that learning does not fit. ``plan_memory`` adds up every
+large consumer *before* the stream starts and ``MemoryPlan.check`` refuses to
+start (exit 3) with a table when the total exceeds ``memory_budget_mb``. While
+running, ``RssMonitor`` samples the real resident set size and lets the learner
+shed replay samples if the process goes over budget anyway.
+
+Estimates that are not plain array sizes were measured on this repository's
+host (x86-64, Python 3.11, numpy 2.4, onnxruntime 1.32, 2 intra-op threads),
+RSS (anonymous and file-backed) read from /proc:
+
+- runtime baseline, 52 MB: the imports' anonymous memory (interpreter,
+  numpy, onnxruntime, pillow, pyyaml, edgecvm: 27.4 MB) plus the library
+  code resident while learning. ``process_memory.release_clean_file_pages``
+  drops the code pages after start-up (26 -> 4 MB file-backed), the frames
+  fault back what they run: 20-24 MB at the peaks of ``learn`` (Lite0-224
+  fp32 and 160 int8, both heads, 2,000 frames). Before that release the
+  imports alone were 53 MB, 56 MB was this figure until then;
+- ``InferenceSession`` creation, heap retention limited
+  (``process_memory.limit_heap_retention()``, the default on glibc): +16.5
+  MB anonymous for the 12.9 MB Lite0-224 fp32 graph (weights as external
+  data), +7.5 MB for the 3.7 MB 160 px int8 one: planned as 4 MB + 1x the
+  model (its code pages are in the baseline). Without the heap limit the
+  transient copies made while optimising stay resident: 3.7x the file with
+  graph optimisation "all", 2.0x at the other levels (file pages included);
+- activations at batch 1 and 224 px: +21 to +26 MB with the CPU arena, or
+  without it at glibc defaults (+35 MB seen once under load): taken as 30
+  MB. Without the arena and with heap retention limited: +3.4-4.5 MB
+  steady, ~+10 at the peak of a ``learn`` run. Scaled with pixel count and
+  batch size;
+- a checkpoint: +2.0 MB traced (containers write each array in 1 MB slices
+  of its own memory, then the file is read back in 1 MB chunks to hash it).
+
+Measured ``learn`` peaks against the plan (``edgecvm bench``, 2,000 frames,
+replay buffer full): host profile, Lite0-224 fp32, arena off: sgd 99.6 vs
+108.1 MB planned, lda 101.3-102.1 vs 113.1; Raspberry Pi Zero 2 W, 160 px int8:
+sgd 84.8 vs 89.3, lda 89.2 vs 95.8. So the plan errs on the side of
+refusing, by 4.5-9 MB (it had been 25-35 % over, 127.5 and 138.1 MB on the
+host, and refused lda on the Pi Zero 2 W: 107.3 MB).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from edgecvm.device.profiles import DeviceProfile
+from edgecvm.errors import BudgetExceededError
+from edgecvm.learning.learner import Learner
+from edgecvm.learning.replay import BYTES_PER_VALUE, ReplayBuffer
+
+MB = 1 << 20
+BASELINE_BYTES = 52 * MB  # measured: see module docstring
+SESSION_FACTOR = {"all": 3.7, "extended": 2.0, "basic": 2.0, "disable": 2.0}  # x backbone.onnx size
+SESSION_FIXED_TRIMMED = 4 * MB  # + SESSION_FACTOR_TRIMMED x the model, after process_memory.limit_heap_retention()
+SESSION_FACTOR_TRIMMED = 1.0
+ACTIVATION_BYTES_224 = 30 * MB  # per frame in a batch, at 224 x 224 input (measured 21-26, once 35 under load)
+ACTIVATION_BYTES_224_TRIMMED_NO_ARENA = 10 * MB  # measured +3.4-4.5 steady, peak ~+10 in a learn run
+CHECKPOINT_BYTES = 2 * MB  # measured: a 1 MB write slice and the 1 MB read-back buffer hashing it
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PlanItem:
+    name: str
+    nbytes: int
+    basis: str  # how the figure was obtained, shown in the table
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    items: tuple[PlanItem, ...]
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(item.nbytes for item in self.items)
+
+    def table(self, budget_mb: float | None = None) -> str:
+        width = max(len(item.name) for item in self.items)
+        lines = [f"{'item':<{width}}  {'MB':>7}  basis"]
+        lines += [f"{item.name:<{width}}  {item.nbytes / MB:7.1f}  {item.basis}" for item in self.items]
+        lines.append(f"{'total':<{width}}  {self.total_bytes / MB:7.1f}")
+        if budget_mb is not None:
+            lines.append(f"{'budget':<{width}}  {budget_mb:7.1f}  memory_budget_mb of the device profile")
+        return "\n".join(lines)
+
+    def check(self, profile: DeviceProfile) -> None:
+        """Raise ``BudgetExceededError`` (exit 3), with the table, when the plan exceeds the profile's budget."""
+        if self.total_bytes > profile.memory_budget_mb * MB:
+            raise BudgetExceededError(
+                f"memory plan {self.total_bytes / MB:.1f} MB exceeds the {profile.memory_budget_mb} MB budget of "
+                f"profile {profile.name}; lower replay_bytes, use graph_optimization basic, or a bigger profile\n"
+                + self.table(profile.memory_budget_mb)
+            )
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "total_mb": round(self.total_bytes / MB, 2),
+            "items": [{"name": i.name, "mb": round(i.nbytes / MB, 2), "basis": i.basis} for i in self.items],
+        }
+
+
+def plan_memory(
+    profile: DeviceProfile,
+    *,
+    model_bytes: int,
+    input_size: int,
+    head_bytes: int,
+    anchors_bytes: int,
+    replay_bytes: int = 0,
+    feature_dim: int = 1280,
+    batch_size: int = 1,
+    frame_shape: tuple[int, int] = (480, 640),
+    learning: bool = True,
+    heap_trimmed: bool = False,
+) -> MemoryPlan:
+    """Estimate the process's peak RSS.
+
+    ``head_bytes``: everything the head method holds (``HeadMethod.nbytes()``:
+    weights, ConSE branch, optimizer moments, gradients).
+    ``batch_size``: frames per backbone call. ``frame_shape``: the decoded
+    source frame (height, width), held twice (the newest frame and the one in
+    flight). ``heap_trimmed``: ``process_memory.limit_heap_retention()`` was applied.
+    """
+    pixel_ratio = (input_size / 224) ** 2
+    factor = SESSION_FACTOR_TRIMMED if heap_trimmed else SESSION_FACTOR[profile.graph_optimization]
+    session = int(model_bytes * factor) + (SESSION_FIXED_TRIMMED if heap_trimmed else 0)
+    arena = "with" if profile.ort_cpu_arena else "without"
+    per_frame = ACTIVATION_BYTES_224
+    if heap_trimmed and not profile.ort_cpu_arena:
+        per_frame = ACTIVATION_BYTES_224_TRIMMED_NO_ARENA
+    trimmed = ", heap trimmed" if heap_trimmed else ""
+    height, width = frame_shape
+    frames = 2 * (height * width * 3 + input_size * input_size * 3) + batch_size * 3 * input_size**2 * 4
+    items = [
+        PlanItem("runtime baseline", BASELINE_BYTES, "python + numpy + onnxruntime + pillow and their code, measured"),
+        PlanItem("backbone session", session,
+                 f"{'4 MB + ' if heap_trimmed else ''}{factor}x backbone.onnx ({model_bytes / MB:.1f} MB), graph "
+                 f"optimisation {profile.graph_optimization}{trimmed}"),
+        PlanItem("backbone activations", int(per_frame * pixel_ratio * batch_size),
+                 f"{per_frame / MB:.0f} MB/frame at 224 px; {input_size} px, batch {batch_size}, {arena} ORT arena"
+                 f"{trimmed}"),
+        PlanItem("frame buffers", frames, f"2 x {width}x{height} RGB frame + resize, float32 input batch"),
+        PlanItem("anchors", anchors_bytes, "float32 unit vectors of the anchor file"),
+        PlanItem("head", head_bytes, "weights, ConSE branch, optimizer state, gradients, replay cache"),
+    ]
+    if learning:
+        items += [
+            PlanItem("replay buffer", replay_bytes, "float16 features, replay_bytes of the profile"),
+            PlanItem("update batch", (1 + profile.batch_size) * feature_dim * 4 * 4,
+                     f"1 new + {profile.batch_size} replay features in float32, and temporaries"),
+            PlanItem("checkpoint", CHECKPOINT_BYTES, "1 MB write slice + 1 MB hashing buffer, measured"),
+        ]
+    return MemoryPlan(tuple(items))
+
+
+def plan_for_learner(
+    profile: DeviceProfile,
+    model_bytes: int,
+    input_size: int,
+    learner: Learner,
+    learning: bool = True,
+    frame_shape: tuple[int, int] = (480, 640),
+    heap_trimmed: bool = False,
+) -> MemoryPlan:
+    """``plan_memory`` filled in from a built (not yet running) ``Learner`` and the size of the bundle's backbone."""
+    return plan_memory(
+        profile,
+        model_bytes=model_bytes,
+        input_size=input_size,
+        head_bytes=learner.method.nbytes(learner.replay.capacity),
+        anchors_bytes=learner.anchors.vectors.nbytes,
+        replay_bytes=learner.replay.nbytes,
+        feature_dim=learner.feature_dim,
+        batch_size=1,
+        frame_shape=frame_shape,
+        learning=learning,
+        heap_trimmed=heap_trimmed,
+    )
+
+
+# ---- monitoring ----------------------------------------------------------------------------------
+
+
+def current_rss_bytes() -> int | None:
+    """Resident set size now, from /proc/self/statm (Linux); None where there is no /proc."""
+    try:
+        with open("/proc/self/statm", "rb") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def peak_rss_bytes() -> int:
+    """Peak RSS of this process so far (getrusage: kB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+class RssMonitor:
+    """Samples RSS every ``every`` ticks; calls ``on_over_budget(rss, budget)`` when it is above budget."""
+
+    def __init__(self, budget_bytes: int, on_over_budget: Callable[[int, int], None], every: int = 50) -> None:
+        self.budget_bytes = budget_bytes
+        self.on_over_budget = on_over_budget
+        self.every = max(1, every)
+        self.peak_bytes = 0
+        self.over_budget_events = 0
+        self._ticks = 0
+        self.available = current_rss_bytes() is not None
+        if not self.available:
+            log.warning("cannot read the process's memory use on this OS (no /proc/self/statm); the replay buffer "
+                        "will not shrink under memory pressure")
+
+    def tick(self) -> int | None:
+        """Call once per frame; returns the RSS when this tick sampled it."""
+        self._ticks += 1
+        if not self.available or self._ticks % self.every:
+            return None
+        return self.sample()
+
+    def sample(self) -> int | None:
+        rss = current_rss_bytes()
+        if rss is None:
+            return None
+        self.peak_bytes = max(self.peak_bytes, rss)
+        if rss > self.budget_bytes:
+            self.over_budget_events += 1
+            self.on_over_budget(rss, self.budget_bytes)
+        return rss
+
+
+def replay_shrinker(replay: ReplayBuffer) -> Callable[[int, int], None]:
+    """An ``on_over_budget`` callback that gives the excess back by shrinking the replay buffer."""
+
+    def shrink(rss: int, budget: int) -> None:
+        before = replay.nbytes
+        if before == 0:
+            log.warning("process uses %.1f MB, over its %.1f MB budget, and the replay buffer is already empty",
+                        rss / MB, budget / MB)
+            return
+        give_back = -(-(rss - budget) // replay.bytes_per_sample)  # whole samples, rounded up
+        replay.shrink(max(0, replay.capacity - give_back) * replay.feature_dim * BYTES_PER_VALUE)
+        log.warning("process uses %.1f MB, over its %.1f MB budget: replay buffer shrunk from %.1f to %.1f MB "
+                    "(%d features)", rss / MB, budget / MB, before / MB, replay.nbytes / MB, replay.capacity)
+
+    return shrink

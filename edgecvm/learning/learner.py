@@ -1,0 +1,222 @@
+"""The on-device learner: stream -> features -> head -> anchors -> decision -> replay.
+
+A ``Learner`` owns one head method (how the projection head learns, see
+head_methods.py), the anchor set (the fixed concept space), the set of
+*known* concepts (those taught so far; it only grows), a latent replay buffer
+and the counters the CLI reports. Frames come in either as images (through
+an injected feature extractor, the ONNX backbone) or as ready-made features.
+
+Teaching one example:
+  1. the concept must exist in the anchor file (else a clear error with close names);
+  2. features with NaN/Inf are refused: the step is skipped and counted;
+  3. the head takes one step on the new sample(s) mixed with a replay minibatch,
+     discriminating among the anchors of the known concepts (with a single
+     known concept there is nothing to discriminate yet: the loss is 0 and
+     the sample only fills the replay buffer for later steps);
+  4. a non-finite loss or gradient also skips the step (weights unchanged);
+  5. the sample joins the replay buffer and the concept joins the known set.
+
+Predicting: the head embeds the frame, and the answer is the nearest anchor by
+cosine similarity, among the known concepts or (``vocab="all"``) among every
+concept in the anchor file: the zero-shot mode of a ConSE-initialised head.
+Persistence lives in state.py; this module never touches the disk.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import numpy as np
+from PIL import Image
+
+from edgecvm.device.profiles import DeviceProfile
+from edgecvm.errors import BadInputError
+from edgecvm.formats.anchors import AnchorSet
+from edgecvm.formats.head_file import HeadParams
+from edgecvm.learning.head_methods import DEFAULT_METHOD, HeadMethod, make_head_method
+from edgecvm.learning.replay import ReplayBuffer
+
+Vocab = Literal["known", "all"]
+
+
+class FeatureExtractor(Protocol):
+    """What the learner needs from the backbone runtime (runtime.FeatureExtractor)."""
+
+    def extract(self, images: list[Image.Image]) -> np.ndarray:
+        """(n, F) float32 features for n RGB images."""
+        ...
+
+
+@dataclass(frozen=True)
+class LearnerConfig:
+    method: str | None = None  # a name in head_methods.HEAD_METHODS; None: the saved state's, else default_method
+    default_method: str = DEFAULT_METHOD  # the profile's head_method
+    replay_bytes: int = 5_120_000  # 2,000 features of 1,280 dims in float16
+    batch_size: int = 32  # replay samples mixed into every update
+    seed: int = 0
+
+    @classmethod
+    def from_profile(cls, profile: DeviceProfile, method: str | None = None, seed: int = 0) -> LearnerConfig:
+        return cls(method=method, default_method=profile.head_method, replay_bytes=profile.replay_bytes,
+                   batch_size=profile.batch_size, seed=seed)
+
+
+@dataclass
+class Counters:
+    updates: int = 0  # steps taken
+    frames_seen: int = 0  # frames offered to observe, including skipped ones
+    skipped_nonfinite: int = 0  # steps skipped for NaN/Inf in features, loss or gradient
+    bad_frames: int = 0  # frames the I/O layer could not decode or use (count_bad_frame)
+    per_concept: dict[str, int] = field(default_factory=dict)  # frames learned per concept
+
+
+@dataclass(frozen=True)
+class UpdateResult:
+    loss: float  # NaN when skipped
+    skipped: bool
+    new_concepts: tuple[str, ...]  # concepts that joined the known set with this update
+    updates: int  # counter after this call
+
+
+@dataclass(frozen=True)
+class Prediction:
+    concept: str
+    score: float  # cosine similarity in [-1, 1] between the frame's embedding and the concept's anchor
+    top_k: list[tuple[str, float]]  # best first, including ``concept``
+
+
+class Learner:
+    def __init__(
+        self,
+        head: HeadParams,
+        anchors: AnchorSet,
+        config: LearnerConfig | None = None,
+        extractor: FeatureExtractor | None = None,
+    ) -> None:
+        self.config = config if config is not None else LearnerConfig()
+        if anchors.dim != head.concept_dim:
+            raise BadInputError(
+                f"anchor dimension {anchors.dim} does not match the head's concept dimension {head.concept_dim}; "
+                "use the anchor file of the bundle"
+            )
+        self.feature_dim = head.feature_dim
+        self.anchors = anchors
+        self.extractor = extractor
+        self.method: HeadMethod = make_head_method(self.config.method or self.config.default_method, head)
+        self.replay = ReplayBuffer.from_bytes(self.config.replay_bytes, head.feature_dim, self.config.seed)
+        self.counters = Counters()
+        self.rng = np.random.default_rng(self.config.seed)
+        self.known: list[str] = []  # in teaching order; row i of known_anchors
+        self.known_anchors = np.zeros((0, anchors.dim), dtype=np.float32)
+        self._known_rows: dict[int, int] = {}  # anchor index -> row in known_anchors
+
+    # ---- teaching -------------------------------------------------------------------------------
+
+    def observe(self, image: Image.Image, concept: str) -> UpdateResult:
+        """Teach one frame: ``image`` shows ``concept``."""
+        return self.observe_features(self._extract(image), [concept])
+
+    def observe_features(self, features: np.ndarray, concepts: Sequence[str]) -> UpdateResult:
+        """Teach n frames given as backbone features (n, F) labelled with ``concepts``."""
+        features = self._as_features(features)
+        if len(concepts) != features.shape[0]:
+            raise BadInputError(f"{features.shape[0]} feature rows but {len(concepts)} concept labels")
+        anchor_idx = [self.anchors.index_of(c) for c in concepts]  # unknown concept -> error with close names
+        self.counters.frames_seen += features.shape[0]
+        if not np.isfinite(features).all():
+            return self._skip()
+
+        rows, known_anchors = self._known_rows, self.known_anchors
+        new_idx = list(dict.fromkeys(a for a in anchor_idx if a not in rows))
+        if new_idx:  # tentative: committed only if the step succeeds
+            rows = {**rows, **{a: len(self.known) + j for j, a in enumerate(new_idx)}}
+            known_anchors = np.concatenate([known_anchors, self.anchors.vectors[new_idx]])
+        targets = np.array([rows[a] for a in anchor_idx], dtype=np.int64)
+
+        replay = self.replay.sample(self.config.batch_size, self.rng)
+        loss = self.method.update(features, targets, known_anchors, replay)
+        if not math.isfinite(loss):
+            return self._skip()
+
+        self.replay.add(features, targets)
+        self._known_rows, self.known_anchors = rows, known_anchors
+        new_names = tuple(self.anchors.names[a] for a in new_idx)
+        self.known.extend(new_names)
+        self.counters.updates += 1
+        for a in anchor_idx:
+            name = self.anchors.names[a]
+            self.counters.per_concept[name] = self.counters.per_concept.get(name, 0) + 1
+        return UpdateResult(loss=loss, skipped=False, new_concepts=new_names, updates=self.counters.updates)
+
+    def _skip(self) -> UpdateResult:
+        self.counters.skipped_nonfinite += 1
+        return UpdateResult(loss=math.nan, skipped=True, new_concepts=(), updates=self.counters.updates)
+
+    def count_bad_frame(self) -> None:
+        """Called by the I/O layer for each frame it had to drop (corrupt JPEG, wrong size, ...)."""
+        self.counters.bad_frames += 1
+
+    def restore_known(self, names: Sequence[str]) -> None:
+        """Set the known concepts, in teaching order (used when resuming a saved state)."""
+        idx = [self.anchors.index_of(n) for n in names]
+        self.known = [self.anchors.names[i] for i in idx]
+        self.known_anchors = self.anchors.vectors[idx]
+        self._known_rows = {a: row for row, a in enumerate(idx)}
+
+    # ---- predicting -----------------------------------------------------------------------------
+
+    def predict(self, image: Image.Image, top_k: int = 5, vocab: Vocab = "known") -> Prediction:
+        return self.predict_features(self._extract(image), top_k=top_k, vocab=vocab)[0]
+
+    def predict_features(self, features: np.ndarray, top_k: int = 5, vocab: Vocab = "known") -> list[Prediction]:
+        """Nearest anchors by cosine similarity for each feature row, best first."""
+        features = self._as_features(features)
+        bad = np.flatnonzero(~np.isfinite(features).all(axis=1))
+        if bad.size:
+            raise BadInputError(f"feature rows {bad.tolist()} contain NaN/Inf; drop those frames before predicting")
+        names, matrix = self._vocabulary(vocab)
+        sims = self.method.embed(features) @ matrix.T
+        k = max(1, min(top_k, len(names)))
+        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        top_sims = np.take_along_axis(sims, top, axis=1)
+        order = np.argsort(-top_sims, axis=1, kind="stable")
+        top, top_sims = np.take_along_axis(top, order, axis=1), np.take_along_axis(top_sims, order, axis=1)
+        predictions = []
+        for idx_row, sim_row in zip(top, top_sims, strict=True):
+            ranked = [(names[i], float(s)) for i, s in zip(idx_row, sim_row, strict=True)]
+            predictions.append(Prediction(concept=ranked[0][0], score=ranked[0][1], top_k=ranked))
+        return predictions
+
+    def _vocabulary(self, vocab: Vocab) -> tuple[Sequence[str], np.ndarray]:
+        if vocab == "all":
+            return self.anchors.names, self.anchors.vectors
+        if vocab != "known":
+            raise BadInputError(f"unknown vocabulary {vocab!r}; choose 'known' or 'all'")
+        if not self.known:
+            raise BadInputError(
+                "no concepts have been taught yet, so there is nothing to choose from with --vocab known; "
+                "teach some with `edgecvm learn`, or use --vocab all to answer over the whole anchor file (zero-shot)"
+            )
+        return self.known, self.known_anchors
+
+    # ---- input checks ---------------------------------------------------------------------------
+
+    def _as_features(self, features: np.ndarray) -> np.ndarray:
+        """float32 (n, F), without copying when it already is."""
+        features = np.asarray(features, dtype=np.float32)
+        if features.ndim == 1:
+            features = features[None, :]
+        if features.ndim != 2 or features.shape[1] != self.feature_dim:
+            raise BadInputError(
+                f"features of shape {features.shape} do not match the head's input (n, {self.feature_dim}); "
+                "was the state made with a different bundle?"
+            )
+        return features
+
+    def _extract(self, image: Image.Image) -> np.ndarray:
+        if self.extractor is None:
+            raise BadInputError("this learner has no feature extractor; build it with extractor=FeatureExtractor(...)")
+        return self.extractor.extract([image])

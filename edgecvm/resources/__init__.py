@@ -1,0 +1,43 @@
+"""Data shipped inside the package: device profiles, export recipes, anchor files, the built-in sample.
+
+Found with ``importlib.resources``, so they are there wherever the package is
+installed (a wheel on a Pi, an editable checkout): nothing depends on the
+current directory or on a source tree next to the package.
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from pathlib import Path
+
+_ROOT = files(__name__)
+
+
+def _path(*parts: str) -> Path:
+    # Installed packages are plain folders (never zipped: setuptools installs wheels unpacked), so the
+    # Traversable is a real path that streams and ONNX Runtime can open.
+    return Path(str(_ROOT.joinpath(*parts)))
+
+
+def profiles_dir() -> Path:
+    """The shipped device profiles, one ``NAME.yaml`` each."""
+    return _path("profiles")
+
+
+def recipe(name: str) -> Path:
+    """An export recipe shipped with the package, e.g. ``lite0-224.yaml``."""
+    return _path("recipes", name)
+
+
+def recipes_dir() -> Path:
+    return _path("recipes")
+
+
+def anchors_file(name: str) -> Path:
+    """A shipped anchor file or concept list, e.g. ``tiny-imagenet-200.anchors.npz``."""
+    return _path("anchors", name)
+
+
+def sample_dir() -> Path:
+    """The built-in 10-class sample: ``train/<concept>/`` (40 images each) and ``val/<concept>/`` (10 each)."""
+    return _path("samples", "tiny10")

@@ -1,0 +1,99 @@
+"""Process set-up: glibc heap retention, OpenSSL kept out, start-up pages released (all Linux-specific)."""
+
+from __future__ import annotations
+
+import io
+import mmap
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgecvm.device.process_tuning import _clean_file_mappings, limit_heap_retention, release_clean_file_pages
+
+LINUX = sys.platform.startswith("linux")
+
+
+def test_limit_heap_retention_applies_on_glibc_linux():
+    applied = limit_heap_retention()
+    if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
+        assert applied is True
+    else:
+        assert applied is False
+
+
+_OPENSSL_PROBE = """
+import sys
+from edgecvm.device.process_tuning import keep_openssl_unloaded
+prevented = keep_openssl_unloaded()
+import hmac
+import numpy as np
+np.random.default_rng(0)
+assert hmac.compare_digest(b"a", b"a") and not hmac.compare_digest(b"a", b"b")
+with open("/proc/self/maps") as fh:
+    print(prevented, any("libcrypto" in line for line in fh))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")
+def test_numpy_random_no_longer_loads_openssl():
+    """np.random -> secrets -> hmac -> _hashlib would map libcrypto (3.3 MB RSS) into the device process."""
+    out = subprocess.run([sys.executable, "-c", _OPENSSL_PROBE], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["True", "False"]
+
+
+_SMAPS = """\
+00400000-00452000 r-xp 00000000 08:02 173521      /usr/lib/libcode.so
+Rss:                 200 kB
+Anonymous:             0 kB
+00652000-00653000 r--p 00052000 08:02 173521      /usr/lib/libcode.so
+Rss:                   4 kB
+Anonymous:             4 kB
+00653000-00654000 rw-p 00053000 08:02 173521      /usr/lib/libcode.so
+Rss:                   4 kB
+Anonymous:             0 kB
+00700000-00800000 r--p 00000000 08:02 173522      /data/never touched.bin
+Rss:                   0 kB
+Anonymous:             0 kB
+00900000-00a00000 r--p 00000000 08:02 173523      /data/weights (deleted)
+Rss:                 512 kB
+Anonymous:             0 kB
+01000000-02000000 rw-p 00000000 00:00 0           [heap]
+Rss:                8192 kB
+Anonymous:          8192 kB
+7ffd000-7fff000 r-xp 00000000 00:00 0             [vdso]
+Rss:                   8 kB
+Anonymous:             0 kB
+"""
+
+
+def test_only_resident_read_only_file_mappings_without_private_copies_are_released():
+    """Relocated data (private copies), writable or anonymous mappings and the vdso must never be dropped."""
+    assert _clean_file_mappings(io.StringIO(_SMAPS)) == [
+        (0x00400000, 0x00452000, 200 * 1024),  # library code
+        (0x00900000, 0x00a00000, 512 * 1024),  # a mapped file, even one replaced on disk since
+    ]
+
+
+def _mapping_rss_kb(path: Path) -> int:
+    """RSS of this process's mapping of ``path``, from /proc/self/smaps."""
+    with open("/proc/self/smaps") as fh:
+        lines = fh.read().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.endswith(str(path)))
+    return next(int(line.split()[1]) for line in lines[start + 1:] if line.startswith("Rss:"))
+
+
+@pytest.mark.skipif(not LINUX, reason="reads /proc/self/smaps")
+def test_released_pages_leave_rss_and_read_back_unchanged(tmp_path: Path):
+    path = tmp_path / "weights.bin"
+    data = bytes(range(256)) * (1 << 14)  # 4 MB
+    path.write_bytes(data)
+    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        assert mapped[::4096] == data[::4096]  # touch every page
+        assert _mapping_rss_kb(path) == 4096
+        assert release_clean_file_pages() >= 4096 * 1024
+        assert _mapping_rss_kb(path) == 0
+        assert mapped[:] == data  # mapped back from the page cache, byte for byte
+        assert _mapping_rss_kb(path) == 4096

@@ -1,0 +1,48 @@
+"""ConSE embedding: the vectorised numpy version equals the paper's definition computed one image at a time."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgecvm.formats.anchors import normalise_rows
+from edgecvm.learning.conse import build_conse_branch, conse_embed, conse_weights
+
+
+def reference_conse(feature: np.ndarray, fc_w: np.ndarray, fc_b: np.ndarray, anchors: np.ndarray, t: int) -> np.ndarray:
+    """Norouzi et al. 2014, eq. 1: (1/Z) sum over the T most probable classes of p(y|x) s(y), Z = sum of those p."""
+    logits = fc_w @ feature + fc_b  # torch layout: (classes, features)
+    p = np.exp(logits - logits.max())
+    p /= p.sum()
+    top = np.argsort(-p)[:t]
+    return (p[top, None] * anchors[top]).sum(axis=0) / p[top].sum()
+
+
+@pytest.mark.parametrize("top_t", [1, 3, 10, 50])
+def test_conse_embed_matches_the_definition(top_t: int) -> None:
+    rng = np.random.default_rng(top_t)
+    fc_w, fc_b = rng.standard_normal((50, 16)).astype(np.float32), rng.standard_normal(50).astype(np.float32)
+    anchors = normalise_rows(rng.standard_normal((50, 8)))
+    features = rng.random((7, 16)).astype(np.float32) * 3
+    branch = build_conse_branch(fc_w, fc_b, anchors, top_t=top_t)
+    got = conse_embed(features, branch)
+    want = np.stack([reference_conse(f, fc_w, fc_b, anchors, top_t) for f in features])
+    assert got.shape == (7, 8) and got.dtype == np.float32
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_weights_are_the_top_classes_renormalised() -> None:
+    rng = np.random.default_rng(0)
+    branch = build_conse_branch(rng.standard_normal((20, 4)), rng.standard_normal(20), normalise_rows(np.eye(20, 3) + 0.1))
+    branch.top_t = 25  # more than there are classes: all of them
+    top, w = conse_weights(rng.random((3, 4)).astype(np.float32), branch)
+    assert top.shape == w.shape == (3, 20)
+    np.testing.assert_allclose(w.sum(axis=1), 1.0, rtol=1e-6)
+    assert all(sorted(row) == list(range(20)) for row in top.tolist())
+
+
+def test_branch_is_stored_in_feature_major_layout() -> None:
+    fc_w = np.arange(12, dtype=np.float64).reshape(3, 4)  # torch Linear: (classes, features)
+    branch = build_conse_branch(fc_w, np.zeros(3), np.eye(3, dtype=np.float32), top_t=2)
+    assert branch.fc_w.shape == (4, 3) and branch.fc_w.dtype == np.float32 and branch.fc_w.flags.c_contiguous
+    assert branch.top_t == 2 and branch.weight == 1.0
