@@ -32,11 +32,11 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecvm.cli.progress import Progress
 from edgecvm.device.device import Device
 from edgecvm.device.memory_plan import MB
 from edgecvm.device.streams import FileStream, open_stream
 from edgecvm.errors import BadInputError
+from edgecvm.reporting import ProgressFactory, silent
 
 WARMUP_FRAMES = 3  # first frames fill ORT's caches and the replay buffer; not in the percentiles
 STAGES = ("decode_preprocess", "backbone", "head_predict", "head_update")
@@ -66,11 +66,12 @@ def percentiles(samples_s: Sequence[float]) -> dict[str, float | None]:
     return {"p50_ms": round(float(np.percentile(ms, 50)), 2), "p95_ms": round(float(np.percentile(ms, 95)), 2)}
 
 
-def time_stages(device: Device, manifest: Path, label: str) -> dict[str, dict[str, float | None]]:
+def time_stages(device: Device, manifest: Path, label: str,
+                progress: ProgressFactory = silent) -> dict[str, dict[str, float | None]]:
     """Per-stage latency over the manifest's frames with an opened device (fresh learning state)."""
     extractor, learner = device.extractor, device.learner
     times: dict[str, list[float]] = {stage: [] for stage in STAGES}
-    with open_stream(str(manifest)) as stream, Progress(stream.total, f"bench {label}: stages", unit="frames") as bar:
+    with open_stream(str(manifest)) as stream, progress(stream.total, f"bench {label}: stages", "frames") as bar:
         frames = iter(stream)
         for i in range(stream.total or 0):
             t0 = time.perf_counter()

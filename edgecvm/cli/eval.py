@@ -2,7 +2,7 @@
 
 Features are extracted once per (backbone, image) into the cache folder; then
 every method learns the scenario's stream and is tested after each task (see
-eval_harness.py for the method names and scenarios.py for the protocols).
+eval/harness.py for the method names and scenarios.py for the protocols).
 Prints a Markdown table; ``--json`` and ``--plot`` write the full results and
 the accuracy-vs-tasks curve.
 """
@@ -15,7 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-from edgecvm.device.device import positive_int
+from edgecvm.cli.common import positive_int
+from edgecvm.cli.progress import Progress
 from edgecvm.device.profiles import load_profile
 from edgecvm.eval.feature_cache import cache_folder, list_dataset, load_features
 from edgecvm.eval.harness import (
@@ -69,14 +70,14 @@ def main(args: argparse.Namespace) -> int:
     profile = load_profile(args.profile)
     images = list_dataset(args.data)
     table_started = time.monotonic()
-    features = load_features(bundle, profile, args.data, args.cache_dir, images)
+    features = load_features(bundle, profile, args.data, args.cache_dir, images, progress=Progress)
     feature_seconds = time.monotonic() - table_started
     scenario = build_scenario(features, args.scenario, args.tasks, args.seed, args.epochs, args.shots, args.holdout)
     config = HarnessConfig(profile=profile, backbone_bytes=bundle.backbone_bytes, input_size=bundle.manifest.input_size,
                            seed=args.seed, joint_epochs=args.joint_epochs)
     ctx = MethodContext(config, *load_head_and_anchors(bundle), features.concepts,
                         bundle.manifest.feature_dim)
-    results = run(scenario, names, ctx)
+    results = run(scenario, names, ctx, progress=Progress)
     total_seconds = time.monotonic() - started
 
     title = _title(args, len(features.concepts))

@@ -1,8 +1,9 @@
 """Backbone features of a labelled image set, extracted once and cached on disk (host-side evaluation).
 
 Every method the evaluation compares trains on the same frozen features, so
-running the backbone once per image is enough. The cache lives in the ignored
-``.cache/features/<backbone key>/<data key>/`` folder as checksummed
+running the backbone once per image is enough. The cache lives in
+``<cache root>/features/<backbone key>/<data key>/`` (the CLI's root is the
+user's cache folder, see cli/eval.py) as checksummed
 containers of up to ``CHUNK`` images each; an interrupted extraction resumes
 from the last finished chunk.
 
@@ -36,7 +37,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from edgecvm.cli.progress import Progress
 from edgecvm.device.image_files import (
     FileReader,
     ImageItem,
@@ -49,6 +49,7 @@ from edgecvm.device.profiles import DeviceProfile
 from edgecvm.errors import BadInputError, IntegrityError
 from edgecvm.formats.bundle import Bundle
 from edgecvm.formats.integrity import load_container, new_sha256, save_container
+from edgecvm.reporting import ProgressFactory, silent
 
 log = logging.getLogger("edgecvm.eval.feature_cache")
 
@@ -153,9 +154,12 @@ def cache_folder(cache_root: Path, bundle: Bundle, data: Path, images: Sequence[
 
 
 def load_features(
-    bundle: Bundle, profile: DeviceProfile, data: Path, cache_root: Path, images: Sequence[LabelledImage] | None = None
+    bundle: Bundle, profile: DeviceProfile, data: Path, cache_root: Path, images: Sequence[LabelledImage] | None = None,
+    progress: ProgressFactory = silent,
 ) -> FeatureTable:
-    """Features of every image of ``data`` (or of ``images``, a part of it), extracting what the cache lacks."""
+    """Features of every image of ``data`` (or of ``images``, a part of it), extracting what the cache lacks.
+
+    ``progress`` gets a bar over the images extracted (none when everything is cached)."""
     images = list_dataset(data) if images is None else list(images)
     if not images:
         raise BadInputError(f"{data}: no labelled images to extract")
@@ -163,7 +167,7 @@ def load_features(
     chunks = [images[i : i + CHUNK] for i in range(0, len(images), CHUNK)]
     missing = [i for i in range(len(chunks)) if not _chunk_path(folder, i).is_file()]
     if missing:
-        _extract_chunks(bundle, profile, folder, chunks, missing)
+        _extract_chunks(bundle, profile, folder, chunks, missing, progress)
     parts = [_read_chunk(_chunk_path(folder, i), chunk) for i, chunk in enumerate(chunks)]
     features = np.concatenate([p[0] for p in parts])
     ok = np.concatenate([p[1] for p in parts])
@@ -197,7 +201,8 @@ def _read_chunk(path: Path, chunk: Sequence[LabelledImage]) -> tuple[np.ndarray,
 
 
 def _extract_chunks(
-    bundle: Bundle, profile: DeviceProfile, folder: Path, chunks: list[list[LabelledImage]], missing: list[int]
+    bundle: Bundle, profile: DeviceProfile, folder: Path, chunks: list[list[LabelledImage]], missing: list[int],
+    progress: ProgressFactory,
 ) -> None:
     from edgecvm.device.runtime import FeatureExtractor
 
@@ -205,7 +210,7 @@ def _extract_chunks(
     extractor = FeatureExtractor(bundle, dataclasses.replace(profile, ort_cpu_arena=True))
     folder.mkdir(parents=True, exist_ok=True)
     total = sum(len(chunks[i]) for i in missing)
-    with Progress(total, "extract features", unit="img") as bar:
+    with progress(total, "extract features", "img") as bar:
         for index in missing:
             chunk = chunks[index]
             features = np.full((len(chunk), extractor.feature_dim), np.nan, dtype=np.float32)

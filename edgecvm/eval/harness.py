@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edgecvm.cli.progress import Progress
 from edgecvm.device.memory_plan import plan_for_learner
 from edgecvm.device.profiles import DeviceProfile
 from edgecvm.errors import BadInputError
@@ -39,6 +38,7 @@ from edgecvm.formats.head_file import HeadParams
 from edgecvm.learning.head_methods import DEFAULT_METHOD, HEAD_METHODS
 from edgecvm.learning.learner import Learner, LearnerConfig
 from edgecvm.learning.replay import ReplayBuffer
+from edgecvm.reporting import ProgressFactory, silent
 
 PEERS = ("ncm", "slda", "softmax", "softmax-replay", "joint")
 CVM_PREFIXES = ("cvm", "cvm-noreplay")
@@ -57,7 +57,6 @@ class HarnessConfig:
     softmax_lr: float = 1e-3
     joint_epochs: int = 10
     joint_batch: int = 32
-    show_progress: bool | None = None  # None: when stderr is a terminal
 
 
 @dataclass
@@ -144,18 +143,22 @@ def build_method(name: str, ctx: MethodContext) -> ContinualMethod:
                        seed=ctx.config.seed, name=name)
 
 
-def run(scenario: Scenario, names: Sequence[str], ctx: MethodContext) -> list[MethodResult]:
-    """Every named method through ``scenario``, one after the other (zero-shot: the CVM methods only)."""
+def run(scenario: Scenario, names: Sequence[str], ctx: MethodContext,
+        progress: ProgressFactory = silent) -> list[MethodResult]:
+    """Every named method through ``scenario``, one after the other (zero-shot: the CVM methods only).
+
+    ``progress`` gets one bar per method (the CLI passes a terminal bar; the default shows nothing)."""
     cvm = [name for name in names if name.partition(":")[0] in CVM_PREFIXES]
     if scenario.name == "zero-shot":
         return [zero_shot(name, scenario, ctx) for name in cvm]
     # Before any teaching every head method answers with the exported head: measured once.
     before = [_unseen_accuracy(_untaught(ctx, cvm[0]), scenario, t, ctx) for t in range(len(scenario.tasks) - 1)
               ] if cvm else []
-    return [run_method(name, scenario, ctx, before) for name in names]
+    return [run_method(name, scenario, ctx, before, progress) for name in names]
 
 
-def run_method(name: str, scenario: Scenario, ctx: MethodContext, unseen_before: Sequence[float] = ()) -> MethodResult:
+def run_method(name: str, scenario: Scenario, ctx: MethodContext, unseen_before: Sequence[float] = (),
+               progress: ProgressFactory = silent) -> MethodResult:
     meter = ResourceMeter()
     meter.start()
     method = build_method(name, ctx)
@@ -164,7 +167,7 @@ def run_method(name: str, scenario: Scenario, ctx: MethodContext, unseen_before:
     matrix = AccuracyMatrix(len(tasks))
     unseen_zero_shot: list[float] = []
     total = sum(len(t.train) for t in tasks) * (ctx.config.joint_epochs if name == "joint" else 1)
-    with Progress(total, f"{name:>14}", unit="samples", enabled=ctx.config.show_progress) as bar:
+    with progress(total, f"{name:>14}", "samples") as bar:
         if name == "joint":
             meter.start()
             _train_joint(method, scenario, ctx, bar.update)

@@ -32,10 +32,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecvm.cli.progress import Progress
 from edgecvm.device.image_files import FileReader, decode_image, folder_items
 from edgecvm.device.preprocess import Preprocessor
 from edgecvm.errors import BadInputError
+from edgecvm.reporting import ProgressBar, ProgressFactory, no_log, silent
 
 HELDOUT_EVERY = 4  # image i is held out when i % 4 == 3
 MIN_HELDOUT = 2
@@ -95,7 +95,7 @@ def load_inputs(origins: tuple[str, ...], preprocess: Preprocessor) -> Iterator[
 class _Reader:
     """The quantizer's CalibrationDataReader protocol with ranges (for CalibStridedMinMax) and a progress bar."""
 
-    def __init__(self, origins: tuple[str, ...], preprocess: Preprocessor, input_name: str, bar: Progress) -> None:
+    def __init__(self, origins: tuple[str, ...], preprocess: Preprocessor, input_name: str, bar: ProgressBar) -> None:
         self.origins, self.preprocess, self.input_name, self.bar = origins, preprocess, input_name, bar
         self.inputs: Iterator[np.ndarray] = iter(())
 
@@ -132,8 +132,12 @@ def feature_agreement(fp32_path: Path, int8_path: Path, origins: tuple[str, ...]
 
 
 def quantize_backbone(fp32_path: Path, out_path: Path, split: CalibrationSplit, preprocess: Preprocessor,
-                      min_cosine: float, log: Callable[[str], None] = print) -> QuantReport:
-    """Write the int8 QDQ model to ``out_path``; fails when held-out agreement is below ``min_cosine``."""
+                      min_cosine: float, log: Callable[[str], None] = no_log,
+                      progress: ProgressFactory = silent) -> QuantReport:
+    """Write the int8 QDQ model to ``out_path``; fails when held-out agreement is below ``min_cosine``.
+
+    ``log`` receives a line before and after (what is calibrated, how well int8 agrees); ``progress`` a bar over
+    the calibration images. Both are silent by default: the caller decides what reaches the terminal."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -144,7 +148,7 @@ def quantize_backbone(fp32_path: Path, out_path: Path, split: CalibrationSplit, 
         prepared = work / "prepared.onnx"
         quant_pre_process(str(fp32_path), str(prepared))
         input_name = onnx.load(str(prepared)).graph.input[0].name
-        with Progress(len(split.calibration), "calibrate", unit="img") as bar:
+        with progress(len(split.calibration), "calibrate", "img") as bar:
             reader = _Reader(split.calibration, preprocess, input_name, bar)
             quantize_static(str(prepared), str(out_path), reader, quant_format=QuantFormat.QDQ, per_channel=True,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
