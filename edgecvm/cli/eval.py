@@ -29,8 +29,9 @@ from edgecvm.eval.harness import (
 )
 from edgecvm.eval.report import plot, table, write_json
 from edgecvm.eval.scenarios import HOLDOUTS, SCENARIOS, build_scenario
+from edgecvm.eval.variants import head_method_names
 from edgecvm.formats.bundle import load_bundle, load_head_and_anchors
-from edgecvm.learning.head_methods import DEFAULT_METHOD, HEAD_METHODS
+from edgecvm.learning.head_methods import DEFAULT_METHOD
 
 DEFAULT_CACHE = Path(".cache")
 
@@ -50,7 +51,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0, help="class order, stream order, replay draws")
     parser.add_argument("--methods", default=",".join(DEFAULT_METHODS),
                         help=f"comma-separated; cvm[:HEAD] and cvm-noreplay[:HEAD] use the device learner with head "
-                             f"method HEAD (default {CVM_HEAD_METHOD}; one of {', '.join(HEAD_METHODS)})")
+                             f"method HEAD (default {CVM_HEAD_METHOD}; one of {', '.join(head_method_names())}: the "
+                             f"device's methods, then research variants only the evaluation runs)")
     parser.add_argument("--shots", type=positive_int, help="few-shot: training images per class")
     parser.add_argument("--epochs", type=positive_int, default=1, help="passes over each task's stream (1 = online)")
     parser.add_argument("--joint-epochs", type=positive_int, default=10, help="epochs of the joint upper bound")

@@ -5,8 +5,10 @@ Method names (``--methods``):
 - ``cvm``: the on-device ``Learner`` with head method ``CVM_HEAD_METHOD``
   ("lda", the best measured, docs/results.md) and the profile's replay
   buffer; ``cvm-noreplay``: the same without replay;
-  ``cvm:NAME`` / ``cvm-noreplay:NAME``: with head method NAME from
-  ``head_methods.HEAD_METHODS`` (e.g. ``cvm:sgd``, the gradient head).
+  ``cvm:NAME`` / ``cvm-noreplay:NAME``: with head method NAME, a product
+  method from ``head_methods.HEAD_METHODS`` (e.g. ``cvm:sgd``, the gradient
+  head) or a research variant from ``variants.VARIANTS`` (e.g.
+  ``cvm:lda-noconse``).
   These call ``Learner.observe_features`` one frame at a time and
   ``Learner.predict_features``: the very update and decision the device runs.
 - ``ncm``, ``slda``, ``softmax``, ``softmax-replay``: the peers (peers.py);
@@ -33,9 +35,10 @@ from edgecvm.errors import BadInputError
 from edgecvm.eval.metrics import Accuracy, AccuracyMatrix, ResourceMeter
 from edgecvm.eval.peers import ContinualMethod, NearestClassMean, SoftmaxHead, StreamingLDA, train_joint
 from edgecvm.eval.scenarios import Scenario, TestSet
+from edgecvm.eval.variants import head_method_names, is_variant, make_variant
 from edgecvm.formats.anchors import AnchorSet
 from edgecvm.formats.head_file import HeadParams
-from edgecvm.learning.head_methods import DEFAULT_METHOD, HEAD_METHODS
+from edgecvm.learning.head_methods import DEFAULT_METHOD
 from edgecvm.learning.learner import Learner, LearnerConfig
 from edgecvm.learning.replay import ReplayBuffer
 from edgecvm.reporting import ProgressFactory, silent
@@ -117,10 +120,10 @@ def method_names(spec: str) -> list[str]:
         raise BadInputError("--methods is empty; e.g. --methods " + ",".join(DEFAULT_METHODS))
     for name in names:
         prefix, _, head_method = name.partition(":")
-        if name in PEERS or (prefix in CVM_PREFIXES and (not head_method or head_method in HEAD_METHODS)):
+        if name in PEERS or (prefix in CVM_PREFIXES and (not head_method or head_method in head_method_names())):
             continue
         raise BadInputError(f"unknown method {name!r}; choose from {', '.join(PEERS)}, cvm, cvm-noreplay, or "
-                            f"cvm:NAME / cvm-noreplay:NAME with NAME one of {', '.join(HEAD_METHODS)}")
+                            f"cvm:NAME / cvm-noreplay:NAME with NAME one of {', '.join(head_method_names())}")
     if len(set(names)) != len(names):
         raise BadInputError(f"--methods lists a method twice: {spec}")
     return names
@@ -131,9 +134,8 @@ def build_method(name: str, ctx: MethodContext) -> ContinualMethod:
     prefix, _, head_method = name.partition(":")
     if prefix in CVM_PREFIXES:
         replay_bytes = profile.replay_bytes if prefix == "cvm" else 0
-        config = LearnerConfig(method=head_method or CVM_HEAD_METHOD, replay_bytes=replay_bytes,
-                               batch_size=profile.batch_size, seed=ctx.config.seed)
-        return LearnerMethod(name, Learner(ctx.head, ctx.anchors, config), ctx.concepts)
+        learner = _learner(ctx, head_method or CVM_HEAD_METHOD, replay_bytes)
+        return LearnerMethod(name, learner, ctx.concepts)
     if name == "ncm":
         return NearestClassMean(dim, n_classes)
     if name == "slda":
@@ -141,6 +143,25 @@ def build_method(name: str, ctx: MethodContext) -> ContinualMethod:
     replay = ReplayBuffer.from_bytes(profile.replay_bytes, dim, ctx.config.seed) if name == "softmax-replay" else None
     return SoftmaxHead(dim, n_classes, lr=ctx.config.softmax_lr, replay=replay, replay_batch=profile.batch_size,
                        seed=ctx.config.seed, name=name)
+
+
+def _learner(ctx: MethodContext, head_method: str, replay_bytes: int) -> Learner:
+    """The device's ``Learner`` with ``head_method``.
+
+    The Learner builds its method by name from the product registry only
+    (so a device can never run or resume a variant); an eval-only variant
+    takes the place of the default method it is a variant of, before any
+    teaching. The default is freed first, so the traced peak is that of one
+    method.
+    """
+    variant = is_variant(head_method)
+    config = LearnerConfig(method=CVM_HEAD_METHOD if variant else head_method, replay_bytes=replay_bytes,
+                           batch_size=ctx.config.profile.batch_size, seed=ctx.config.seed)
+    learner = Learner(ctx.head, ctx.anchors, config)
+    if variant:
+        del learner.method
+        learner.method = make_variant(head_method, ctx.head)
+    return learner
 
 
 def run(scenario: Scenario, names: Sequence[str], ctx: MethodContext,

@@ -38,7 +38,7 @@ solved head (test-then-train, before it joins the statistics), and one Adam
 step on the two numbers lowers its cross-entropy; measured, that tunes the
 blend for heads with fewer examples than the tested one (docs/results.md).
 The solve (an F x F linear system, by a blocked Cholesky in place: spd_solve.py)
-runs every ``solve_every`` updates and before predicting.
+runs every ``_SOLVE_EVERY`` updates (more often early on) and before predicting.
 
 Replayed samples never enter the statistics: nothing here forgets, so
 learning from them again would only count them twice.
@@ -75,6 +75,9 @@ _MAX_FEATURE = 1e9  # larger |values| would overflow the float32 scatter (square
 _MIN_SOLVE_EVERY = 16  # samples between solves while few have been seen (an F x F solve is ~0.1 s)
 _MIN_RESCUE_SHRINKAGE = 1e-6  # the first shrinkage tried when the covariance is numerically not positive definite
 _CALIBRATION_POOL = 256  # replayed samples the blend is fitted on (128 / 256 / 512 compared in docs/results.md)
+_SOLVE_EVERY = 256  # samples between scheduled solves once many have been seen
+# Without replay, a class calibrates the blend only if known from >= this x the median count (see _calibration_count)
+_CALIBRATE_FROM = 0.5
 
 
 class ClassStatistics:
@@ -281,7 +284,15 @@ def _strict_lower(a: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray, tuple
 
 
 class AnalyticHead:
-    """Head method "lda" and its variants (see the module docstring)."""
+    """Head method "lda" (see the module docstring).
+
+    The defaults are the product. The other settings exist for comparison:
+    ``use_conse=False`` (the discriminant alone) and ``calibration_pool=0``
+    (the blend always calibrated prequentially) are the evaluation's
+    variants (eval/variants.py); a fixed ``shrinkage`` and float64
+    ``dtype`` let tests check the solve against a textbook LDA and the
+    float32 statistics against float64.
+    """
 
     def __init__(
         self,
@@ -289,10 +300,6 @@ class AnalyticHead:
         head: HeadParams,
         shrinkage: float | None = None,
         use_conse: bool = True,
-        solve_every: int = 256,
-        anchor_ridge: float = _ANCHOR_RIDGE,
-        open_gain: float = 1.0,
-        calibrate_from: float = 0.5,
         dtype: type[np.floating] = np.float32,
         calibration_pool: int = _CALIBRATION_POOL,
     ) -> None:
@@ -300,10 +307,6 @@ class AnalyticHead:
         self.base = head
         self.shrinkage = shrinkage
         self.use_conse = use_conse and head.conse is not None
-        self.solve_every = solve_every
-        self.anchor_ridge = anchor_ridge
-        self.open_gain = open_gain
-        self.calibrate_from = calibrate_from
         self.stats = ClassStatistics(head.feature_dim, dtype)
         self.pool = CalibrationPool(calibration_pool if self.use_conse else 0, head.feature_dim)
         self.anchors = np.zeros((0, head.concept_dim), dtype=np.float32)  # the learner's known anchors, by row
@@ -335,9 +338,9 @@ class AnalyticHead:
         self._since_refit += features.shape[0]
         self._projection = None
         # Early on (few-shot) every sample moves the means a lot and the calibration needs a head that knows the
-        # new classes: solve after every n/8 samples (at least _MIN_SOLVE_EVERY), at most every solve_every.
+        # new classes: solve after every n/8 samples (at least _MIN_SOLVE_EVERY), at most every _SOLVE_EVERY.
         # The schedule counts only its own solves: when the device predicts does not change what it learns.
-        if self._since_refit >= min(self.solve_every, max(_MIN_SOLVE_EVERY, self.stats.n // 8)):
+        if self._since_refit >= min(_SOLVE_EVERY, max(_MIN_SOLVE_EVERY, self.stats.n // 8)):
             self._solve(refit=True)
         return loss
 
@@ -378,14 +381,14 @@ class AnalyticHead:
         A prequential sample of a class known from c examples says how far to
         trust a discriminant built on c examples; the test-time question is
         about the typical class. Calibrating on every sample with c >= 2
-        (``calibrate_from`` 0) over-weighted ConSE on the full stream: the
-        gain/scale ratio ended near 120 where 20-40 is best, 65.2 % instead
-        of 66.0 % (docs/results.md). So only classes with at least
-        ``calibrate_from`` x the median count of the known classes take part.
+        over-weighted ConSE on the full stream: the gain/scale ratio ended
+        near 120 where 20-40 is best, 65.2 % instead of 66.0 %
+        (docs/results.md). So only classes with at least ``_CALIBRATE_FROM``
+        x the median count of the known classes take part.
         """
         seen = counts[counts > 0]
         typical = float(np.median(seen)) if seen.size else 0.0
-        return max(_MIN_COUNT, self.calibrate_from * typical)
+        return max(_MIN_COUNT, _CALIBRATE_FROM * typical)
 
     def _solve(self, refit: bool = False) -> None:
         """Solve the discriminant from the statistics; ``refit``: also fit the blend on the pool (scheduled solves only,
@@ -473,18 +476,14 @@ class AnalyticHead:
             return self.base
         head, solved = self.base, self._solved
         a = solved.anchors.astype(np.float64)
-        pinv = np.linalg.solve(a @ a.T + self.anchor_ridge * np.eye(a.shape[0]), a).T  # (D, K)
+        pinv = np.linalg.solve(a @ a.T + _ANCHOR_RIDGE * np.eye(a.shape[0]), a).T  # (D, K)
         scale = math.exp(self.blend["log_scale"][0]) if self._scale_set else 1.0
         w = scale * (solved.weights @ pinv.T)
         b = -scale * (pinv @ solved.offsets)
         conse = None
         if head.conse is not None:
             gain = float(self.blend["conse_gain"][0]) if self.use_conse else 0.0
-            class_anchors = head.conse.anchors
-            if self.open_gain != 1.0:  # boost the ConSE part outside the span of the known anchors
-                outside = class_anchors - (class_anchors @ a.T) @ pinv.T
-                class_anchors = (class_anchors + (self.open_gain - 1.0) * outside).astype(np.float32)
-            conse = ConseBranch(head.conse.fc_w, head.conse.fc_b, class_anchors, head.conse.top_t, gain)
+            conse = ConseBranch(head.conse.fc_w, head.conse.fc_b, head.conse.anchors, head.conse.top_t, gain)
         return HeadParams("linear", head.feature_dim, head.concept_dim,
                           {"w": w.astype(np.float32), "b": b.astype(np.float32)}, temperature=head.temperature,
                           conse=conse)
@@ -542,7 +541,7 @@ class AnalyticHead:
         fit = min(self.pool.capacity, CHUNK) * (3 * f * 8 + top_t * d * 4 + 1000 * 12) + self.pool.capacity * 4 * classes * 8
         # predicting turns the solution into a linear head (float64 weights, then the float32 head it keeps), after
         # the solve's temporaries are gone: the larger of the two phases counts, not their sum
-        projection = f * d * 8 + f * d * 4 + d * 4 + (d * 1000 * 4 if self.open_gain != 1.0 else 0)
+        projection = f * d * 8 + f * d * 4 + d * 4
         return (self.stats.nbytes(classes) + exported + solved + max(solve + fit, projection)
                 + self.pool.nbytes())
 
@@ -556,16 +555,3 @@ class _Solved:
     def discriminant(self, features: np.ndarray) -> np.ndarray:
         return features @ self.weights - self.offsets
 
-
-# name -> factory, merged into head_methods.HEAD_METHODS; figures for each in docs/results.md
-ANALYTIC_METHODS = {
-    # Ledoit-Wolf shrinkage, float32 statistics, ConSE blend calibrated on classes with >= half the median count
-    "lda": lambda head: AnalyticHead("lda", head),
-    "lda-noconse": lambda head: AnalyticHead("lda-noconse", head, use_conse=False),  # the discriminant alone
-    # the blend calibrated on every sample of a class seen twice (the first version): too much ConSE on long streams
-    "lda-calibrate-all": lambda head: AnalyticHead("lda-calibrate-all", head, calibrate_from=0.0),
-    "lda-float64": lambda head: AnalyticHead("lda-float64", head, dtype=np.float64),  # twice the memory, same answers
-    "lda-shrink1e-4": lambda head: AnalyticHead("lda-shrink1e-4", head, shrinkage=1e-4),  # SLDA's fixed shrinkage
-    # the blend calibrated test-then-train on every new sample even with replay (before blend_calibration.py)
-    "lda-prequential": lambda head: AnalyticHead("lda-prequential", head, calibration_pool=0),
-}

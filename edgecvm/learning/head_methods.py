@@ -4,10 +4,11 @@ The learner loop (learner.py) does not know how the head is trained: it hands a
 ``HeadMethod`` the new samples, the anchors of the known concepts and a replay
 minibatch, and asks it for embeddings. A closed-form discriminant over running
 class statistics ("lda", the default, analytic_head.py) and gradient descent
-on the cosine cross-entropy ("sgd") are two; other rules plug in by adding a
-factory to ``HEAD_METHODS``, and are then selectable by name in the learner, the state
-file and the evaluation harness alike, so the device and the benchmark always
-run the same update.
+on the cosine cross-entropy ("sgd") are the two the product offers, selectable
+by name in the learner, the state file, the profiles and the evaluation
+harness alike, so the device and the benchmark always run the same update.
+Research variants that the evaluation still compares live with it
+(eval/variants.py), not here: a device never offers or resumes them.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ import numpy as np
 
 from edgecvm.errors import BadInputError
 from edgecvm.formats.head_file import HeadParams
-from edgecvm.learning.analytic_head import ANALYTIC_METHODS
-from edgecvm.learning.optim import Adam, Optimizer, SGDMomentum
+from edgecvm.learning.analytic_head import AnalyticHead
+from edgecvm.learning.optim import Adam, Optimizer
 from edgecvm.learning.projection_head import ProjectionHead
 from edgecvm.learning.replay import ReplayBatch, SampleCache
 
@@ -132,20 +133,19 @@ class GradientHead:
         return self.head.nbytes() + self.optimizer.nbytes() + gradients + cache
 
 
+def _lda_head(head: HeadParams) -> HeadMethod:
+    return AnalyticHead("lda", head)
+
+
 def _adam_head(head: HeadParams) -> HeadMethod:
     return GradientHead("sgd", head, lambda params: Adam(params, lr=1e-3))
-
-
-def _momentum_head(head: HeadParams) -> HeadMethod:
-    return GradientHead("sgd-momentum", head, lambda params: SGDMomentum(params, lr=1e-2, momentum=0.9))
 
 
 # name -> factory(head params from the bundle) -> a fresh method. "lda" is the default: the best measured
 # (docs/results.md); "sgd" is the lighter one for profiles whose budget cannot hold its statistics.
 HEAD_METHODS: dict[str, Callable[[HeadParams], HeadMethod]] = {
+    "lda": _lda_head,  # closed form from streaming class statistics, Ledoit-Wolf shrinkage, fitted ConSE blend
     "sgd": _adam_head,  # gradient descent with Adam, lr 1e-3, temperature from the head file
-    "sgd-momentum": _momentum_head,  # plain SGD with heavy-ball momentum, lr 1e-2
-    **ANALYTIC_METHODS,  # closed-form heads from streaming class statistics (analytic_head.py)
 }
 DEFAULT_METHOD = "lda"
 
