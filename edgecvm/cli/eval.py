@@ -1,6 +1,7 @@
 """`edgecvm eval`: the continual-learning benchmark, CVM against its peers on the same frozen features.
 
-Features are extracted once per (backbone, image) into the cache folder; then
+Features are extracted once per (backbone, image) into the user's cache folder
+($XDG_CACHE_HOME/edgecvm, else ~/.cache/edgecvm; --cache DIR to choose); then
 every method learns the scenario's stream and is tested after each task (see
 eval/harness.py for the method names and scenarios.py for the protocols).
 Prints a Markdown table; ``--json`` and ``--plot`` write the full results and
@@ -10,6 +11,7 @@ the accuracy-vs-tasks curve.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import sys
 import time
@@ -33,7 +35,15 @@ from edgecvm.eval.variants import head_method_names
 from edgecvm.formats.bundle import load_bundle, load_head_and_anchors
 from edgecvm.learning.head_methods import DEFAULT_METHOD
 
-DEFAULT_CACHE = Path(".cache")
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/edgecvm``, or ``~/.cache/edgecvm`` when it is unset (or relative, as the XDG spec says).
+
+    Why: features of a 50,000-image set are ~250 MB; they belong in the user's
+    cache, not in whatever folder the command ran from, nor next to the installed package.
+    """
+    root = os.environ.get("XDG_CACHE_HOME", "")
+    return (Path(root) if os.path.isabs(root) else Path.home() / ".cache") / "edgecvm"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -59,7 +69,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--holdout", choices=HOLDOUTS, default="val",
                         help="test on the val images, or on a dev split of training images (for choosing settings)")
     parser.add_argument("--profile", default="host", help="device profile: replay budget, batch, memory budget")
-    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="where extracted features are kept")
+    parser.add_argument("--cache", "--cache-dir", dest="cache", type=Path, metavar="DIR", default=argparse.SUPPRESS,
+                        help="where extracted features are kept (default: $XDG_CACHE_HOME/edgecvm, or "
+                             "~/.cache/edgecvm when XDG_CACHE_HOME is unset)")
     parser.add_argument("--json", type=Path, metavar="FILE", help="write every figure as JSON")
     parser.add_argument("--plot", type=Path, metavar="FILE.png", help="write the accuracy-vs-tasks plot")
     parser.set_defaults(func=main)
@@ -72,7 +84,8 @@ def main(args: argparse.Namespace) -> int:
     profile = load_profile(args.profile)
     images = list_dataset(args.data)
     table_started = time.monotonic()
-    features = load_features(bundle, profile, args.data, args.cache_dir, images, progress=Progress)
+    cache = args.cache if "cache" in vars(args) else default_cache_dir()
+    features = load_features(bundle, profile, args.data, cache, images, progress=Progress)
     feature_seconds = time.monotonic() - table_started
     scenario = build_scenario(features, args.scenario, args.tasks, args.seed, args.epochs, args.shots, args.holdout)
     config = HarnessConfig(profile=profile, backbone_bytes=bundle.backbone_bytes, input_size=bundle.manifest.input_size,
@@ -86,7 +99,7 @@ def main(args: argparse.Namespace) -> int:
     print(f"{title}\n")
     print(table(results, args.scenario))
     print(f"\nfeatures: {features.features.shape[0]} images in {feature_seconds:.1f} s "
-          f"(cache {cache_folder(args.cache_dir, bundle, args.data, images)}); total {total_seconds:.1f} s")
+          f"(cache {cache_folder(cache, bundle, args.data, images)}); total {total_seconds:.1f} s")
     if args.json:
         write_json(args.json, {
             "command": "edgecvm eval " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["eval"] else sys.argv[1:]),

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from edgecvm.cli import main
+from edgecvm.cli.eval import default_cache_dir
 from edgecvm.eval.harness import method_names
 
 CLASSES = 4
@@ -38,7 +39,7 @@ def tiny_slice(tiny_zip: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 
 def _eval(bundle: Path, data: Path, tmp_path: Path, *extra: str) -> tuple[int, dict]:
     out = tmp_path / "eval.json"
-    code = main(["eval", "--bundle", str(bundle), "--data", str(data), "--tasks", "2", "--cache-dir",
+    code = main(["eval", "--bundle", str(bundle), "--data", str(data), "--tasks", "2", "--cache",
                  str(tmp_path / "cache"), "--json", str(out), *extra])
     return code, json.loads(out.read_text()) if out.exists() else {}
 
@@ -92,3 +93,28 @@ def test_method_names_accept_head_methods_by_name():
     assert method_names("cvm:lda, ncm") == ["cvm:lda", "ncm"]
     with pytest.raises(Exception, match="twice"):
         method_names("ncm,ncm")
+
+
+def test_the_feature_cache_defaults_to_the_users_cache_folder(monkeypatch, tmp_path: Path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache_dir() == tmp_path / "xdg" / "edgecvm"
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for unset in ("", "relative/dir"):  # the XDG spec ignores a relative XDG_CACHE_HOME
+        monkeypatch.setenv("XDG_CACHE_HOME", unset)
+        assert default_cache_dir() == tmp_path / "home" / ".cache" / "edgecvm"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert default_cache_dir() == tmp_path / "home" / ".cache" / "edgecvm"
+
+
+def test_eval_without_cache_writes_features_under_xdg_cache_home_not_the_working_dir(
+        test_bundle: Path, tiny_slice: Path, tmp_path: Path, monkeypatch, capsys):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.chdir(tmp_path)
+    assert main(["eval", "--bundle", str(test_bundle), "--data", str(tiny_slice), "--tasks", "2",
+                 "--methods", "ncm"]) == 0
+    assert any((tmp_path / "xdg" / "edgecvm" / "features").rglob("chunk-*.npz"))
+    assert not (tmp_path / ".cache").exists()
+    assert f"cache {tmp_path / 'xdg' / 'edgecvm' / 'features'}" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["eval", "--help"])
+    assert "$XDG_CACHE_HOME/edgecvm" in capsys.readouterr().out
