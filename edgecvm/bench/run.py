@@ -1,9 +1,9 @@
-"""`edgecvm bench`: will it fit, and how fast does it run? Measured on this machine, per device profile.
+"""Will it fit, and how fast does it run? Measured on this machine, per device profile (``edgecvm bench``).
 
-For each profile: per-stage latency (bench_measure.time_stages), ``predict``
+For each profile: per-stage latency (measure.time_stages), ``predict``
 and ``learn`` frames/s from the real commands in child processes, the peak
 RSS of ``learn`` against the profile's ``memory_budget_mb`` (PASS/FAIL), cold
-start to first prediction, the torch reference learner (bench_torch_ref) when
+start to first prediction, the torch reference learner (torch_ref.py) when
 the export extra is installed, and a FLOPs-based estimate for the profile's
 real device, always labelled "estimate" because nothing ran there.
 
@@ -17,17 +17,21 @@ The child runs get the profile with its budget raised to its RAM, so that
 ``learn`` neither refuses to start nor sheds replay and its real peak is
 seen; the verdict then compares that peak with the real budget, and
 ``plan_fits_budget`` says whether ``learn`` would start under it at all.
+
+Library code: ``run_bench`` returns the report as JSON-ready data and says
+what it is doing only through the ``log`` and ``progress`` callbacks it is
+given; the command line (cli/bench.py) prints it.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import importlib.util
 import json
 import os
 import sys
 import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
@@ -37,13 +41,12 @@ import yaml
 
 from edgecvm import __version__, resources
 from edgecvm.bench.measure import edgecvm_argv, run_child, time_stages, write_frame_manifest
-from edgecvm.bench.report import markdown_table, render_report
-from edgecvm.device.device import open_device, positive_int
+from edgecvm.device.device import open_device
 from edgecvm.device.memory_plan import MB
-from edgecvm.device.profiles import DeviceProfile, available_profiles, load_profile, profile_as_dict
+from edgecvm.device.profiles import DeviceProfile, profile_as_dict
 from edgecvm.errors import BadInputError
-from edgecvm.formats.bundle import Bundle, load_bundle
-from edgecvm.learning.head_methods import HEAD_METHODS
+from edgecvm.formats.bundle import Bundle
+from edgecvm.reporting import ProgressFactory, no_log, silent
 
 DEFAULT_BUNDLE = Path("export") / "build" / "lite0-224"
 DEFAULT_STREAM = resources.sample_dir() / "train"
@@ -61,8 +64,10 @@ CHILD_TIMEOUT_S = 60.0
 CHILD_TIMEOUT_PER_FRAME_S = 1.0
 
 
-def default_bundle() -> Path:
-    """``export/build/lite0-224``, exported on first use (the export extra is installed by ``make setup``)."""
+def default_bundle(log: Callable[[str], None] = no_log) -> Path:
+    """``export/build/lite0-224``, exported on first use (the export extra is installed by ``make setup``).
+
+    ``log`` hears that an export starts: it takes a while, and the user did not ask for it by name."""
     if (DEFAULT_BUNDLE / "manifest.json").is_file():
         return DEFAULT_BUNDLE
     try:
@@ -70,7 +75,7 @@ def default_bundle() -> Path:
     except ImportError:
         raise BadInputError(f"no --bundle given and {DEFAULT_BUNDLE} does not exist; export one with `edgecvm export "
                             "--recipe edgecvm/resources/recipes/lite0-224.yaml ...` on a machine with the export extra") from None
-    print(f"bench: no --bundle given; exporting {DEFAULT_BUNDLE} (once)", file=sys.stderr, flush=True)
+    log(f"bench: no --bundle given; exporting {DEFAULT_BUNDLE} (once)")
     export_bundle(resources.recipe("lite0-224.yaml"), resources.anchors_file("tiny-imagenet-200.anchors.npz"),
                   DEFAULT_BUNDLE, head_init="conse", log=lambda _msg: None)
     return DEFAULT_BUNDLE
@@ -197,7 +202,7 @@ def run_round(name: str, bundle: Bundle, child_yaml: Path, manifest: Path, state
     if result.bad_frames == result.frames:
         raise BadInputError(f"bench {name}: none of the {result.frames} frames of {manifest} could be read")
     if torch_ref:
-        run = run_child([sys.executable, "-m", "edgecvm.bench.torch_ref", "--bundle", str(bundle.folder),
+        run = run_child([sys.executable, "-m", "edgecvm.cli.torch_ref", "--bundle", str(bundle.folder),
                          "--stream", str(manifest), "--threads", str(measured.threads), "--replay-bytes",
                          str(measured.replay_bytes), "--batch-size", str(measured.batch_size)], timeout_s=limit,
                         env=TORCH_ENV)
@@ -209,8 +214,12 @@ def run_round(name: str, bundle: Bundle, child_yaml: Path, manifest: Path, state
 
 
 def bench_profile(profile: DeviceProfile, bundles: list[Bundle], manifest: Path, work: Path, torch_ref: bool,
-                  repeat: int = 1, head_method: str | None = None) -> dict[str, object]:
+                  repeat: int = 1, head_method: str | None = None, progress: ProgressFactory = silent,
+                  log: Callable[[str], None] = no_log) -> dict[str, object]:
     """Every measurement for one profile (see module docstring); JSON-ready.
+
+    ``progress`` gets a bar over the in-process stage timings, ``log`` a line
+    per round of child runs (each takes seconds to minutes, with no bar).
 
     With ``repeat`` > 1 the child runs are repeated in rounds (predict, learn,
     torch, predict, learn, torch, ...), so a burst of load from another process
@@ -226,7 +235,7 @@ def bench_profile(profile: DeviceProfile, bundles: list[Bundle], manifest: Path,
     measured, more = measured_profile(profile, bundle)
     notes += more
     child_yaml = write_child_profile(measured, work)
-    device = open_device(str(bundle.folder), str(child_yaml), None, learning=True, method=head_method)
+    device = open_device(str(bundle.folder), str(child_yaml), None, head_method=head_method)
     providers = device.extractor.providers
     if providers[0] != profile.execution_providers[0]:
         notes.append(f"the profile asks {', '.join(profile.execution_providers)}; this onnxruntime "
@@ -234,15 +243,15 @@ def bench_profile(profile: DeviceProfile, bundles: list[Bundle], manifest: Path,
                      f"{providers[0]}")
     plan_mb = round(device.plan.total_bytes / MB, 1)
     plan_items = device.plan.as_dict()["items"]
-    stages = time_stages(device, manifest, profile.name)
+    stages = time_stages(device, manifest, profile.name, progress)
     replay_capacity, head_method = device.learner.replay.capacity, device.learner.method.name  # the default resolved
     del device
 
     missing = torch_reference_missing() if torch_ref else "--no-torch-ref"
     rounds = []
     for i in range(repeat):
-        print(f"bench {profile.name}: predict, learn{'' if missing else ', torch reference'} in child processes "
-              f"(round {i + 1}/{repeat})", file=sys.stderr, flush=True)
+        log(f"bench {profile.name}: predict, learn{'' if missing else ', torch reference'} in child processes "
+            f"(round {i + 1}/{repeat})")
         rounds.append(run_round(profile.name, bundle, child_yaml, manifest, work / f"state-{profile.name}-{i}",
                                 measured, torch_ref=missing is None, head_method=head_method))
     predict_fps = round(median(r.predict_fps for r in rounds), 2)
@@ -291,57 +300,18 @@ def bench_profile(profile: DeviceProfile, bundles: list[Bundle], manifest: Path,
     }
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    if args.all_profiles and args.profile:
-        raise BadInputError("give --profile NAME or --all-profiles, not both")
-    names = available_profiles() if args.all_profiles else [args.profile or "host"]
-    profiles = [load_profile(name) for name in names]  # every profile validated before anything runs
-    bundles = [load_bundle(path) for path in (args.bundle or [default_bundle()])]
+def run_bench(profiles: Sequence[DeviceProfile], bundles: list[Bundle], stream: str, frames: int, repeat: int = 1,
+              torch_ref: bool = True, head_method: str | None = None, progress: ProgressFactory = silent,
+              log: Callable[[str], None] = no_log) -> dict[str, object]:
+    """Every profile measured on the same ``frames`` frames of ``stream``: the report (schema ``SCHEMA``), JSON-ready."""
     results = []
     with tempfile.TemporaryDirectory(prefix="edgecvm-bench-") as tmp:
         work = Path(tmp)
-        manifest = write_frame_manifest(args.stream, args.frames, work / "frames.csv")
+        manifest = write_frame_manifest(stream, frames, work / "frames.csv")
         for profile in profiles:
-            results.append(bench_profile(profile, bundles, manifest, work, not args.no_torch_ref, args.repeat,
-                                         args.head_method))
-    report = {
+            results.append(bench_profile(profile, bundles, manifest, work, torch_ref, repeat, head_method,
+                                         progress, log))
+    return {
         "schema": SCHEMA, "edgecvm": __version__, "onnxruntime": ort.__version__, "cpu_count": os.cpu_count(),
-        "stream": str(args.stream), "frames": args.frames, "repeat": args.repeat, "results": results,
+        "stream": str(stream), "frames": frames, "repeat": repeat, "results": results,
     }
-    print(render_report(report))
-    if args.markdown:
-        print("\n" + markdown_table(report))
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-        print(f"\nJSON written to {args.json}")
-    return 0
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser(
-        "bench", help="measure latency, frames/s and memory per device profile",
-        description="Measure, on this machine and under a device profile's threads, input size and precision: "
-        "per-stage latency (p50/p95), predict and learn frames/s and their ratio, learn's peak RSS (child process) "
-        "against the profile's memory budget (PASS/FAIL), cold start to the first prediction, a torch reference "
-        "learner on the same weights (with the export extra), and a FLOPs-based estimate for the real device "
-        "(labelled estimate). Prints a table; --json FILE writes the same numbers (keys in README.md, Bench).")
-    parser.add_argument("--bundle", action="append", metavar="DIR",
-                        help="bundle from `edgecvm export`; repeat to give one per input size/precision, each profile "
-                        f"uses the closest (default {DEFAULT_BUNDLE}, exported on first use)")
-    parser.add_argument("--profile", help="device profile name or YAML path (default host)")
-    parser.add_argument("--all-profiles", action="store_true", help="every profile in edgecvm/resources/profiles/")
-    parser.add_argument("--frames", type=positive_int, default=200, metavar="N",
-                        help="frames per measurement (default 200; the stream repeats if it has fewer)")
-    parser.add_argument("--stream", default=str(DEFAULT_STREAM), metavar="SRC",
-                        help="labelled frames: a folder of class sub-folders, a zip or a manifest "
-                        "(default: the built-in sample, edgecvm/resources/samples/tiny10/train)")
-    parser.add_argument("--repeat", type=positive_int, default=1, metavar="R",
-                        help="rounds of the child runs (predict, learn, torch reference); frames/s are medians, "
-                        "peak RSS the maximum (default 1; make bench uses 3)")
-    parser.add_argument("--head-method", choices=sorted(HEAD_METHODS), default=None,
-                        help="how learn's head learns, as `edgecvm learn --head-method` (default: learn's default); "
-                        "the torch reference always trains the gradient head with Adam")
-    parser.add_argument("--no-torch-ref", action="store_true", help="skip the torch reference learner")
-    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
-    parser.add_argument("--markdown", action="store_true", help="also print the summary as a Markdown table")
-    parser.set_defaults(func=cmd_bench)

@@ -11,23 +11,19 @@ difference is the implementation: the backbone runs in torch eager mode under
 learner would, with no cached ConSE part and no update overlapped with the
 next frame.
 
-Run as ``python -m edgecvm.bench.torch_ref`` in a child process so its peak
-RSS is measured on its own (torch alone is ~300 MB). Needs the export extra;
-the device side never imports this module.
+The bench runs it as ``python -m edgecvm.cli.torch_ref`` in a child process
+so its peak RSS is measured on its own (torch alone is ~300 MB). Needs the
+export extra; the device side never imports this module.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 import time
 
 import numpy as np
 
 from edgecvm.device.preprocess import Preprocessor
 from edgecvm.device.streams import open_stream
-from edgecvm.errors import EdgeCVMError
 from edgecvm.formats.bundle import load_bundle, load_head_and_anchors
 from edgecvm.learning.replay import ReplayBuffer
 
@@ -96,24 +92,3 @@ def run_reference(bundle_dir: str, stream: str, threads: int, replay_bytes: int,
     return {"frames": frames, "elapsed_s": round(elapsed, 3),
             "frames_per_s": round(frames / elapsed, 2) if elapsed > 0 else None, "torch": torch.__version__}
 
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m edgecvm.bench.torch_ref",
-                                     description="The torch reference learner of `edgecvm bench` (one JSON line).")
-    parser.add_argument("--bundle", required=True)
-    parser.add_argument("--stream", required=True, help="a labelled source (the bench's frame manifest)")
-    parser.add_argument("--threads", type=int, required=True)
-    parser.add_argument("--replay-bytes", type=int, required=True)
-    parser.add_argument("--batch-size", type=int, required=True)
-    args = parser.parse_args(argv)
-    try:
-        result = run_reference(args.bundle, args.stream, args.threads, args.replay_bytes, args.batch_size)
-    except EdgeCVMError as exc:
-        print(f"edgecvm: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    print(json.dumps(result), flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

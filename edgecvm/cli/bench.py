@@ -1,0 +1,73 @@
+"""`edgecvm bench`: will it fit, and how fast does it run? Measured on this machine, per device profile.
+
+A thin shell over ``edgecvm.bench.run.run_bench`` (what is measured, and how,
+is described there): parses the options, shows progress on stderr, prints
+the table on stdout and writes ``--json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from edgecvm.bench.report import markdown_table, render_report
+from edgecvm.bench.run import DEFAULT_BUNDLE, DEFAULT_STREAM, default_bundle, run_bench
+from edgecvm.cli.common import positive_int
+from edgecvm.cli.progress import Progress
+from edgecvm.device.profiles import available_profiles, load_profile
+from edgecvm.errors import BadInputError
+from edgecvm.formats.bundle import load_bundle
+from edgecvm.learning.head_methods import HEAD_METHODS
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    if args.all_profiles and args.profile:
+        raise BadInputError("give --profile NAME or --all-profiles, not both")
+    names = available_profiles() if args.all_profiles else [args.profile or "host"]
+    profiles = [load_profile(name) for name in names]  # every profile validated before anything runs
+    bundles = [load_bundle(path) for path in (args.bundle or [default_bundle(_log)])]
+    report = run_bench(profiles, bundles, args.stream, args.frames, args.repeat, not args.no_torch_ref,
+                       args.head_method, progress=Progress, log=_log)
+    print(render_report(report))
+    if args.markdown:
+        print("\n" + markdown_table(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        print(f"\nJSON written to {args.json}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "bench", help="measure latency, frames/s and memory per device profile",
+        description="Measure, on this machine and under a device profile's threads, input size and precision: "
+        "per-stage latency (p50/p95), predict and learn frames/s and their ratio, learn's peak RSS (child process) "
+        "against the profile's memory budget (PASS/FAIL), cold start to the first prediction, a torch reference "
+        "learner on the same weights (with the export extra), and a FLOPs-based estimate for the real device "
+        "(labelled estimate). Prints a table; --json FILE writes the same numbers (keys in README.md, Bench).")
+    parser.add_argument("--bundle", action="append", metavar="DIR",
+                        help="bundle from `edgecvm export`; repeat to give one per input size/precision, each profile "
+                        f"uses the closest (default {DEFAULT_BUNDLE}, exported on first use)")
+    parser.add_argument("--profile", help="device profile name or YAML path (default host)")
+    parser.add_argument("--all-profiles", action="store_true", help="every profile in edgecvm/resources/profiles/")
+    parser.add_argument("--frames", type=positive_int, default=200, metavar="N",
+                        help="frames per measurement (default 200; the stream repeats if it has fewer)")
+    parser.add_argument("--stream", default=str(DEFAULT_STREAM), metavar="SRC",
+                        help="labelled frames: a folder of class sub-folders, a zip or a manifest "
+                        "(default: the built-in sample, edgecvm/resources/samples/tiny10/train)")
+    parser.add_argument("--repeat", type=positive_int, default=1, metavar="R",
+                        help="rounds of the child runs (predict, learn, torch reference); frames/s are medians, "
+                        "peak RSS the maximum (default 1; make bench uses 3)")
+    parser.add_argument("--head-method", choices=list(HEAD_METHODS), default=None,
+                        help="how learn's head learns, as `edgecvm learn --head-method` (default: learn's default); "
+                        "the torch reference always trains the gradient head with Adam")
+    parser.add_argument("--no-torch-ref", action="store_true", help="skip the torch reference learner")
+    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
+    parser.add_argument("--markdown", action="store_true", help="also print the summary as a Markdown table")
+    parser.set_defaults(func=cmd_bench)
