@@ -21,7 +21,6 @@ import io
 import json
 import os
 import shutil
-import tempfile
 import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -34,8 +33,6 @@ from edgecvm.errors import BadInputError, IntegrityError
 META_KEY = "__meta__"
 _CHUNK = 1 << 20
 _DIGEST_LEN = 64  # hex sha256 in the zip archive comment
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 
 
 def _builtin_sha256() -> Callable[..., Any]:
@@ -69,6 +66,22 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     except OSError as exc:
         raise BadInputError(f"{path}: cannot read ({exc.strerror or exc})") from None
     return digest.hexdigest()
+
+
+def _create_temp(target: Path) -> tuple[int, str]:
+    """A new temp file next to ``target``, created with mode 0666 so the kernel applies the caller's umask.
+
+    Why not ``tempfile.mkstemp``: its 0600 would make bundles unreadable to a
+    service user, and fixing that with chmod needs the umask, which can only be
+    read by changing it (process-wide, racy in a host program's threads).
+    """
+    for _ in range(100):
+        name = str(target.parent / f".{target.name}.{os.urandom(6).hex()}.tmp")
+        try:
+            return os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666), name
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{target.parent}: no free temporary file name for {target.name}")
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -117,9 +130,8 @@ def _atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None
     """Run ``write`` on a temp file next to ``path``, fsync it, then rename it over ``path``."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, tmp_name = _create_temp(target)
     try:
-        os.chmod(tmp_name, 0o666 & ~_UMASK)  # mkstemp's 0600 would make bundles unreadable to a service user
         with os.fdopen(fd, "w+b") as fh:
             write(fh)
             fh.flush()

@@ -69,7 +69,7 @@ def _failing_write(code: int):
 FAULTS = {
     "ENOSPC-write": ("os.fdopen", lambda: _failing_write(errno.ENOSPC)),
     "ENOSPC-fsync": ("os.fsync", lambda: raise_oserror(errno.ENOSPC)),
-    "EROFS-create": ("tempfile.mkstemp", lambda: raise_oserror(errno.EROFS)),
+    "EROFS-create": ("os.open", lambda: raise_oserror(errno.EROFS)),
     "EIO-write": ("os.fdopen", lambda: _failing_write(errno.EIO)),
 }
 
@@ -183,7 +183,7 @@ def test_learn_command_on_a_full_card_keeps_learning_and_says_so(
     capsys.readouterr()
     before = _snapshot(state)
 
-    monkeypatch.setattr(edgecvm.formats.integrity.tempfile, "mkstemp", raise_oserror(errno.ENOSPC))
+    monkeypatch.setattr(edgecvm.formats.integrity, "_create_temp", raise_oserror(errno.ENOSPC))
     with caplog.at_level(logging.WARNING):
         main([*args, "--limit", "20"])
     out, _err = capsys.readouterr()
