@@ -1,155 +1,79 @@
 """`edgecvm learn`: teach concepts from a stream, checkpointing into a state dir that later runs resume.
 
-One frame, one update: backbone features, then a head step mixed with latent
-replay. Frames that cannot be decoded are skipped with a warning and counted.
-The state is checkpointed every ``--checkpoint-every`` updates, at the end,
-before exiting on a lost camera (exit 4) and on SIGINT/SIGTERM (exit 130
-once the checkpoint is on disk). ``--json`` prints one line per checkpoint
-(it describes the file just written) and a summary line.
+The loop itself is ``device.learn_loop.LearnLoop``; this module adds the
+options, the progress bar, signals and the output. The state is checkpointed
+every ``--checkpoint-every`` updates, at the end, before exiting on a lost
+camera (exit 4) and on SIGINT/SIGTERM (exit 130 once the checkpoint is on
+disk). ``--json`` prints one line per checkpoint (it describes the file just
+written) and a summary line.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 import math
 import sys
-import time
+from typing import TYPE_CHECKING
 
-from edgecvm.cli.progress import Progress
-from edgecvm.device.device import (
-    Device,
+from edgecvm.cli.common import (
+    HEAD_METHOD_CHOICES,
     StopOnSignal,
+    add_device_arguments,
     add_stream_arguments,
-    check_labels,
     json_line,
-    open_device,
     positive_int,
     stream_from_args,
 )
-from edgecvm.device.memory_plan import MB, RssMonitor, peak_rss_bytes, replay_shrinker
-from edgecvm.device.state import Checkpointer, state_path
-from edgecvm.device.streams import Stream, source_kind
-from edgecvm.device.update_thread import Done, UpdateThread
-from edgecvm.errors import BadInputError, InterruptedAfterCheckpoint, StreamLostError
-from edgecvm.learning.head_methods import HEAD_METHODS
+from edgecvm.cli.progress import Progress
 
-log = logging.getLogger("edgecvm.learn")
-_LOSS_SMOOTHING = 0.05  # weight of the newest loss in the reported running mean
-
-
-class LearnRun:
-    """One `learn` invocation: the loop, its counters and what it reports.
-
-    Updates run on ``UpdateThread``'s worker, up to ``update_thread.DEPTH``
-    queued, while the backbone reads the next frames; everything that touches
-    the learner between updates (RSS check, replay shrink, checkpoint and its
-    JSON line) runs there too, right after an update, via ``maybe_checkpoint``.
-    """
-
-    def __init__(self, device: Device, stream: Stream, label: str | None, state_dir: str, checkpoint_every: int,
-                 as_json: bool) -> None:
-        self.device, self.stream, self.label, self.state_dir, self.as_json = device, stream, label, state_dir, as_json
-        learner = device.learner
-        self.checkpointer = Checkpointer(state_dir, learner, device.identity, checkpoint_every)
-        self.monitor = RssMonitor(device.profile.memory_budget_mb * MB, replay_shrinker(learner.replay))
-        self.start_updates = learner.counters.updates
-        self.frames = self.bad_frames = 0
-        self.loss = math.nan
-        self.started = time.monotonic()
-        self._saved_counters: dict[str, object] | None = None  # counters in the newest checkpoint of this run
-
-    def run(self, stop: StopOnSignal) -> None:
-        learner = self.device.learner
-        with Progress(self.stream.total, "learn", unit="frames") as bar, UpdateThread(learner, self) as updates:
-            for frame in self.stream:
-                self.frames += 1
-                if frame.error is not None or frame.image is None:
-                    self.bad_frames += 1
-                    learner.count_bad_frame()
-                    log.warning("skipping %s: %s", frame.origin, frame.error)
-                else:
-                    features = self.device.extractor.extract([frame.image])
-                    self._note(updates.submit(features, [self.label or frame.label], frame.origin))
-                bar.update(1, loss=self.loss, known=len(learner.known))
-                if stop.signum is not None:
-                    break
-            self._note(updates.wait())
-
-    def _note(self, done: Done) -> None:
-        for origin, result in done:
-            if result.skipped:
-                log.warning("%s: non-finite features or loss; update skipped", origin)
-            elif math.isnan(self.loss):
-                self.loss = result.loss
-            else:
-                self.loss += _LOSS_SMOOTHING * (result.loss - self.loss)
-
-    def maybe_checkpoint(self) -> None:
-        """After each update, on the update worker (``UpdateThread`` calls it): RSS check, periodic checkpoint."""
-        self.monitor.tick()
-        if self.checkpointer.maybe_checkpoint():
-            self.report_checkpoint()
-
-    def checkpoint(self) -> None:
-        """Checkpoint now unless the newest file already holds exactly this state (no update may be pending)."""
-        if self._saved_counters != dataclasses.asdict(self.device.learner.counters) and self.checkpointer.checkpoint():
-            self.report_checkpoint()
-
-    def report_checkpoint(self) -> None:
-        """The JSON line describes the file just written, so it is printed only once the file is on disk."""
-        self._saved_counters = dataclasses.asdict(self.device.learner.counters)
-        if self.as_json:
-            counters = self.device.learner.counters
-            print(json_line({"event": "checkpoint", "updates": counters.updates, "frames": counters.frames_seen,
-                             "loss": self.loss, "known": len(self.device.learner.known),
-                             "path": str(state_path(self.state_dir)), "sha256": self.checkpointer.last_sha256}),
-                  flush=True)
-
-    def summary(self, interrupted_by: str) -> dict[str, object]:
-        learner = self.device.learner
-        elapsed = time.monotonic() - self.started
-        return {
-            "event": "summary", "frames": self.frames, "bad_frames": self.bad_frames,
-            "updates": learner.counters.updates - self.start_updates, "updates_total": learner.counters.updates,
-            "skipped_nonfinite": learner.counters.skipped_nonfinite, "loss": self.loss, "known": list(learner.known),
-            "elapsed_s": round(elapsed, 3), "frames_per_s": round(self.frames / elapsed, 2) if elapsed > 0 else None,
-            "checkpoints": self.checkpointer.written, "checkpoint_failures": self.checkpointer.failed,
-            "saved_update": self.checkpointer.last_saved_update, "state": str(state_path(self.state_dir)),
-            "peak_rss_mb": round(peak_rss_bytes() / MB, 1), "interrupted_by": interrupted_by or None,
-        }
+if TYPE_CHECKING:
+    from edgecvm.device.learn_loop import FrameReport
 
 
 def cmd_learn(args: argparse.Namespace) -> int:
+    from edgecvm.device.device import open_device
+    from edgecvm.device.learn_loop import CheckpointReport, LearnLoop
+    from edgecvm.device.streams import source_kind
+    from edgecvm.errors import BadInputError, InterruptedAfterCheckpoint, StreamLostError
+
     if args.label is None and not source_kind(args.stream).labelled:  # before a camera is opened
         raise BadInputError(f"{args.stream} gives unlabelled frames; say what they show with --label CONCEPT")
-    device = open_device(args.bundle, args.profile, args.state, learning=True, method=args.head_method)
+    device = open_device(args.bundle, args.profile, args.state, head_method=args.head_method,
+                         checkpoint_every=args.checkpoint_every, tune_process=True)
     if args.label is not None:
         device.learner.anchors.index_of(args.label)  # unknown concept: error listing close names, before any frame
-    with stream_from_args(args, labels_from=args.labels_from) as stream:
-        if args.label is None:
-            if not stream.labels:
-                raise BadInputError(f"{args.stream} gives unlabelled frames; say what they show with --label CONCEPT")
-            check_labels(stream, device)
-        every = args.checkpoint_every or device.profile.checkpoint_every
-        run = LearnRun(device, stream, args.label, args.state, every, args.json)
-        with StopOnSignal(stream) as stop:
-            try:
-                run.run(stop)
-            except StreamLostError:
-                run.checkpoint()  # keep what was learned before the camera went away
-                _print_summary(run.summary("stream lost"), args.json)
-                raise
-            run.checkpoint()
-    summary = run.summary(stop.name)
+
+    def report_checkpoint(report: CheckpointReport) -> None:
+        if args.json:
+            print(json_line({"event": "checkpoint", **dataclasses.asdict(report)}), flush=True)
+
+    with stream_from_args(args) as stream, StopOnSignal(stream) as stop, \
+            Progress(stream.total, "learn", unit="frames") as bar:
+        if args.label is None and not stream.labels:
+            raise BadInputError(f"{args.stream} gives unlabelled frames; say what they show with --label CONCEPT")
+        loop = LearnLoop(device, stream, args.label, should_stop=lambda: stop.stopped,
+                         on_frame=lambda r: _draw(bar, r), on_checkpoint=report_checkpoint)
+        try:
+            loop.run()
+        except StreamLostError:
+            loop.finish()  # keep what was learned before the camera went away
+            _print_summary(loop.summary("stream lost"), args.json)
+            raise
+        loop.finish()
+    summary = loop.summary(stop.name)
     _print_summary(summary, args.json)
-    if stop.signum is not None:
-        saved = "state checkpointed" if run.checkpointer.last_saved_update == device.learner.counters.updates \
+    if stop.stopped:
+        checkpointer = loop.checkpointer
+        saved = "state checkpointed" if checkpointer.last_saved_update == device.learner.counters.updates \
             else "THE FINAL CHECKPOINT FAILED (see the warning above)"
-        raise InterruptedAfterCheckpoint(f"interrupted by {stop.name} after {run.frames} frames; {saved} at update "
-                                         f"{run.checkpointer.last_saved_update} in {summary['state']}")
+        raise InterruptedAfterCheckpoint(f"interrupted by {stop.name} after {loop.frames} frames; {saved} at update "
+                                         f"{checkpointer.last_saved_update} in {summary['state']}")
     return 0
+
+
+def _draw(bar: Progress, report: FrameReport) -> None:
+    bar.update(1, loss=report.loss, known=report.known)
 
 
 def _print_summary(summary: dict[str, object], as_json: bool) -> None:
@@ -175,18 +99,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         "source gives (sub-folder of a folder/zip, manifest column). The projection head learns with latent replay; "
         "the state dir is checkpointed atomically and resumed on the next run. Exit codes: 0 ok, 2 bad input, "
         "3 memory budget exceeded, 4 camera lost, 130 interrupted (after a clean checkpoint).")
-    parser.add_argument("--bundle", required=True, help="bundle folder from `edgecvm export`")
+    add_device_arguments(parser)
     add_stream_arguments(parser)
-    labels = parser.add_mutually_exclusive_group()
-    labels.add_argument("--label", metavar="CONCEPT", help="every frame shows this concept (teach mode)")
-    labels.add_argument("--labels-from", choices=("dirs", "manifest"),
-                        help="insist on labels from sub-folders (dirs) or the manifest; default: whatever the source has")
+    parser.add_argument("--label", metavar="CONCEPT",
+                        help="every frame shows this concept (teach mode; overrides the source's labels)")
     parser.add_argument("--state", required=True, metavar="DIR", help="state dir: created, or resumed when it exists")
-    parser.add_argument("--profile", required=True, help="device profile name (edgecvm/resources/profiles/) or YAML path")
     parser.add_argument("--checkpoint-every", type=positive_int, metavar="N",
                         help="updates between checkpoints (default: the profile's checkpoint_every)")
-    parser.add_argument("--head-method", choices=sorted(HEAD_METHODS), default=None,
-                        help="how the head learns (default: the state's, else the profile's head_method, lda unless "
-                             "the profile says otherwise); fixed once a state exists")
+    parser.add_argument("--head-method", choices=HEAD_METHOD_CHOICES, default=None,
+                        help="how the head learns: lda (closed-form discriminant from running class statistics; "
+                             "forgets nothing) or sgd (gradient steps with replay; lighter). Default: the state's, "
+                             "else the profile's head_method (lda in every shipped profile); fixed once a state exists")
     parser.add_argument("--json", action="store_true", help="one JSON line per checkpoint and a summary line on stdout")
     parser.set_defaults(func=cmd_learn)

@@ -14,20 +14,20 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from edgecvm.cli.progress import Progress
-from edgecvm.device.device import (
+from edgecvm.cli.common import (
     StopOnSignal,
+    add_device_arguments,
     add_stream_arguments,
-    check_labels,
     json_line,
-    open_device,
     positive_int,
     stream_from_args,
 )
-from edgecvm.device.memory_plan import MB, peak_rss_bytes
-from edgecvm.errors import BadInputError
-from edgecvm.learning.learner import Prediction
+from edgecvm.cli.progress import Progress
+
+if TYPE_CHECKING:
+    from edgecvm.learning.learner import Prediction
 
 log = logging.getLogger("edgecvm.predict")
 
@@ -61,7 +61,11 @@ class Accuracy:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    device = open_device(args.bundle, args.profile, args.state, learning=False)
+    from edgecvm.device.device import open_device
+    from edgecvm.device.memory_plan import MB, peak_rss_bytes
+    from edgecvm.errors import BadInputError
+
+    device = open_device(args.bundle, args.profile, args.state, read_only=True, tune_process=True)
     learner = device.learner
     vocab = args.vocab or ("known" if args.state else "all")
     if vocab == "known" and not learner.known:
@@ -76,10 +80,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     frames = bad = 0
     started = time.monotonic()
     with stream_from_args(args) as stream, StopOnSignal(stream) as stop:
-        check_labels(stream, device)
+        unknown = device.unknown_labels(stream)
+        no_accuracy = _why_no_accuracy(stream.spec, [name for name, _ in unknown], device.bundle.anchors_path.name)
+        if no_accuracy:
+            log.warning("%s", no_accuracy)
+        score = not no_accuracy
         with Progress(stream.total, "predict", unit="frames", enabled=None if args.json else False) as bar:
             for frame in stream:
-                if stop.signum is not None:
+                if stop.stopped:
                     break
                 frames += 1
                 bar.update(1)
@@ -88,8 +96,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
                     log.warning("skipping %s: %s", frame.origin, frame.error)
                     continue
                 prediction = learner.predict_features(device.extractor.extract([frame.image]), args.top_k, vocab)[0]
-                hit = accuracy.update(frame.label, prediction, same) if frame.label is not None else None
-                _print_frame(frame.origin, frame.label, prediction, hit, args.json)
+                label = frame.label if score else None
+                hit = accuracy.update(label, prediction, same) if label is not None else None
+                _print_frame(frame.origin, label, prediction, hit, args.json)
     elapsed = time.monotonic() - started
     summary = {
         "event": "summary", "frames": frames, "bad_frames": bad, "predicted": frames - bad, "vocab": vocab,
@@ -98,16 +107,28 @@ def cmd_predict(args: argparse.Namespace) -> int:
         "per_concept": {k: {"correct": c, "total": t} for k, (c, t) in sorted(accuracy.per_concept.items())},
         "elapsed_s": round(elapsed, 3), "frames_per_s": round(frames / elapsed, 2) if elapsed > 0 else None,
         "state": args.state, "peak_rss_mb": round(peak_rss_bytes() / MB, 1), "interrupted_by": stop.name or None,
+        "accuracy_note": no_accuracy or None,
     }
     if args.json:
         print(json_line(summary), flush=True)
     else:
         print(f"{frames} frames ({bad} bad, skipped) in {elapsed:.1f} s, vocabulary {vocab} "
               f"({summary['vocab_size']} concepts)")
-        if accuracy.total:
+        if no_accuracy:
+            print(f"no accuracy: {no_accuracy}")
+        elif accuracy.total:
             print(f"accuracy: {100 * accuracy.top1:.1f} % ({accuracy.correct}/{accuracy.total} labelled frames), "
                   f"top-{args.top_k}: {100 * accuracy.top_k:.1f} %")
     return 130 if stop.signum is not None else 0  # Ctrl-C ends a camera run: summary first, then 130
+
+
+def _why_no_accuracy(spec: str, unknown: list[str], anchors_name: str) -> str:
+    """Why accuracy is left out, or "" when the source's labels can be scored."""
+    if not unknown:
+        return ""
+    names = ", ".join(repr(name) for name in unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+    return (f"{spec}: {len(unknown)} folder or manifest label(s) are not concepts of {anchors_name} ({names}); "
+            "every image is predicted, but accuracy is left out")
 
 
 def _print_frame(origin: str, label: str | None, prediction: Prediction, hit: bool | None, as_json: bool) -> None:
@@ -126,10 +147,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Predict the nearest concept anchor for every frame of --stream. With --state: the learned "
         "head (default vocabulary: the taught concepts); without: the bundle's initial head, zero-shot over the "
         "whole anchor file. Labelled sources (folders, zips, manifests) also report accuracy.")
-    parser.add_argument("--bundle", required=True, help="bundle folder from `edgecvm export`")
+    add_device_arguments(parser)
     add_stream_arguments(parser)
     parser.add_argument("--state", metavar="DIR", help="state dir written by `edgecvm learn` (read only)")
-    parser.add_argument("--profile", default="host", help="device profile name or YAML path (default host)")
     parser.add_argument("--top-k", type=positive_int, default=5, metavar="K", help="alternatives per frame (default 5)")
     parser.add_argument("--vocab", choices=("known", "all"),
                         help="answer among the taught concepts (known; default with --state) or every anchor "

@@ -1,39 +1,44 @@
-"""What `edgecvm learn` and `edgecvm predict` share: opening the device side and the stream options.
+"""A device: one bundle, one profile and one learner, opened together and verified.
 
-``open_device`` loads, in an order that fails fast and cheap: the profile, the
+``open_device`` loads in an order that fails fast and cheap: the profile, the
 bundle (every sha256 verified), the head and anchors it carries, the learner
 (resumed from a state dir, fresh, or the bundle's initial head), then checks
-the memory plan against the profile's budget (exit 3 with the table) *before*
-the ONNX Runtime session, the one big allocation, is created.
+the memory plan against the profile's budget (``BudgetExceededError`` with the
+table) *before* the ONNX Runtime session, the one big allocation, is created.
+
+The ``Device`` it returns is what a program talks to: teach an image or a
+feature vector as a concept, predict, checkpoint, close. It is a context
+manager; closing it checkpoints what was taught since the last checkpoint.
+The CLI commands and the learn loop (learn_loop.py) run on the same object.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import math
-import signal
-import threading
-from dataclasses import dataclass
-from typing import Any
+import dataclasses
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Union
 
-from edgecvm.device.camera import Backoff
+import numpy as np
+from PIL import Image
+
+from edgecvm.device import process_tuning
+from edgecvm.device.image_files import decode_image, to_rgb
 from edgecvm.device.memory_plan import MemoryPlan, plan_for_learner
-from edgecvm.device.process_tuning import (
-    keep_openssl_unloaded,
-    limit_heap_retention,
-    release_clean_file_pages,
-)
-from edgecvm.device.profiles import DeviceProfile, load_profile
+from edgecvm.device.profiles import DeviceProfile, learner_config, load_profile
 from edgecvm.device.runtime import FeatureExtractor
-from edgecvm.device.state import StateIdentity, load_state
-from edgecvm.device.streams import Stream, open_stream
+from edgecvm.device.state import Checkpointer, StateIdentity, load_state
+from edgecvm.device.streams import Stream
 from edgecvm.errors import BadInputError
 from edgecvm.formats.bundle import Bundle, load_bundle, load_head_and_anchors
-from edgecvm.learning.learner import Learner, LearnerConfig
+from edgecvm.learning.learner import Learner, Prediction, UpdateResult, Vocab
+
+ImageInput = Union[str, "os.PathLike[str]", Image.Image, np.ndarray]
+"""A file path, a PIL image, or an (H, W, 3) uint8 RGB array (a camera frame)."""
 
 
-@dataclass
+@dataclasses.dataclass
 class Device:
     bundle: Bundle
     profile: DeviceProfile
@@ -41,116 +46,164 @@ class Device:
     identity: StateIdentity
     plan: MemoryPlan
     extractor: FeatureExtractor
+    state_dir: Path | None = None  # where checkpoints go; None: the learner lives in memory only
+    read_only: bool = False  # opened to predict: teaching and checkpoints are refused
+    checkpointer: Checkpointer | None = None
 
+    # ---- teaching -------------------------------------------------------------------------------
 
-def open_device(
-    bundle_dir: str, profile_name: str, state_dir: str | None, *, learning: bool, method: str | None = None
-) -> Device:
-    """Everything ``learn``/``predict`` need, verified; ``state_dir=None``: the bundle's initial head."""
-    # First, before any large buffer is freed: glibc raises its mmap threshold to the size of each large
-    # block freed (reading the bundle frees 1-9 MB blocks), after which ORT's activations would come from
-    # the heap and stay resident. Measured (host profile, 120 frames): learning plateaus at 164 MB when this runs after loading, 109 MB here.
-    heap_trimmed = limit_heap_retention()
-    keep_openssl_unloaded()
-    profile = load_profile(profile_name)
-    bundle = load_bundle(bundle_dir)
-    head, anchors = load_head_and_anchors(bundle)
-    identity = StateIdentity.of_bundle(bundle)
-    config = LearnerConfig.from_profile(profile, method=method)
-    if state_dir is None:
-        learner = Learner(head, anchors, config)
-    else:
-        learner = load_state(state_dir, head, anchors, identity, config, fresh_if_empty=learning)
-    plan = plan_for_learner(profile, bundle.backbone_bytes, bundle.manifest.input_size, learner, learning=learning,
-                            heap_trimmed=heap_trimmed)
-    plan.check(profile)
-    release_clean_file_pages()  # import-time code: lowers the base that the session's transient peak stands on
-    extractor = FeatureExtractor(bundle, profile, spin_between_runs=not learning)  # learning: the update thread needs them
-    extractor.warm_up()
-    release_clean_file_pages()  # the graph parser and optimiser and first-run paths, never run again
-    learner.extractor = extractor
-    return Device(bundle, profile, learner, identity, plan, extractor)
+    def teach(self, image: ImageInput, concept: str) -> UpdateResult:
+        """Teach one image as an example of ``concept`` (a name in the anchor file)."""
+        return self.teach_features(self.features(image), [concept])
 
+    def teach_features(self, features: np.ndarray, concepts: Sequence[str] | str) -> UpdateResult:
+        """Teach backbone features, (F,) or (n, F), labelled with one concept or one per row.
 
-def check_labels(stream: Stream, device: Device) -> None:
-    """Every label a file source will give must name an anchor: fail before the first frame, not at frame 3,000."""
-    unknown = []
-    for label in stream.labels:
-        try:
-            device.learner.anchors.index_of(label)
-        except BadInputError as exc:
-            unknown.append((label, exc))
-    if unknown:
-        names = ", ".join(repr(label) for label, _ in unknown[:5]) + (" ..." if len(unknown) > 5 else "")
-        raise BadInputError(f"{stream.spec}: {len(unknown)} label(s) are not concepts of {device.bundle.anchors_path.name}: "
-                            f"{names}. First: {unknown[0][1]}")
+        Checkpoints every ``checkpoint_every`` updates (the profile's unless
+        given at open), as ``edgecvm learn`` does.
+        """
+        self._check_writable("teach")
+        rows = np.atleast_2d(features)
+        labels = [concepts] * rows.shape[0] if isinstance(concepts, str) else list(concepts)
+        result = self.learner.observe_features(rows, labels)
+        if self.checkpointer is not None:
+            self.checkpointer.maybe_checkpoint()
+        return result
 
+    # ---- predicting -----------------------------------------------------------------------------
 
-# ---- command-line plumbing ----------------------------------------------------------------------
+    def predict(self, image: ImageInput, top_k: int = 5, vocab: Vocab | None = None) -> Prediction:
+        """The nearest concept for one image, with its cosine score and the ``top_k`` best.
 
+        ``vocab``: "known" answers among the taught concepts, "all" among every
+        concept of the anchor file (zero-shot); default: known once something
+        has been taught, else all.
+        """
+        return self.predict_features(self.features(image), top_k, vocab)[0]
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-STREAM_HELP = ("camera0 (or cameraN), picamera2, a video file, an image, an image folder (label = sub-folder), "
-               "a .zip of images or a folder inside one (data.zip/tiny-imagenet-200/val; wnid folders are named "
-               "from the zip's words.txt), or a manifest (.csv 'path,label' or .jsonl)")
-
-
-def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--stream", required=True, metavar="SRC", help=STREAM_HELP)
-    parser.add_argument("--every", type=positive_int, default=1, metavar="N", help="keep every N-th frame (default 1)")
-    parser.add_argument("--limit", type=positive_int, metavar="N", help="stop after N frames")
-    parser.add_argument("--shuffle", type=int, metavar="SEED",
-                        help="random order for folders, zips and manifests (default: sorted, one class after another)")
-    parser.add_argument("--reconnect-timeout", type=float, default=10.0, metavar="S",
-                        help="give a lost camera this many seconds to come back before exiting with code 4 (default 10)")
-
-
-def stream_from_args(args: argparse.Namespace, labels_from: str | None = None) -> Stream:
-    if not (math.isfinite(args.reconnect_timeout) and args.reconnect_timeout >= 0):
-        raise BadInputError(f"--reconnect-timeout must be a number of seconds >= 0, got {args.reconnect_timeout}")
-    return open_stream(args.stream, every=args.every, limit=args.limit, labels_from=labels_from,  # type: ignore[arg-type]
-                       shuffle=args.shuffle, reconnect=Backoff(give_up_after_s=args.reconnect_timeout))
-
-
-def json_line(record: dict[str, Any]) -> str:
-    """One JSON line; NaN/Inf (a skipped loss) become null so every line stays valid JSON."""
-    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
-    return json.dumps(clean, ensure_ascii=False)
-
-
-class StopOnSignal:
-    """Turns the first SIGINT/SIGTERM into a flag (and interrupts a blocking stream); a second one acts as usual."""
-
-    def __init__(self, stream: Stream) -> None:
-        self.stream = stream
-        self.signum: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def _handle(self, signum: int, _frame: object) -> None:
-        self.signum = signum
-        self.stream.interrupt()
-        signal.signal(signum, self._previous[signum])
+    def predict_features(self, features: np.ndarray, top_k: int = 5, vocab: Vocab | None = None) -> list[Prediction]:
+        return self.learner.predict_features(features, top_k, vocab or self.default_vocab)
 
     @property
-    def name(self) -> str:
-        return signal.Signals(self.signum).name if self.signum is not None else ""
+    def default_vocab(self) -> Vocab:
+        return "known" if self.learner.known else "all"
 
-    def __enter__(self) -> StopOnSignal:
-        if threading.current_thread() is threading.main_thread():  # Python only lets the main thread set handlers
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                self._previous[signum] = signal.signal(signum, self._handle)
+    @property
+    def known(self) -> list[str]:
+        """The taught concepts, in teaching order."""
+        return list(self.learner.known)
+
+    def features(self, image: ImageInput) -> np.ndarray:
+        """(1, F) backbone features of one image."""
+        return self.extractor.extract([load_image(image)])
+
+    # ---- persistence ----------------------------------------------------------------------------
+
+    def checkpoint(self) -> bool:
+        """Write the state now (atomically; the previous file is kept). False, after a logged warning, when the
+        write failed (disk full, read-only card): the state on disk is then the last good one."""
+        self._check_writable("checkpoint")
+        if self.checkpointer is None:
+            raise BadInputError("this device was opened without a state dir, so there is nowhere to checkpoint to; "
+                                "open it with a state dir")
+        return self.checkpointer.checkpoint()
+
+    def close(self) -> None:
+        """Checkpoint what was learned since the newest checkpoint, if anything."""
+        if self.checkpointer is not None and self.checkpointer.unsaved:
+            self.checkpointer.checkpoint()
+
+    def __enter__(self) -> Device:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
+        self.close()
+
+    def _check_writable(self, action: str) -> None:
+        if self.read_only:
+            raise BadInputError(f"cannot {action}: this device was opened read-only (to predict)")
+
+    def unknown_labels(self, stream: Stream) -> list[tuple[str, BadInputError]]:
+        """The labels a file source will give that are not concepts of the anchor file, each with its error
+        (which lists close names)."""
+        unknown = []
+        for label in stream.labels:
+            try:
+                self.learner.anchors.index_of(label)
+            except BadInputError as exc:
+                unknown.append((label, exc))
+        return unknown
+
+
+def load_image(image: ImageInput) -> Image.Image:
+    """An RGB PIL image from a path, a PIL image or an (H, W, 3) uint8 array; ``BadInputError`` naming what is wrong."""
+    if isinstance(image, Image.Image):
+        return to_rgb(image)
+    if isinstance(image, np.ndarray):
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise BadInputError(f"an image array must be (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
+        return Image.fromarray(image)
+    if isinstance(image, (str, os.PathLike)):
+        path = Path(image)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise BadInputError(f"{path}: cannot read ({exc.strerror or exc})") from None
+        decoded, error = decode_image(data)
+        if decoded is None:
+            raise BadInputError(f"{path}: {error}")
+        return decoded
+    raise BadInputError(f"expected an image path, a PIL image or an (H, W, 3) uint8 array, got {type(image).__name__}")
+
+
+def open_device(
+    bundle: str | os.PathLike[str],
+    profile: str | os.PathLike[str] = "host",
+    state: str | os.PathLike[str] | None = None,
+    *,
+    read_only: bool = False,
+    head_method: str | None = None,
+    checkpoint_every: int | None = None,
+    tune_process: bool = False,
+) -> Device:
+    """Open a bundle on a device profile, with the learner resumed from (or created in) the ``state`` dir.
+
+    ``profile``: a shipped profile's name (``edgecvm profiles list``) or a YAML
+    path. ``state``: a dir that is created on the first checkpoint and resumed
+    afterwards; None keeps what is taught in memory only. ``read_only``: to
+    predict from a state without ever writing it (it must exist). ``head_method``:
+    "lda" (default) or "sgd"; fixed once a state exists. ``tune_process``:
+    apply the process-wide settings of process_tuning.py (the CLI does; they
+    change the whole host process, so a program embedding edgecvm opts in).
+    """
+    # First, before any large buffer is freed: glibc raises its mmap threshold to the size of each large block
+    # freed (reading the bundle frees 1-9 MB blocks), after which ORT's activations would come from the heap and
+    # stay resident. ``heap_trimmed`` is what the memory plan counts on.
+    tuning = process_tuning.tune_process() if tune_process else None
+    heap_trimmed = tuning is not None and tuning.heap_trimmed
+    profile_ = load_profile(str(profile))
+    bundle_ = load_bundle(str(bundle))
+    head, anchors = load_head_and_anchors(bundle_)
+    identity = StateIdentity.of_bundle(bundle_)
+    config = learner_config(profile_, method=head_method)
+    if state is None:
+        learner = Learner(head, anchors, config)
+    else:
+        learner = load_state(state, head, anchors, identity, config, fresh_if_empty=not read_only)
+    plan = plan_for_learner(profile_, bundle_.backbone_bytes, bundle_.manifest.input_size, learner,
+                            learning=not read_only, heap_trimmed=heap_trimmed)
+    plan.check(profile_)
+    if tuning:
+        process_tuning.release_clean_file_pages()  # import-time code: lowers the base that the session's transient peak stands on
+    extractor = FeatureExtractor(bundle_, profile_, spin_between_runs=read_only)  # learning: the update thread needs them
+    extractor.warm_up()
+    if tuning:
+        process_tuning.release_clean_file_pages()  # the graph parser and optimiser and first-run paths, never run again
+    learner.extractor = extractor
+    checkpointer = None
+    if state is not None and not read_only:
+        every = checkpoint_every if checkpoint_every is not None else profile_.checkpoint_every
+        checkpointer = Checkpointer(state, learner, identity, every)
+    return Device(bundle_, profile_, learner, identity, plan, extractor, None if state is None else Path(state),
+                  read_only, checkpointer)
 

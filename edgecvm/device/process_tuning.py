@@ -1,22 +1,47 @@
-"""Process set-up that keeps the device process's resident memory small.
+"""Process-wide settings for a process whose one job is the device (the ``edgecvm`` command).
 
-Three things, each measured on ``learn`` (host, Lite0-224 fp32) and called
-by ``device.open_device``: glibc told to give freed memory back, OpenSSL kept
-out of the process, and clean file-backed pages that only start-up used
-(library code, the graph parser and optimiser) released once the backbone
-is warm. Each does nothing where its mechanism does not exist (other C
-libraries, no /proc).
+Four things keep ``learn`` fast and its resident memory small: glibc told to
+give freed memory back, OpenSSL kept out of the process, numpy's BLAS on one
+thread (its pool and ORT's would thrash the cores), and clean file-backed pages
+that only start-up used released once the backbone is warm. Each changes the
+whole process, so nothing here runs unless asked: the CLI asks
+(``open_device(..., tune_process=True)``); a program that embeds edgecvm
+chooses. Each does nothing where its mechanism does not exist (other C
+libraries, no /proc, no OpenBLAS).
 """
 
 from __future__ import annotations
 
 import ctypes
+import logging
 import re
 import sys
+from dataclasses import dataclass
 
 _M_TRIM_THRESHOLD = -1  # glibc mallopt parameter
 _MADV_DONTNEED = 4  # Linux madvise advice
 _SMAPS_HEADER = re.compile(r"([0-9a-f]+)-([0-9a-f]+) (\S{4}) \S+ \S+ \S+\s*(.*)")
+_BLAS_THREAD_SETTERS = (  # numpy >= 2 wheels bundle scipy-openblas; older ones plain OpenBLAS
+    "scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
+    "openblas_set_num_threads64_", "openblas_set_num_threads",
+)
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ProcessTuning:
+    """What ``tune_process`` changed (each False where its mechanism does not exist here)."""
+
+    heap_trimmed: bool
+    openssl_kept_out: bool
+    blas_single_threaded: bool
+
+
+def tune_process() -> ProcessTuning:
+    """Apply the start-up settings, in the order they need: before any large buffer is freed and before
+    anything imports ``numpy.random``. Call ``release_clean_file_pages`` later, once the backbone is warm."""
+    return ProcessTuning(heap_trimmed=limit_heap_retention(), openssl_kept_out=keep_openssl_unloaded(),
+                         blas_single_threaded=single_threaded_blas())
 
 
 def limit_heap_retention(threshold: int = 64 * 1024) -> bool:
@@ -104,3 +129,22 @@ def _clean_file_mappings(smaps) -> list[tuple[int, int, int]]:
                 spans.append((candidate[0], candidate[1], candidate[2]))
             candidate = None
     return spans
+
+
+def single_threaded_blas() -> bool:
+    """Run numpy's OpenBLAS on one thread (see module docstring); False when no OpenBLAS is loaded."""
+    import numpy.linalg  # noqa: F401  (loads numpy's BLAS library, so it shows up in the process's maps)
+
+    try:
+        with open("/proc/self/maps") as fh:
+            libraries = sorted({line.split()[-1] for line in fh if "openblas" in line.lower() and "/" in line})
+    except OSError:
+        libraries = []
+    for path in libraries:
+        library = ctypes.CDLL(path)
+        for name in _BLAS_THREAD_SETTERS:
+            if hasattr(library, name):
+                getattr(library, name)(1)
+                return True
+    log.debug("numpy's BLAS is not OpenBLAS on a /proc system (%s); its threads are left as they are", libraries)
+    return False

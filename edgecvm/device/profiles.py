@@ -21,6 +21,7 @@ from edgecvm import resources
 from edgecvm.errors import BadInputError
 from edgecvm.formats.schema import from_dict
 from edgecvm.learning.head_methods import DEFAULT_METHOD, HEAD_METHODS
+from edgecvm.learning.learner import LearnerConfig
 
 PROFILE_DIR = resources.profiles_dir()
 
@@ -129,3 +130,9 @@ def profile_as_dict(profile: DeviceProfile) -> dict[str, object]:
     data = dataclasses.asdict(profile)
     data["execution_providers"] = list(profile.execution_providers)
     return data
+
+
+def learner_config(profile: DeviceProfile, method: str | None = None, seed: int = 0) -> LearnerConfig:
+    """What the learner takes from a profile: its replay size, batch and default head method."""
+    return LearnerConfig(method=method, default_method=profile.head_method, replay_bytes=profile.replay_bytes,
+                         batch_size=profile.batch_size, seed=seed)

@@ -66,7 +66,6 @@ therefore runs BLAS on one thread (5-8 ms) and gives the profile's threads to OR
 
 from __future__ import annotations
 
-import ctypes
 import logging
 from collections.abc import Sequence
 
@@ -75,7 +74,6 @@ import onnxruntime as ort
 from PIL import Image
 
 from edgecvm.device.preprocess import Preprocessor
-from edgecvm.device.process_tuning import limit_heap_retention
 from edgecvm.device.profiles import DeviceProfile
 from edgecvm.errors import BadInputError, IntegrityError
 from edgecvm.formats.bundle import Bundle
@@ -87,10 +85,6 @@ _GRAPH_OPT = {
     "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
-_BLAS_THREAD_SETTERS = (  # numpy >= 2 wheels bundle scipy-openblas; older ones plain OpenBLAS
-    "scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
-    "openblas_set_num_threads64_", "openblas_set_num_threads",
-)
 
 
 def select_providers(wanted: Sequence[str]) -> list[str]:
@@ -106,25 +100,6 @@ def select_providers(wanted: Sequence[str]) -> list[str]:
     if "CPUExecutionProvider" not in chosen:
         chosen.append("CPUExecutionProvider")
     return chosen
-
-
-def single_threaded_blas() -> bool:
-    """Run numpy's OpenBLAS on one thread (see module docstring); False when no OpenBLAS is loaded."""
-    import numpy.linalg  # noqa: F401  (loads numpy's BLAS library, so it shows up in the process's maps)
-
-    try:
-        with open("/proc/self/maps") as fh:
-            libraries = sorted({line.split()[-1] for line in fh if "openblas" in line.lower() and "/" in line})
-    except OSError:
-        libraries = []
-    for path in libraries:
-        library = ctypes.CDLL(path)
-        for name in _BLAS_THREAD_SETTERS:
-            if hasattr(library, name):
-                getattr(library, name)(1)
-                return True
-    log.debug("numpy's BLAS is not OpenBLAS on a /proc system (%s); its threads are left as they are", libraries)
-    return False
 
 
 def session_options(profile: DeviceProfile, spin_between_runs: bool = True) -> ort.SessionOptions:
@@ -146,10 +121,8 @@ def make_session(bundle: Bundle, profile: DeviceProfile, spin_between_runs: bool
     """The one backbone session, after checking the profile runs at the bundle's input size."""
     if profile.resolution != bundle.manifest.input_size:
         raise BadInputError(f"profile {profile.name} runs at {profile.resolution} px but {bundle.folder} was exported at "
-                            f"{bundle.manifest.input_size} px; export with a matching recipe (export/lite0-"
-                            f"{profile.resolution}.yaml) or pick another profile")
-    limit_heap_retention()
-    single_threaded_blas()
+                            f"{bundle.manifest.input_size} px; export with a matching recipe (--recipe lite0-"
+                            f"{profile.resolution}) or pick another profile")
     try:
         session = ort.InferenceSession(str(bundle.backbone_path), sess_options=session_options(profile, spin_between_runs),
                                        providers=select_providers(profile.execution_providers))

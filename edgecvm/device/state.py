@@ -101,7 +101,7 @@ class Checkpointer:
 
     def __init__(self, state_dir: str | Path, learner: Learner, identity: StateIdentity, every: int) -> None:
         if every <= 0:
-            raise BadInputError(f"--checkpoint-every must be > 0, got {every}")
+            raise BadInputError(f"the checkpoint interval must be at least 1 update, got {every}")
         self.state_dir = Path(state_dir)
         self.learner = learner
         self.identity = identity
@@ -115,6 +115,12 @@ class Checkpointer:
         self.last_saved_update: int | None = None  # learner.counters.updates in the newest file on disk
         self.last_sha256: str | None = None
         self._last_attempt = learner.counters.updates
+        self._saved_counters = dataclasses.asdict(learner.counters)  # as resumed (or fresh): nothing new to save yet
+
+    @property
+    def unsaved(self) -> bool:
+        """True when the learner changed (updates, frames counted) since it was resumed or last checkpointed."""
+        return dataclasses.asdict(self.learner.counters) != self._saved_counters
 
     def maybe_checkpoint(self) -> bool:
         """Checkpoint if ``every`` updates passed since the last attempt; True when a file was written."""
@@ -140,6 +146,7 @@ class Checkpointer:
             return False
         self.written += 1
         self.last_saved_update, self.last_sha256 = updates, sha
+        self._saved_counters = dataclasses.asdict(self.learner.counters)
         return True
 
 

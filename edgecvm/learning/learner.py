@@ -27,17 +27,18 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
-from PIL import Image
 
-from edgecvm.device.profiles import DeviceProfile
 from edgecvm.errors import BadInputError
 from edgecvm.formats.anchors import AnchorSet
 from edgecvm.formats.head_file import HeadParams
 from edgecvm.learning.head_methods import DEFAULT_METHOD, HeadMethod, make_head_method
 from edgecvm.learning.replay import ReplayBuffer
+
+if TYPE_CHECKING:  # images come in through the extractor; learning itself needs only numpy
+    from PIL import Image
 
 Vocab = Literal["known", "all"]
 
@@ -57,11 +58,6 @@ class LearnerConfig:
     replay_bytes: int = 5_120_000  # 2,000 features of 1,280 dims in float16
     batch_size: int = 32  # replay samples mixed into every update
     seed: int = 0
-
-    @classmethod
-    def from_profile(cls, profile: DeviceProfile, method: str | None = None, seed: int = 0) -> LearnerConfig:
-        return cls(method=method, default_method=profile.head_method, replay_bytes=profile.replay_bytes,
-                   batch_size=profile.batch_size, seed=seed)
 
 
 @dataclass

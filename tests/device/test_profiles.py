@@ -10,9 +10,9 @@ import yaml
 from device_cli import run_cli
 from synthetic_data import anchor_set, head_params
 
-from edgecvm.device.profiles import PROFILE_DIR, available_profiles, load_profile
+from edgecvm.device.profiles import PROFILE_DIR, available_profiles, learner_config, load_profile
 from edgecvm.errors import BadInputError
-from edgecvm.learning.learner import Learner, LearnerConfig
+from edgecvm.learning.learner import Learner
 
 REQUIRED = ("raspberry-pi-4", "raspberry-pi-5", "raspberry-pi-zero-2w", "jetson-nano", "jetson-orin-nano", "host")
 
@@ -109,8 +109,8 @@ def test_profiles_list_and_show(capsys) -> None:
 def test_a_profile_head_method_is_the_learner_default_and_an_explicit_one_wins(tmp_path: Path) -> None:
     profile = load_profile(_profile_file(tmp_path, head_method="sgd"))
     head, anchors = head_params("linear", 32, 16), anchor_set(16)
-    assert Learner(head, anchors, LearnerConfig.from_profile(profile)).method.name == "sgd"
-    assert Learner(head, anchors, LearnerConfig.from_profile(profile, method="lda")).method.name == "lda"
+    assert Learner(head, anchors, learner_config(profile)).method.name == "sgd"
+    assert Learner(head, anchors, learner_config(profile, method="lda")).method.name == "lda"
 
 
 def test_a_budget_below_the_plan_makes_learn_refuse_to_start_with_exit_3(capsys, tmp_path: Path, test_bundle: Path,

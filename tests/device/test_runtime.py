@@ -110,7 +110,7 @@ def test_learning_stops_the_backbone_threads_spinning_between_runs_and_predictin
     """
     from edgecvm.device.device import open_device
 
-    device = open_device(str(test_bundle), "host", None, learning=learning)
+    device = open_device(test_bundle, "host", None, read_only=not learning)
     options = device.extractor.session.get_session_options()
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "1"
     assert options.get_session_config_entry("session.force_spinning_stop") == ("1" if learning else "0")

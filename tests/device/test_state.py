@@ -161,7 +161,7 @@ def test_checkpointer_writes_every_n_updates(tmp_path):
         checkpointer.maybe_checkpoint()
     assert checkpointer.written == 2 and checkpointer.last_saved_update == 10
     assert _load(tmp_path).counters.updates == 10
-    with pytest.raises(BadInputError, match="checkpoint-every"):
+    with pytest.raises(BadInputError, match="checkpoint interval"):
         Checkpointer(tmp_path, learner, IDENTITY, every=0)
 
 

@@ -16,11 +16,10 @@ from harness import SAMPLES, DeviceParts
 from PIL import Image
 
 from edgecvm import resources
-from edgecvm.device.profiles import load_profile
+from edgecvm.device.profiles import learner_config, load_profile
 from edgecvm.device.state import StateIdentity
 from edgecvm.formats.anchors import load_anchors
 from edgecvm.formats.bundle import load_bundle
-from edgecvm.learning.learner import LearnerConfig
 
 ANCHORS = resources.anchors_file("tiny-imagenet-200.anchors.npz")
 
@@ -61,4 +60,4 @@ def device_parts(rel_bundle, rel_profile) -> DeviceParts:
     images = [Image.open(sorted(folder.iterdir())[0]) for folder in sorted((SAMPLES / "val").iterdir())]
     probe = FeatureExtractor(bundle, profile).extract(images)
     return DeviceParts(bundle, profile, bundle.head_path, load_anchors(bundle.anchors_path),
-                       StateIdentity.of_bundle(bundle), LearnerConfig.from_profile(profile), probe)
+                       StateIdentity.of_bundle(bundle), learner_config(profile), probe)

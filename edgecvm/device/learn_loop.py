@@ -1,0 +1,149 @@
+"""The learning loop: stream -> backbone -> head update -> checkpoint, reporting through callbacks.
+
+One frame, one update. Frames that cannot be decoded are skipped with a
+logged warning and counted. Updates run on ``UpdateThread``'s worker, up to
+``update_thread.DEPTH`` queued, while the backbone reads the next frames;
+everything that touches the learner between updates (RSS check, replay
+shrink, periodic checkpoint and its report) runs there too, right after an
+update. The caller checkpoints at the end (``finish``), also after a lost
+camera or a stop request, so nothing taught is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from edgecvm.device.device import Device
+from edgecvm.device.memory_plan import MB, RssMonitor, peak_rss_bytes, replay_shrinker
+from edgecvm.device.state import Checkpointer, state_path
+from edgecvm.device.streams import Stream
+from edgecvm.device.update_thread import Done, UpdateThread
+from edgecvm.errors import BadInputError
+
+log = logging.getLogger(__name__)
+_LOSS_SMOOTHING = 0.05  # weight of the newest loss in the reported running mean
+
+
+@dataclass(frozen=True)
+class FrameReport:
+    frames: int  # frames read so far, bad ones included
+    loss: float  # running mean of the update loss (NaN before the first)
+    known: int  # concepts known
+
+
+@dataclass(frozen=True)
+class CheckpointReport:
+    updates: int
+    frames: int  # frames the learner has seen in all runs
+    loss: float
+    known: int
+    path: str
+    sha256: str | None
+
+
+class LearnLoop:
+    """``LearnLoop(device, stream).run()``: teach every frame of ``stream``, then ``finish()`` to checkpoint.
+
+    ``label``: every frame shows this concept; without it each frame's own
+    label (sub-folder, manifest) is used. ``should_stop`` is polled after each
+    frame (a signal handler's flag, a UI's stop button). ``on_frame`` and
+    ``on_checkpoint`` report progress; ``on_checkpoint`` runs on the update
+    worker, once the file is on disk.
+    """
+
+    def __init__(
+        self,
+        device: Device,
+        stream: Stream,
+        label: str | None = None,
+        *,
+        should_stop: Callable[[], bool] = lambda: False,
+        on_frame: Callable[[FrameReport], None] | None = None,
+        on_checkpoint: Callable[[CheckpointReport], None] | None = None,
+    ) -> None:
+        if device.checkpointer is None:
+            raise BadInputError("learning from a stream needs a device opened with a state dir to checkpoint into")
+        self.device, self.stream, self.label = device, stream, label
+        self.should_stop, self.on_frame, self.on_checkpoint = should_stop, on_frame, on_checkpoint
+        self.checkpointer: Checkpointer = device.checkpointer
+        learner = device.learner
+        if label is not None:
+            learner.anchors.index_of(label)  # unknown concept: error listing close names, before any frame
+        elif not stream.labels:
+            raise BadInputError(f"{stream.spec} gives unlabelled frames; say which concept they show")
+        else:
+            unknown = device.unknown_labels(stream)
+            if unknown:
+                names = ", ".join(repr(name) for name, _ in unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+                raise BadInputError(f"{stream.spec}: {len(unknown)} label(s) are not concepts of "
+                                    f"{device.bundle.anchors_path.name}: {names}. First: {unknown[0][1]}")
+        self.monitor = RssMonitor(device.profile.memory_budget_mb * MB, replay_shrinker(learner.replay))
+        self.start_updates = learner.counters.updates
+        self.frames = self.bad_frames = 0
+        self.loss = math.nan
+        self.started = time.monotonic()
+
+    def run(self) -> None:
+        """Teach until the stream ends or ``should_stop()``; raises ``StreamLostError`` when a camera is gone."""
+        learner = self.device.learner
+        with UpdateThread(learner, self) as updates:
+            for frame in self.stream:
+                self.frames += 1
+                if frame.error is not None or frame.image is None:
+                    self.bad_frames += 1
+                    learner.count_bad_frame()
+                    log.warning("skipping %s: %s", frame.origin, frame.error)
+                else:
+                    features = self.device.extractor.extract([frame.image])
+                    self._note(updates.submit(features, [self.label or frame.label], frame.origin))
+                if self.on_frame is not None:
+                    self.on_frame(FrameReport(self.frames, self.loss, len(learner.known)))
+                if self.should_stop():
+                    break
+            self._note(updates.wait())
+
+    def _note(self, done: Done) -> None:
+        for origin, result in done:
+            if result.skipped:
+                log.warning("%s: non-finite features or loss; update skipped", origin)
+            elif math.isnan(self.loss):
+                self.loss = result.loss
+            else:
+                self.loss += _LOSS_SMOOTHING * (result.loss - self.loss)
+
+    def maybe_checkpoint(self) -> None:
+        """After each update, on the update worker (``UpdateThread`` calls it): RSS check, periodic checkpoint."""
+        self.monitor.tick()
+        if self.checkpointer.maybe_checkpoint():
+            self._report_checkpoint()
+
+    def finish(self) -> None:
+        """Checkpoint unless the newest file already holds exactly this state (no update may be pending)."""
+        if self.checkpointer.unsaved and self.checkpointer.checkpoint():
+            self._report_checkpoint()
+
+    def _report_checkpoint(self) -> None:
+        if self.on_checkpoint is not None:
+            counters = self.device.learner.counters
+            self.on_checkpoint(CheckpointReport(
+                updates=counters.updates, frames=counters.frames_seen, loss=self.loss,
+                known=len(self.device.learner.known), path=str(state_path(self.checkpointer.state_dir)),
+                sha256=self.checkpointer.last_sha256))
+
+    def summary(self, interrupted_by: str | None = None) -> dict[str, object]:
+        """What the run did, JSON-ready."""
+        learner = self.device.learner
+        elapsed = time.monotonic() - self.started
+        return {
+            "event": "summary", "frames": self.frames, "bad_frames": self.bad_frames,
+            "updates": learner.counters.updates - self.start_updates, "updates_total": learner.counters.updates,
+            "skipped_nonfinite": learner.counters.skipped_nonfinite, "loss": self.loss, "known": list(learner.known),
+            "elapsed_s": round(elapsed, 3), "frames_per_s": round(self.frames / elapsed, 2) if elapsed > 0 else None,
+            "checkpoints": self.checkpointer.written, "checkpoint_failures": self.checkpointer.failed,
+            "saved_update": self.checkpointer.last_saved_update, "state": str(state_path(self.checkpointer.state_dir)),
+            "peak_rss_mb": round(peak_rss_bytes() / MB, 1), "interrupted_by": interrupted_by or None,
+        }

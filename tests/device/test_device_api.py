@@ -1,0 +1,111 @@
+"""The Python API a program uses: open a bundle on a profile with a state dir, teach, predict, checkpoint, close."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import edgecvm
+from edgecvm.device.state import state_path
+
+
+def _images(samples_dir: Path, concept: str, split: str = "train") -> list[Path]:
+    return sorted((samples_dir / split / concept).glob("*.JPEG"))
+
+
+def test_teach_predict_checkpoint_close_and_resume(tmp_path: Path, test_bundle: Path, samples_dir: Path) -> None:
+    state = tmp_path / "state"
+    concepts = ("goldfish", "school bus", "lemon")
+    with edgecvm.open_device(test_bundle, profile="host", state=state) as device:
+        assert device.known == [] and device.default_vocab == "all"
+        for concept in concepts:
+            for path in _images(samples_dir, concept)[:15]:
+                result = device.teach(path, concept)
+                assert not result.skipped
+        assert device.known == list(concepts)
+        hits = [device.predict(path).concept == concept for concept in concepts
+                for path in _images(samples_dir, concept, "val")]
+        prediction = device.predict(Image.open(_images(samples_dir, "lemon", "val")[0]), top_k=3)
+        assert len(prediction.top_k) == 3 and prediction.top_k[0] == (prediction.concept, prediction.score)
+        assert {name for name, _ in prediction.top_k} <= set(concepts)  # vocabulary: the taught concepts
+    assert sum(hits) / len(hits) > 0.8  # three classes: chance is a third
+    assert state_path(state).is_file()  # closing checkpointed what was taught
+
+    with edgecvm.open_device(test_bundle, profile="host", state=state, read_only=True) as device:
+        assert device.known == list(concepts) and device.learner.counters.updates == 45
+        with pytest.raises(edgecvm.BadInputError, match="read-only"):
+            device.teach(_images(samples_dir, "goldfish")[0], "goldfish")
+
+
+def test_features_arrays_and_every_bad_input_get_a_clear_error(tmp_path: Path, test_bundle: Path,
+                                                                samples_dir: Path) -> None:
+    with edgecvm.open_device(test_bundle, state=tmp_path / "state", checkpoint_every=2) as device:
+        frame = np.asarray(Image.open(_images(samples_dir, "goldfish")[0]).convert("RGB"))
+        features = device.features(frame)
+        assert features.shape == (1, device.bundle.manifest.feature_dim)
+        device.teach_features(np.repeat(features, 2, axis=0), "goldfish")  # one concept for every row
+        device.teach_features(features[0], ["teapot"])  # a single (F,) vector
+        assert device.known == ["goldfish", "teapot"] and device.checkpointer.written == 1  # every 2 updates
+        assert device.predict(frame, vocab="all").top_k  # zero-shot over the whole anchor file still answers
+        broken = tmp_path / "broken.jpg"
+        broken.write_bytes(b"\xff\xd8 not a jpeg")
+        for bad, message in ((broken, "broken.jpg: cannot decode"), (tmp_path / "missing.jpg", "missing.jpg: cannot read"),
+                             (np.zeros((4, 4), np.uint8), r"\(H, W, 3\) uint8"), (42, "expected an image path")):
+            with pytest.raises(edgecvm.BadInputError, match=message):
+                device.teach(bad, "goldfish")
+        with pytest.raises(edgecvm.BadInputError, match="not a concept|no concept|unknown concept"):
+            device.teach(frame, "no such concept at all")
+        nan = np.full_like(features, np.nan)
+        assert device.teach_features(nan, "goldfish").skipped
+        assert device.known == ["goldfish", "teapot"]  # nothing was lost to the bad inputs
+
+
+def test_without_a_state_dir_nothing_is_written_and_checkpoint_says_why(tmp_path: Path, test_bundle: Path,
+                                                                        samples_dir: Path) -> None:
+    with edgecvm.open_device(test_bundle) as device:
+        device.teach(_images(samples_dir, "goldfish")[0], "goldfish")
+        with pytest.raises(edgecvm.BadInputError, match="without a state dir"):
+            device.checkpoint()
+
+
+_PROCESS_PROBE = """
+import hashlib, json, os, sys
+def umask():
+    with open("/proc/self/status") as fh:
+        return next(line.split()[1] for line in fh if line.startswith("Umask:"))
+os.umask(0o027)
+before = umask()
+import edgecvm
+with edgecvm.open_device(sys.argv[1], state=sys.argv[2]) as device:
+    device.teach_features(device.features(sys.argv[3]), "goldfish")
+print(json.dumps({"umask_before": before, "umask_after": umask(), "scrypt": hasattr(hashlib, "scrypt"),
+                  "hashlib_blocked": "_hashlib" in sys.modules and sys.modules["_hashlib"] is None,
+                  "state_mode": oct(os.stat(os.path.join(sys.argv[2], "state.npz")).st_mode & 0o777)}))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the umask from /proc")
+def test_opening_a_device_leaves_the_host_process_as_it_was(tmp_path: Path, test_bundle: Path,
+                                                            samples_dir: Path) -> None:
+    """A robot program that embeds edgecvm keeps its hashlib, its umask (files are still created with it)."""
+    done = subprocess.run([sys.executable, "-c", _PROCESS_PROBE, str(test_bundle), str(tmp_path / "state"),
+                           str(_images(samples_dir, "goldfish")[0])], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    probe = json.loads(done.stdout)
+    assert probe["umask_before"] == probe["umask_after"] == "0027"
+    assert probe["scrypt"] and not probe["hashlib_blocked"]
+    assert probe["state_mode"] == "0o640"  # 0666 under the caller's umask
+
+
+def test_the_public_names_are_the_documented_ones() -> None:
+    assert set(edgecvm.__all__) == {"__version__", *edgecvm._API}
+    for name in edgecvm.__all__:
+        assert getattr(edgecvm, name) is not None
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        edgecvm.nope  # noqa: B018
