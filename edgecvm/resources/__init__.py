@@ -41,3 +41,21 @@ def anchors_file(name: str) -> Path:
 def sample_dir() -> Path:
     """The built-in 10-class sample: ``train/<concept>/`` (40 images each) and ``val/<concept>/`` (10 each)."""
     return _path("samples", "tiny10")
+
+
+def shipped_or_path(kind: str, name_or_path: str | Path, suffix: str) -> Path:
+    """A file that exists, or a shipped one by name: ``lite0-224`` -> ``recipes/lite0-224.yaml``.
+
+    ``kind`` is the folder ("recipes", "anchors"), ``suffix`` its files' ending. A
+    name that is neither comes back unchanged, for the caller's "not found" error.
+    """
+    path = Path(name_or_path)
+    if path.exists() or path.name != str(name_or_path):
+        return path
+    shipped = _path(kind, path.name if path.name.endswith(suffix) else path.name + suffix)
+    return shipped if shipped.is_file() else path
+
+
+def shipped_names(kind: str, suffix: str) -> list[str]:
+    """The names ``shipped_or_path`` resolves, sorted."""
+    return sorted(p.name[: -len(suffix)] for p in _path(kind).glob(f"*{suffix}"))

@@ -16,7 +16,7 @@ from PIL import Image
 
 from edgecvm import resources
 from edgecvm.device.preprocess import Preprocessor
-from edgecvm.errors import IntegrityError
+from edgecvm.errors import BadInputError, IntegrityError
 from edgecvm.formats.anchors import AnchorSet, load_anchors, normalise_rows, save_anchors
 from edgecvm.formats.bundle import BACKBONE, BACKBONE_WEIGHTS, HEAD, load_bundle
 from edgecvm.formats.head_file import load_head
@@ -189,3 +189,15 @@ def test_missing_export_extra_is_one_line_naming_the_install(capsys, monkeypatch
     monkeypatch.setitem(sys.modules, "onnxscript", None)  # import fails as if the package were not installed
     run = run_cli(capsys, "export", "--recipe", RECIPE_224, "--anchors", TINY_ANCHORS, "--out", tmp_path / "out")
     assert "needs onnxscript, which is not installed; install the export extra" in one_line_error(run)
+
+
+def test_shipped_recipes_and_anchor_files_are_found_by_name_from_any_folder(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    from edgecvm.offline.export import load_recipe
+
+    assert load_recipe("lite0-224") == load_recipe(resources.recipe("lite0-224.yaml"))
+    assert resources.shipped_or_path("anchors", "tiny-imagenet-200", ".anchors.npz") == TINY_ANCHORS
+    (tmp_path / "lite0-224").mkdir()  # a file or folder that exists is the user's, not the shipped one
+    assert resources.shipped_or_path("recipes", "lite0-224", ".yaml") == Path("lite0-224")
+    with pytest.raises(BadInputError, match=r"lite0-999: recipe not found; shipped recipes: lite0-160, lite0-224"):
+        load_recipe("lite0-999")
