@@ -92,8 +92,12 @@ class DeviceProfile:
 
 
 def available_profiles(folder: Path = PROFILE_DIR) -> list[str]:
-    """Names of the shipped profiles (file stems), sorted."""
-    return sorted(p.stem for p in folder.glob("*.yaml"))
+    """Names of the shipped profiles (file stems), sorted; an install without them is an error, not an empty list."""
+    names = sorted(p.stem for p in folder.glob("*.yaml"))
+    if not names:
+        raise BadInputError(f"no device profiles in {folder}: this edgecvm installation is incomplete; reinstall it "
+                            "(a YAML profile can still be given by path)")
+    return names
 
 
 def load_profile_file(path: Path) -> DeviceProfile:

@@ -123,3 +123,10 @@ def test_a_budget_below_the_plan_makes_learn_refuse_to_start_with_exit_3(capsys,
     assert run.code == 3
     assert "exceeds the 40 MB budget of profile zero-tight" in run.stderr and "total" in run.stderr
     assert not (tmp_path / "state" / "state.npz").exists()
+
+
+def test_an_install_without_its_profiles_says_so_instead_of_listing_none(tmp_path: Path) -> None:
+    with pytest.raises(BadInputError, match="no device profiles in .*installation is incomplete"):
+        available_profiles(tmp_path)
+    with pytest.raises(BadInputError, match="installation is incomplete"):
+        load_profile("host", tmp_path)

@@ -175,7 +175,7 @@ def test_readme_python_example(request: pytest.FixtureRequest, tmp_path: Path) -
     try:
         code = readme_python_example((REPO / "README.md").read_text())
     except LookupError as exc:
-        pytest.skip(f"{exc}: the public Python API example (edgecvm.open) is not in the README yet")
+        pytest.skip(f"{exc}: the README has no marked Python API example")
     venv: Path = request.getfixturevalue("device_venv")
     shutil.copytree(request.getfixturevalue("device_bundle"), tmp_path / "bundle")
     copy_samples(tmp_path / "photos", "val", per_class=2)
