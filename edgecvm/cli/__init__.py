@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from edgecvm import __version__
-from edgecvm.errors import EdgeCVMError
+from edgecvm.errors import EdgeCVMError, StreamLostError
 
 # command -> (its module, its line in `edgecvm --help`). Order here is the order in `edgecvm --help`:
 # the data path, offline to device.
@@ -112,6 +112,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ModuleNotFoundError as exc:
         print(f"edgecvm: error: {MissingDependency(args.command, exc)}", file=sys.stderr)
         return 2
+    except StreamLostError as exc:  # the library speaks of the camera; the command line has a flag for it
+        print(f"edgecvm: error: {exc} (--reconnect-timeout S sets how long to wait)", file=sys.stderr)
+        return exc.exit_code
     except EdgeCVMError as exc:
         print(f"edgecvm: error: {exc}", file=sys.stderr)
         return exc.exit_code

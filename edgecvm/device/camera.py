@@ -180,7 +180,7 @@ class LiveCamera:
     def _give_up(self, attempts: int, waited: float, reason: object) -> bool:
         with self._cond:
             self._lost = (f"{self.name}: camera lost; no frame for {waited:.1f} s after {attempts} reopen attempt(s) "
-                          f"(last: {reason}); check the cable/driver, or raise --reconnect-timeout")
+                          f"(last: {reason}); check the cable/driver, or give it longer to reconnect")
             self._cond.notify_all()
         return False
 

@@ -121,7 +121,7 @@ def make_session(bundle: Bundle, profile: DeviceProfile, spin_between_runs: bool
     """The one backbone session, after checking the profile runs at the bundle's input size."""
     if profile.resolution != bundle.manifest.input_size:
         raise BadInputError(f"profile {profile.name} runs at {profile.resolution} px but {bundle.folder} was exported at "
-                            f"{bundle.manifest.input_size} px; export with a matching recipe (--recipe lite0-"
+                            f"{bundle.manifest.input_size} px; export with a matching recipe (lite0-"
                             f"{profile.resolution}) or pick another profile")
     try:
         session = ort.InferenceSession(str(bundle.backbone_path), sess_options=session_options(profile, spin_between_runs),

@@ -41,7 +41,7 @@ from edgecvm.learning.replay import ReplayBuffer
 STATE_FORMAT = "edgecvm.state"
 STATE_VERSION = 1
 STATE_FILE = "state.npz"
-_FIX = "delete the state dir (or pass another --state) to start learning from scratch"
+_FIX = "delete the state dir, or use another one, to start learning from scratch"
 log = logging.getLogger(__name__)
 
 
@@ -176,7 +176,7 @@ def load_state(
         if fresh_if_empty:
             return Learner(head, anchors, config, extractor)
         raise BadInputError(
-            f"{path}: no learner state here; teach something first with `edgecvm learn --state {state_dir}`"
+            f"{path}: no learner state here; teach something into {state_dir} first"
         )
     try:
         return _restore(path, head, anchors, identity, config, extractor)
@@ -213,7 +213,7 @@ def _restore(
     if config.method is not None and config.method != saved_method:
         raise BadInputError(
             f"{path}: this state was learned with head method {saved_method!r}, not {config.method!r}; "
-            f"drop --method (or pass --method {saved_method!r}) or use another --state dir"
+            f"keep its method ({saved_method!r}) or use another state dir"
         )
     try:
         learner = Learner(head, anchors, dataclasses.replace(config, method=saved_method, seed=int(meta["seed"])),
@@ -234,7 +234,7 @@ def _check_identity(path: Path, meta: Mapping[str, Any], identity: StateIdentity
             shown = shown if shown.isalnum() else repr(shown)  # the file is untrusted: keep the error one line
             raise BadInputError(
                 f"{path}: this state was learned with a different {what} (sha256 {shown}…, "
-                f"the current one is {current[:12]}…); use the {what} it was made with, or another --state dir"
+                f"the current one is {current[:12]}…); use the {what} it was made with, or another state dir"
             )
 
 

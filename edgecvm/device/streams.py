@@ -248,15 +248,15 @@ def open_stream(
     order of a file source. ``reconnect``: camera reopen schedule.
     """
     if every < 1 or (limit is not None and limit < 1):
-        raise BadInputError(f"--every must be >= 1 and --limit >= 1 (got every={every}, limit={limit})")
+        raise BadInputError(f"every (keep every N-th frame) and limit must be >= 1 (got every={every}, limit={limit})")
     kind, target = _resolve_kind(spec)
     natural = {SourceKind.FOLDER: "dirs", SourceKind.ZIP: "dirs", SourceKind.MANIFEST: "manifest"}.get(kind)
     if labels_from is not None and labels_from != natural:
         needs = "a folder or zip of class sub-folders" if labels_from == "dirs" else "a .csv/.jsonl manifest"
-        raise BadInputError(f"--labels-from {labels_from} needs {needs}; {spec} is a {kind.value} source")
+        raise BadInputError(f"labels from {labels_from} need {needs}; {spec} is a {kind.value} source")
     live = kind in (SourceKind.CAMERA, SourceKind.PICAMERA2, SourceKind.VIDEO)
     if live and shuffle is not None:
-        raise BadInputError(f"--shuffle only applies to folders, zips and manifests; {spec} is a {kind.value}")
+        raise BadInputError(f"shuffling only applies to folders, zips and manifests; {spec} is a {kind.value}")
     if kind is SourceKind.CAMERA:
         index = int(_CAMERA.fullmatch(spec).group(1))  # type: ignore[union-attr]
         camera = LiveCamera(spec, lambda: opencv_opener(index), reconnect)

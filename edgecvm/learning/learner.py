@@ -193,8 +193,8 @@ class Learner:
             raise BadInputError(f"unknown vocabulary {vocab!r}; choose 'known' or 'all'")
         if not self.known:
             raise BadInputError(
-                "no concepts have been taught yet, so there is nothing to choose from with --vocab known; "
-                "teach some with `edgecvm learn`, or use --vocab all to answer over the whole anchor file (zero-shot)"
+                "no concepts have been taught yet, so the vocabulary of taught concepts ('known') is empty; "
+                "teach some, or answer over the whole anchor file (vocabulary 'all', zero-shot)"
             )
         return self.known, self.known_anchors
 

@@ -104,7 +104,7 @@ def test_bad_frames_are_skipped_counted_and_named(capsys, caplog, tmp_path: Path
 @pytest.mark.parametrize("stream, extra, message", [
     ("val", ["--label", "egyptian kat"], "unknown concept 'egyptian kat'.*Close names: 'Egyptian cat'"),
     ("camera0", [], "camera0 gives unlabelled frames; say what they show with --label"),
-    ("val", ["--labels-from", "manifest"], "--labels-from manifest needs a .csv/.jsonl manifest"),
+    ("val", ["--labels-from", "manifest"], "labels from manifest need a .csv/.jsonl manifest"),
     ("val", ["--every", "0"], "--every: must be >= 1"),
 ])
 def test_bad_input_exits_2_with_one_line(capsys, tmp_path: Path, test_bundle: Path, samples_dir: Path, profile: Path,

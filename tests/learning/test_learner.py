@@ -126,7 +126,7 @@ def test_a_non_finite_loss_skips_the_step_and_does_not_add_the_concept():
 
 def test_known_set_grows_and_vocab_chooses_what_predictions_range_over():
     learner, clusters = _learner(), Clusters(3, F)
-    with pytest.raises(BadInputError, match="--vocab all"):
+    with pytest.raises(BadInputError, match="vocabulary 'all'"):
         learner.predict_features(clusters.draw(np.array([0])))
     result = learner.observe_features(clusters.draw(np.array([0, 1])), ["cat", "DOG"])
     assert result.new_concepts == ("cat", "dog") and learner.known == ["cat", "dog"]
