@@ -35,6 +35,7 @@ from edgecvm.formats.bundle import Bundle
 from edgecvm.formats.head_file import HeadParams
 from edgecvm.formats.integrity import load_container, remove_stale_temps, save_container
 from edgecvm.formats.schema import from_dict
+from edgecvm.learning.head_methods import HEAD_METHODS
 from edgecvm.learning.learner import Counters, FeatureExtractor, Learner, LearnerConfig
 from edgecvm.learning.replay import ReplayBuffer
 
@@ -209,7 +210,12 @@ def _restore(
     arrays, meta = load_container(path, STATE_FORMAT, (STATE_VERSION,), _FIX)
     _check_identity(path, meta, identity)
     config = config if config is not None else LearnerConfig()
-    saved_method = meta.get("method")
+    saved_method = meta.get("method")  # the container's schema leaves meta free-form: checked here
+    if saved_method not in HEAD_METHODS:
+        raise BadInputError(
+            f"{path}: this state was learned with head method {saved_method!r}, which this edgecvm does not offer "
+            f"({', '.join(HEAD_METHODS)}); {_FIX}"
+        )
     if config.method is not None and config.method != saved_method:
         raise BadInputError(
             f"{path}: this state was learned with head method {saved_method!r}, not {config.method!r}; "

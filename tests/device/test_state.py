@@ -177,7 +177,15 @@ def test_state_from_another_bundle_or_anchor_file_is_refused(tmp_path, field):
 def test_state_learned_with_another_head_method_is_refused(tmp_path):
     save_state(tmp_path, Learner(HEAD, ANCHORS, CONFIG), IDENTITY)
     with pytest.raises(BadInputError, match=f"head method '{DEFAULT_METHOD}'"):
-        _load(tmp_path, config=LearnerConfig(method="sgd-momentum"))
+        _load(tmp_path, config=LearnerConfig(method="sgd"))
+
+
+def test_state_of_a_head_method_the_product_does_not_offer_is_refused_by_name(tmp_path):
+    learner = Learner(HEAD, ANCHORS, CONFIG)
+    learner.method.name = "lda-float64"  # the name of an eval-only research variant
+    save_state(tmp_path, learner, IDENTITY)
+    with pytest.raises(BadInputError, match="head method 'lda-float64', which this edgecvm does not offer .lda, sgd."):
+        _load(tmp_path)
 
 
 @pytest.mark.parametrize(("method", "other_head"), [
