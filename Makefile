@@ -60,9 +60,9 @@ soak: setup
 	EDGECVM_POWER_TRIALS=60 EDGECVM_FUZZ_EXAMPLES=2000 EDGECVM_ATHERIS_RUNS=200000 \
 		$(BIN)/python -m pytest -q -s tests/reliability
 
-# Continual-learning evaluation (issue 5; figures and timings in docs/results.md): CVM against NCM, SLDA,
+# Continual-learning evaluation (figures and timings in docs/results.md): CVM against NCM, SLDA,
 # softmax (+ replay) and joint training on the same cached Lite0 features, 10 tasks x 20 classes, one pass.
-# The first run extracts the features of the 50,000 images into .cache/ (~7 min on 2 cores).
+# The first run extracts the features of the 50,000 images into ~/.cache/edgecvm (or $XDG_CACHE_HOME/edgecvm; ~7 min on 2 cores).
 EVAL_DATA ?= ../shared/data/tiny-imagenet-200-subset.zip
 
 eval: setup $(BUILD)/lite0-224/manifest.json

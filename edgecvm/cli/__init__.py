@@ -29,7 +29,7 @@ COMMANDS = {
     "learn": ("edgecvm.cli.learn", "teach concepts from a stream into a state dir (resumes it)"),
     "predict": ("edgecvm.cli.predict", "name the concept in each frame of a stream"),
     "profiles": ("edgecvm.cli.profiles", "list the device profiles or show one"),
-    "bench": ("edgecvm.bench.run", "measure latency, frames/s and memory per device profile"),
+    "bench": ("edgecvm.cli.bench", "measure latency, frames/s and memory per device profile"),
     "eval": ("edgecvm.cli.eval",
              "continual-learning benchmark: CVM head vs NCM, SLDA, softmax (+replay), joint, on cached features"),
 }

@@ -9,11 +9,12 @@ import sys
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from edgecvm.cli.progress import Progress
     from edgecvm.offline.export import export_bundle
 
     manifest = export_bundle(args.recipe, args.anchors, args.out, head_init=args.head_init, quantize=args.quantize,
                              calibration=args.calibration, log=lambda msg: print(msg, file=sys.stderr),
-                             head_hidden=args.head_hidden)
+                             head_hidden=args.head_hidden, progress=Progress)
     if args.json:
         print(json.dumps({"out": args.out, **dataclasses.asdict(manifest)}))
     else:

@@ -1,4 +1,4 @@
-"""Adam and SGD-with-momentum steps on dicts of numpy arrays, with checkpointable state.
+"""Adam steps on dicts of numpy arrays, with checkpointable state.
 
 The head learns on the device one frame (plus a replay minibatch) at a time, so
 a step must cost well under a millisecond: every update is done in place with
@@ -120,36 +120,3 @@ class Adam:
 
     def nbytes(self) -> int:
         return sum(a.nbytes for a in (*self.m.values(), *self.v.values(), self._scratch))
-
-
-class SGDMomentum:
-    """Heavy-ball SGD as in PyTorch: ``buf = momentum*buf + g; p -= lr*buf``."""
-
-    def __init__(self, params: Arrays, lr: float = 1e-2, momentum: float = 0.9) -> None:
-        self.lr, self.momentum = lr, momentum
-        self.t = 0
-        self.buf = _zeros_like_all(params)
-        self._scratch = _scratch_for(params)
-
-    def step(self, params: dict[str, np.ndarray], grads: Arrays) -> None:
-        self.t += 1
-        for key, p in params.items():
-            buf = self.buf[key]
-            tmp = self._scratch[: p.size].reshape(p.shape)
-            buf *= self.momentum
-            buf += grads[key]
-            np.multiply(buf, self.lr, out=tmp)
-            p -= tmp
-
-    def state_arrays(self) -> dict[str, np.ndarray]:
-        arrays = {"t": np.array(self.t, dtype=np.int64)}
-        arrays.update({f"buf.{k}": v for k, v in self.buf.items()})
-        return arrays
-
-    def load_state_arrays(self, arrays: Arrays) -> None:
-        t = _load_step(arrays)
-        _load_into(self.buf, arrays, "buf.")
-        self.t = t
-
-    def nbytes(self) -> int:
-        return sum(a.nbytes for a in (*self.buf.values(), self._scratch))

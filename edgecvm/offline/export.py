@@ -42,6 +42,7 @@ from edgecvm.formats.bundle import (
 from edgecvm.formats.head_file import HeadParams, save_head
 from edgecvm.formats.integrity import sha256_file
 from edgecvm.formats.schema import from_dict
+from edgecvm.reporting import ProgressFactory, no_log, silent
 
 IMAGENET_ANCHORS = resources.anchors_file("imagenet-1k.anchors.npz")
 INPUT_NAME, OUTPUT_NAME = "image", "features"
@@ -277,7 +278,8 @@ def _move_into_place(tmp: Path, out: Path) -> None:
 
 def export_bundle(recipe_path: str | Path, anchors_path: str | Path, out: str | Path, head_init: str = "conse",
                   quantize: str | None = None, calibration: str | Path | None = None,
-                  log: Callable[[str], None] = print, head_hidden: int = 0) -> Manifest:
+                  log: Callable[[str], None] = no_log, head_hidden: int = 0,
+                  progress: ProgressFactory = silent) -> Manifest:
     """Build a bundle folder at ``out`` (replacing a previous bundle only once the new one is complete)."""
     from edgecvm.offline.quantize import quantize_backbone, split_calibration_folder
 
@@ -311,7 +313,8 @@ def export_bundle(recipe_path: str | Path, anchors_path: str | Path, out: str | 
                                 f"{recipe.parity_tolerance:.0e}); the exported model is not trustworthy")
         quantization = {}
         if split:
-            report = quantize_backbone(fp32, tmp / BACKBONE, split, recipe.preprocessor(), recipe.int8_min_cosine, log)
+            report = quantize_backbone(fp32, tmp / BACKBONE, split, recipe.preprocessor(), recipe.int8_min_cosine, log,
+                                       progress=progress)
             fp32.unlink()
             quantization = {"method": "onnxruntime quantize_static, QDQ, per-channel int8 weights, uint8 "
                             "activations, MinMax calibration", "calibration_dir": str(calibration), **asdict(report)}
