@@ -146,22 +146,12 @@ def build_method(name: str, ctx: MethodContext) -> ContinualMethod:
 
 
 def _learner(ctx: MethodContext, head_method: str, replay_bytes: int) -> Learner:
-    """The device's ``Learner`` with ``head_method``.
-
-    The Learner builds its method by name from the product registry only
-    (so a device can never run or resume a variant); an eval-only variant
-    takes the place of the default method it is a variant of, before any
-    teaching. The default is freed first, so the traced peak is that of one
-    method.
-    """
+    """The device's ``Learner`` with ``head_method``: a product method by name, an eval-only variant built here
+    (the device's Learner resolves names from the product registry only, so it can never run or resume one)."""
     variant = is_variant(head_method)
-    config = LearnerConfig(method=CVM_HEAD_METHOD if variant else head_method, replay_bytes=replay_bytes,
+    config = LearnerConfig(method=None if variant else head_method, replay_bytes=replay_bytes,
                            batch_size=ctx.config.profile.batch_size, seed=ctx.config.seed)
-    learner = Learner(ctx.head, ctx.anchors, config)
-    if variant:
-        del learner.method
-        learner.method = make_variant(head_method, ctx.head)
-    return learner
+    return Learner(ctx.head, ctx.anchors, config, method=make_variant(head_method, ctx.head) if variant else None)
 
 
 def run(scenario: Scenario, names: Sequence[str], ctx: MethodContext,

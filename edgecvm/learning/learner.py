@@ -91,7 +91,9 @@ class Learner:
         anchors: AnchorSet,
         config: LearnerConfig | None = None,
         extractor: FeatureExtractor | None = None,
+        method: HeadMethod | None = None,
     ) -> None:
+        """``method``: a head method the caller built (an evaluation variant); default: the config's, by name."""
         self.config = config if config is not None else LearnerConfig()
         if anchors.dim != head.concept_dim:
             raise BadInputError(
@@ -101,7 +103,7 @@ class Learner:
         self.feature_dim = head.feature_dim
         self.anchors = anchors
         self.extractor = extractor
-        self.method: HeadMethod = make_head_method(self.config.method or self.config.default_method, head)
+        self.method: HeadMethod = method or make_head_method(self.config.method or self.config.default_method, head)
         self.replay = ReplayBuffer.from_bytes(self.config.replay_bytes, head.feature_dim, self.config.seed)
         self.counters = Counters()
         self.rng = np.random.default_rng(self.config.seed)
