@@ -7,38 +7,12 @@ start (exit 3) with a table when the total exceeds ``memory_budget_mb``. While
 running, ``RssMonitor`` samples the real resident set size and lets the learner
 shed replay samples if the process goes over budget anyway.
 
-Estimates that are not plain array sizes were measured on this repository's
-host (x86-64, Python 3.11, numpy 2.4, onnxruntime 1.32, 2 intra-op threads),
-RSS (anonymous and file-backed) read from /proc:
-
-- runtime baseline, 52 MB: the imports' anonymous memory (interpreter,
-  numpy, onnxruntime, pillow, pyyaml, edgecvm: 27.4 MB) plus the library
-  code resident while learning. ``process_memory.release_clean_file_pages``
-  drops the code pages after start-up (26 -> 4 MB file-backed), the frames
-  fault back what they run: 20-24 MB at the peaks of ``learn`` (Lite0-224
-  fp32 and 160 int8, both heads, 2,000 frames). Before that release the
-  imports alone were 53 MB, 56 MB was this figure until then;
-- ``InferenceSession`` creation, heap retention limited
-  (``process_memory.limit_heap_retention()``, the default on glibc): +16.5
-  MB anonymous for the 12.9 MB Lite0-224 fp32 graph (weights as external
-  data), +7.5 MB for the 3.7 MB 160 px int8 one: planned as 4 MB + 1x the
-  model (its code pages are in the baseline). Without the heap limit the
-  transient copies made while optimising stay resident: 3.7x the file with
-  graph optimisation "all", 2.0x at the other levels (file pages included);
-- activations at batch 1 and 224 px: +21 to +26 MB with the CPU arena, or
-  without it at glibc defaults (+35 MB seen once under load): taken as 30
-  MB. Without the arena and with heap retention limited: +3.4-4.5 MB
-  steady, ~+10 at the peak of a ``learn`` run. Scaled with pixel count and
-  batch size;
-- a checkpoint: +2.0 MB traced (containers write each array in 1 MB slices
-  of its own memory, then the file is read back in 1 MB chunks to hash it).
-
-Measured ``learn`` peaks against the plan (``edgecvm bench``, 2,000 frames,
-replay buffer full): host profile, Lite0-224 fp32, arena off: sgd 99.6 vs
-108.1 MB planned, lda 101.3-102.1 vs 113.1; Raspberry Pi Zero 2 W, 160 px int8:
-sgd 84.8 vs 89.3, lda 89.2 vs 95.8. So the plan errs on the side of
-refusing, by 4.5-9 MB (it had been 25-35 % over, 127.5 and 138.1 MB on the
-host, and refused lda on the Pi Zero 2 W: 107.3 MB).
+Items that are not plain array sizes (the runtime baseline, the ONNX Runtime
+session, activations, a checkpoint) are constants measured with the current
+code on x86-64 and recorded with the measured ``learn`` peaks in
+docs/benchmarks.md. They are meant to err on the side of refusing: a plan a few
+MB high costs a profile some headroom, a plan too low costs an OOM kill in the
+field. Re-measure them when a dependency or the runtime set-up changes.
 """
 
 from __future__ import annotations

@@ -4,64 +4,30 @@ The session is built once from a verified bundle. Providers are tried in the
 profile's order; one that this onnxruntime build lacks (TensorRT on a Pi) is
 dropped with a warning naming it, and the CPU provider is always last.
 
-Memory (host, Lite0 224 px, batch 1, 2 threads; RSS of a process holding
-only numpy + ORT after 40 frames, and median frame time; measured while
-writing this module):
+Why the session is set up this way (figures in docs/benchmarks.md):
 
-- glibc keeps freed blocks by default, so the weight copies ORT makes while
-  optimising the graph stay resident. ``make_session`` first calls
-  ``process_memory.limit_heap_retention()``: -20 MB at no cost in speed. (It
-  must run before the process frees any large block: ``device.open_device``
-  calls it first thing.)
-- The CPU arena (``ort_cpu_arena`` in the profile) then decides the rest:
-  on, activations are pooled: ~105 MB, 13-23 ms/frame; off, every frame maps
-  and frees fresh buffers: ~84 MB, 65-105 ms/frame. (Off *without* heap
-  trimming is the worst of both: 103-112 MB and 29-45 ms.) Re-measured
-  after the memory work below (external data, page release), as ``learn``'s
-  peak over 200 frames: arena on 95.8 MB and 4.5 ms per backbone run, off
-  91.1 MB and 8.2-9.2 ms (with the replay buffer full: 108.9 against ~100
-  MB); profiles with a budget to spare turn it on.
-- The bundle's weights are ONNX external data (``backbone.weights``, see
-  ``export.split_weights``): ORT then never holds the parsed proto with
-  every weight next to the tensors and their re-laid-out copies; session
-  creation peaks 13 MB lower (75.0 vs 87.9 MB), same speed.
-- Disabling MLAS weight pre-packing saved 18 MB only on an untrimmed heap,
-  and a pre-optimised ONNX file (``optimized_model_filepath``) did not lower
-  the peak (the first inference's activations dominate): neither is used.
-- A pre-optimised ORT-format file loaded memory-mapped
-  (``session.use_memory_mapped_ort_model`` +
-  ``session.use_ort_model_bytes_for_initializers``: no graph optimisation at
-  load, initializers point into the file mapping) cuts session creation from
-  +39 MB transient / +23 MB resident to +19 / +19 (measured later, in a
-  process of 68 MB). But ``learn``'s peak then comes from learning (frame +
-  checkpoint transients on ~122 MB): 133.5 -> 130.5 MB. Only a file saved at
-  level "all" keeps the NCHWc speed, and ORT marks such a file specific to
-  the CPU that saved it (block size 8 on AVX2, 16 on AVX-512 and ARM NEON);
-  the portable "extended" file runs the backbone 2x slower here (48 vs 24
-  ms). Loading an ``.ort`` from bytes with ``session.use_ort_model_bytes_directly``
-  segfaults from Python (the binding copies the bytes into a temporary).
-  Not used: external data gets most of the saving portably.
-
-Spinning: by default ORT's pool threads spin-wait for work instead of
-sleeping, both between the operators of a run and after a run returns. Where
-ORT is the only work (``predict``) that is its fastest mode: the backbone
-alone ran 231 against 190 frames/s with spinning off (host, arena off, 2
-threads, six alternating rounds). In ``learn`` the head's update thread
-needs the cores those threads spin on between runs: host, 200 frames, head
-``sgd``: learn 50 frames/s with spinning, 63 without, ``predict`` 66 and 65
-(arena off). Turning spinning off also puts the pool thread to sleep between
-the ~100 operators of each run, though, and ORT has a setting for exactly
-this case, ``session.force_spinning_stop``: spin inside a run, stop as soon
-as it returns. Measured against spinning off (host, 200 frames, six
-alternating rounds each): learn with ``sgd`` 62.4 -> 67.2 frames/s, with
-``lda`` 64.4 -> 68.4. So ``predict`` spins between runs too and ``learn``
-does not (``spin_between_runs``, set by ``device.open_device``).
-
-Threads: the head's numpy work runs between backbone calls. With numpy's
-OpenBLAS and ORT each running a pool as wide as the cores, the two pools
-thrash: the head's (33 x 1280) @ (1280 x 1000) matmuls took 240 ms per frame
-interleaved with ORT runs versus 2 ms alone (2 cores). The device process
-therefore runs BLAS on one thread (5-8 ms) and gives the profile's threads to ORT.
+- Memory. glibc keeps freed blocks by default, so the weight copies ORT makes
+  while optimising the graph would stay resident; heap retention must be
+  limited before the process frees any large block, which is why
+  ``device.open_device`` does it first. The bundle's weights are ONNX external
+  data, so ORT never holds the parsed proto beside the tensors.
+- The CPU arena (``ort_cpu_arena``) pools activations: the backbone runs about
+  twice as fast, for several MB more RSS. Profiles with memory to spare turn it
+  on; a 100 MB budget cannot afford it.
+- Not used: disabling MLAS weight pre-packing (saves memory only on an
+  untrimmed heap) and pre-optimised ORT-format files (only a CPU-specific file
+  keeps the fast NCHWc kernels; the portable one runs the backbone 2x slower).
+- Spinning. ORT's pool threads spin-wait for work by default, also after a run
+  returns. That is ``predict``'s fastest mode, but in ``learn`` the head's
+  update thread needs those cores between runs. ``session.force_spinning_stop``
+  spins inside a run and stops when it returns, which beats turning spinning
+  off (that also sleeps between the operators of a run). So ``predict`` spins
+  between runs and ``learn`` does not (``spin_between_runs``, set by
+  ``device.open_device``).
+- Threads. numpy's BLAS pool and ORT's pool, each as wide as the cores,
+  thrash when the head's matmuls run between backbone calls (100x slower on 2
+  cores), so the device process runs BLAS on one thread and gives the
+  profile's threads to ORT.
 """
 
 from __future__ import annotations

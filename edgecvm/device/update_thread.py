@@ -1,18 +1,15 @@
 """Head updates on a worker thread, so learning runs nearly as fast as predicting.
 
-A head update (one new frame + 32 replayed features, forward, backward, Adam)
-takes 1.5-3 ms, mostly memory traffic over a few MB of weights. Run in
-line, that is 15-25 % of a 7-15 ms backbone frame. ONNX Runtime and numpy
-release the GIL, so the update of frame i can run while the backbone
-processes frame i+1: measured on the 2-core host, learning went from 0.73 to
-0.90 of the prediction frame rate.
+A head update (one new frame + 32 replayed features) is a sizeable fraction of
+a backbone frame. ONNX Runtime and numpy release the GIL, so the update of
+frame i can run while the backbone processes frame i+1.
 
 Up to ``depth`` updates may wait in the queue. Why more than one: the "lda"
-head solves its discriminant every 16-256 updates (~50 ms, several backbone
+head solves its discriminant every 16-256 updates (tens of ms, several backbone
 frames); with one update in flight the stream stalls for each solve, with a
-queue the backbone goes on meanwhile. Measured (host, 200 frames, ``lda``,
-the backbone not spin-waiting): 76 -> 97 frames/s with depth 8. (With ORT's
-threads spin-waiting, the cores were never free and a queue gained nothing.)
+queue the backbone goes on meanwhile. This only pays when ORT's threads do not
+spin-wait between runs (see runtime.py); otherwise the cores are never free.
+Figures in docs/benchmarks.md.
 
 Updates stay strictly sequential and in stream order (one worker), so the
 result is identical to calling ``Learner.observe_features`` in line.
