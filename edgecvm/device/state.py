@@ -211,6 +211,9 @@ def _restore(
     _check_identity(path, meta, identity)
     config = config if config is not None else LearnerConfig()
     saved_method = meta.get("method")  # the container's schema leaves meta free-form: checked here
+    if not isinstance(saved_method, str):
+        raise IntegrityError(f"{path}: inconsistent state (its head method is {type(saved_method).__name__}, "
+                             f"not a name); {_FIX}")
     if saved_method not in HEAD_METHODS:
         raise BadInputError(
             f"{path}: this state was learned with head method {saved_method!r}, which this edgecvm does not offer "
