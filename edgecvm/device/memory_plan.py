@@ -32,7 +32,7 @@ from edgecvm.learning.replay import BYTES_PER_VALUE, ReplayBuffer
 MB = 1 << 20
 BASELINE_BYTES = 52 * MB  # measured: see module docstring
 SESSION_FACTOR = {"all": 3.7, "extended": 2.0, "basic": 2.0, "disable": 2.0}  # x backbone.onnx size
-SESSION_FIXED_TRIMMED = 4 * MB  # + SESSION_FACTOR_TRIMMED x the model, after process_memory.limit_heap_retention()
+SESSION_FIXED_TRIMMED = 4 * MB  # + SESSION_FACTOR_TRIMMED x the model, after process_tuning.limit_heap_retention()
 SESSION_FACTOR_TRIMMED = 1.0
 ACTIVATION_BYTES_224 = 30 * MB  # per frame in a batch, at 224 x 224 input (measured 21-26, once 35 under load)
 ACTIVATION_BYTES_224_TRIMMED_NO_ARENA = 10 * MB  # measured +3.4-4.5 steady, peak ~+10 in a learn run
@@ -100,7 +100,7 @@ def plan_memory(
     weights, ConSE branch, optimizer moments, gradients).
     ``batch_size``: frames per backbone call. ``frame_shape``: the decoded
     source frame (height, width), held twice (the newest frame and the one in
-    flight). ``heap_trimmed``: ``process_memory.limit_heap_retention()`` was applied.
+    flight). ``heap_trimmed``: ``process_tuning.limit_heap_retention()`` was applied.
     """
     pixel_ratio = (input_size / 224) ** 2
     factor = SESSION_FACTOR_TRIMMED if heap_trimmed else SESSION_FACTOR[profile.graph_optimization]

@@ -54,7 +54,7 @@ class DeviceProfile:
     target_latency_ms: float  # per predicted frame, for the bench verdict
     compute_gflops: float  # sustained backbone throughput; only for labelled estimates
     graph_optimization: GraphOpt = "all"
-    ort_cpu_arena: bool = False  # pooled activations: ~2x faster backbone for +5-9 MB at 224 px (host.yaml, runtime.py)
+    ort_cpu_arena: bool = False  # pooled activations: ~2x faster backbone for +5-9 MB at 224 px (docs/benchmarks.md)
     # how the head learns when neither --head-method nor a saved state says (head_methods.py); a profile too small
     # for the default's statistics names a lighter one
     head_method: str = DEFAULT_METHOD

@@ -2,7 +2,7 @@
 
 An anchor file holds one unit vector per concept, the concept names, the
 language model that made them and the prompt templates used, in a checksummed
-container (format ``edgecvm.anchors``, see anchors/README.md). Vectors are
+container (format ``edgecvm.anchors``, see edgecvm/resources/anchors/README.md). Vectors are
 stored as float16 (default; 1,000 x 384 fits in < 800 kB) or as int8 with a
 per-row float32 scale (half that again). Loading verifies the file's sha256
 and every shape and dequantises to float32 unit rows, so a tampered or

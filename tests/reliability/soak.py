@@ -17,7 +17,7 @@ RSS is sampled as frames go by, with its anonymous and file-backed parts
 where /proc has them. The baseline is taken after warm-up (``--warmup``
 frames: replay buffer full, every concept seen, a few checkpoints written),
 because two things become resident once, by design: the preallocated replay
-buffer as it fills, and library code that ``process_memory`` released after
+buffer as it fills, and library code that ``process_tuning`` released after
 start-up, paged back in as the loop reaches it (measured: file-backed RSS
 13.3 MB at frame 5,000, 17.2 MB from frame 8,500 on, flat to 100,000; hence
 10,000 frames). Growth = (end - baseline) / baseline
