@@ -96,10 +96,10 @@ def release_clean_file_pages() -> int:
     read while the file is cached). Mappings with private copies (relocated
     data, RELRO) are left alone: dropping those would revert them to the file.
 
-    Measured on ``learn`` (host, Lite0-224 fp32, head sgd, 400 frames):
-    file-backed RSS while learning 39 -> 18.5 MB, peak RSS 114 -> 92 MB, the
-    same frames/s. What it cannot do is free anonymous memory: it changes what
-    RSS counts, not what the kernel could have reclaimed under pressure anyway.
+    It roughly halves the file-backed part of ``learn``'s RSS at the same
+    frames/s (docs/benchmarks.md). What it cannot do is free anonymous memory:
+    it changes what RSS counts, not what the kernel could have reclaimed under
+    pressure anyway.
     """
     if not sys.platform.startswith("linux"):
         return 0

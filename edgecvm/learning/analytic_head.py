@@ -99,12 +99,10 @@ class ClassStatistics:
     buffered as rows: while they are all there is, the covariance is a
     multiple of the identity plus a low-rank term, and ``solve`` uses the
     rows directly (spd_solve.solve_low_rank). That is when solves are most
-    frequent (every 16 samples early on): measured, one solve at n = 150
-    took 51 ms through the F x F factor, 21 ms with the rows. Only then is
-    the scatter added to the square array, whose pages are not even touched
-    before, and only then does a checkpoint hold it (before: an empty (0, F)
-    "scatter"; measured at 400 samples: 8.0 -> 1.5 MB per checkpoint, 53-64
-    -> 27 ms to hash and write it).
+    frequent (every 16 samples early on), and a solve through the rows is
+    about twice as fast as through the F x F factor. Only after that is the
+    scatter added to the square array, whose pages are not touched before,
+    and only then does a checkpoint hold it: early checkpoints stay small.
     """
 
     def __init__(self, feature_dim: int, dtype: type[np.floating] = np.float32) -> None:
