@@ -182,3 +182,17 @@ def test_readme_python_example(request: pytest.FixtureRequest, tmp_path: Path) -
     (tmp_path / "readme_example.py").write_text(code)
     done = run([venv / "bin" / "python", "readme_example.py"], cwd=tmp_path, env=clean_env(venv), timeout=300)
     assert done.code == 0, f"the README's Python example failed in the device venv:\n{code}\n{done.explain()}"
+
+
+def test_every_command_is_listed_and_an_offline_one_names_its_extra(device_venv: Path, tmp_path: Path) -> None:
+    """No command disappears on a device; running one whose extra is missing is one line naming the extra."""
+    from edgecvm.cli import COMMANDS
+
+    listed = edgecvm(device_venv, tmp_path, "--help").stdout
+    assert all(f"    {name}" in listed for name in COMMANDS), listed
+    assert "--recipe" in edgecvm(device_venv, tmp_path, "export", "--help").stdout  # its help needs no torch
+    done = run([device_venv / "bin" / "edgecvm", "export", "--recipe", "lite0-224", "--anchors", "tiny-imagenet-200",
+                "--out", tmp_path / "bundle"], cwd=tmp_path, env=clean_env(device_venv))
+    assert done.code == 2 and "Traceback" not in done.stderr, done.explain()
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("edgecvm: error: `edgecvm export` needs torch") and "pip install 'edgecvm[export]'" in line
