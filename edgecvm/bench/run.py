@@ -48,7 +48,6 @@ from edgecvm.errors import BadInputError
 from edgecvm.formats.bundle import Bundle
 from edgecvm.reporting import ProgressFactory, no_log, silent
 
-DEFAULT_BUNDLE = Path("export") / "build" / "lite0-224"
 DEFAULT_STREAM = resources.sample_dir() / "train"
 # Backbone cost per frame at 224 px: torch.utils.flop_counter.FlopCounterMode over
 # lite0_torch.EfficientNetLite0.forward_features (2 FLOPs per multiply-add; test_bench checks it).
@@ -65,20 +64,12 @@ CHILD_TIMEOUT_PER_FRAME_S = 1.0
 
 
 def default_bundle(log: Callable[[str], None] = no_log) -> Path:
-    """``export/build/lite0-224``, exported on first use (the export extra is installed by ``make setup``).
+    """A 224 px fp32 bundle in the user's cache (``bundles/lite0-224``), exported on first use (export extra).
 
     ``log`` hears that an export starts: it takes a while, and the user did not ask for it by name."""
-    if (DEFAULT_BUNDLE / "manifest.json").is_file():
-        return DEFAULT_BUNDLE
-    try:
-        from edgecvm.offline.export import export_bundle
-    except ImportError:
-        raise BadInputError(f"no --bundle given and {DEFAULT_BUNDLE} does not exist; export one with `edgecvm export "
-                            "--recipe edgecvm/resources/recipes/lite0-224.yaml ...` on a machine with the export extra") from None
-    log(f"bench: no --bundle given; exporting {DEFAULT_BUNDLE} (once)")
-    export_bundle(resources.recipe("lite0-224.yaml"), resources.anchors_file("tiny-imagenet-200.anchors.npz"),
-                  DEFAULT_BUNDLE, head_init="conse", log=lambda _msg: None)
-    return DEFAULT_BUNDLE
+    bundle = resources.user_cache_dir() / "bundles" / "lite0-224"
+    if (bundle / "manifest.json").is_file():
+        return bundle
 
 
 def pick_bundle(profile: DeviceProfile, bundles: list[Bundle]) -> tuple[Bundle, list[str]]:

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from edgecvm.bench.report import markdown_table, render_report
-from edgecvm.bench.run import DEFAULT_BUNDLE, DEFAULT_STREAM, default_bundle, run_bench
+from edgecvm.bench.run import DEFAULT_STREAM, default_bundle, run_bench
 from edgecvm.cli.common import positive_int
 from edgecvm.cli.progress import Progress
 from edgecvm.device.profiles import available_profiles, load_profile
@@ -53,9 +53,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(labelled estimate). Prints a table; --json FILE writes the same numbers (keys in docs/benchmarks.md).")
     parser.add_argument("--bundle", action="append", metavar="DIR",
                         help="bundle from `edgecvm export`; repeat to give one per input size/precision, each profile "
-                        f"uses the closest (default {DEFAULT_BUNDLE}, exported on first use)")
+                        "uses the closest (default: a 224 px bundle in ~/.cache/edgecvm/bundles, exported on first use)")
     parser.add_argument("--profile", help="device profile name or YAML path (default host)")
-    parser.add_argument("--all-profiles", action="store_true", help="every profile in edgecvm/resources/profiles/")
+    parser.add_argument("--all-profiles", action="store_true", help="every shipped profile (`edgecvm profiles list`)")
     parser.add_argument("--frames", type=positive_int, default=200, metavar="N",
                         help="frames per measurement (default 200; the stream repeats if it has fewer)")
     parser.add_argument("--stream", default=str(DEFAULT_STREAM), metavar="SRC",

@@ -11,12 +11,12 @@ the accuracy-vs-tasks curve.
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import sys
 import time
 from pathlib import Path
 
+from edgecvm import resources
 from edgecvm.cli.common import positive_int
 from edgecvm.cli.progress import Progress
 from edgecvm.device.profiles import load_profile
@@ -34,16 +34,6 @@ from edgecvm.eval.scenarios import HOLDOUTS, SCENARIOS, build_scenario
 from edgecvm.eval.variants import head_method_names
 from edgecvm.formats.bundle import load_bundle, load_head_and_anchors
 from edgecvm.learning.head_methods import DEFAULT_METHOD
-
-
-def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/edgecvm``, or ``~/.cache/edgecvm`` when it is unset (or relative, as the XDG spec says).
-
-    Why: features of a 50,000-image set are ~250 MB; they belong in the user's
-    cache, not in whatever folder the command ran from, nor next to the installed package.
-    """
-    root = os.environ.get("XDG_CACHE_HOME", "")
-    return (Path(root) if os.path.isabs(root) else Path.home() / ".cache") / "edgecvm"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -84,7 +74,7 @@ def main(args: argparse.Namespace) -> int:
     profile = load_profile(args.profile)
     images = list_dataset(args.data)
     table_started = time.monotonic()
-    cache = args.cache if "cache" in vars(args) else default_cache_dir()
+    cache = args.cache if "cache" in vars(args) else resources.user_cache_dir()
     features = load_features(bundle, profile, args.data, cache, images, progress=Progress)
     feature_seconds = time.monotonic() - table_started
     scenario = build_scenario(features, args.scenario, args.tasks, args.seed, args.epochs, args.shots, args.holdout)

@@ -1,4 +1,5 @@
-"""Data shipped inside the package: device profiles, export recipes, anchor files, the built-in sample.
+"""Where things are: data shipped inside the package (device profiles, export recipes, anchor files, the
+built-in sample) and the user's cache.
 
 Found with ``importlib.resources``, so they are there wherever the package is
 installed (a wheel on a Pi, an editable checkout): nothing depends on the
@@ -7,6 +8,7 @@ current directory or on a source tree next to the package.
 
 from __future__ import annotations
 
+import os
 from importlib.resources import files
 from pathlib import Path
 
@@ -59,3 +61,14 @@ def shipped_or_path(kind: str, name_or_path: str | Path, suffix: str) -> Path:
 def shipped_names(kind: str, suffix: str) -> list[str]:
     """The names ``shipped_or_path`` resolves, sorted."""
     return sorted(p.name[: -len(suffix)] for p in _path(kind).glob(f"*{suffix}"))
+
+
+def user_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/edgecvm``, or ``~/.cache/edgecvm`` when it is unset (or relative, as the XDG spec says).
+
+    Why: what edgecvm makes for a user (a data set's features, ~250 MB; a default
+    bundle) belongs in the user's cache, not in whatever folder a command ran
+    from, nor next to the installed package.
+    """
+    root = os.environ.get("XDG_CACHE_HOME", "")
+    return (Path(root) if os.path.isabs(root) else Path.home() / ".cache") / "edgecvm"

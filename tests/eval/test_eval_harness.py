@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from edgecvm import resources
 from edgecvm.cli import main
-from edgecvm.cli.eval import default_cache_dir
 from edgecvm.eval.harness import method_names
 
 CLASSES = 4
@@ -97,13 +97,13 @@ def test_method_names_accept_head_methods_by_name():
 
 def test_the_feature_cache_defaults_to_the_users_cache_folder(monkeypatch, tmp_path: Path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert default_cache_dir() == tmp_path / "xdg" / "edgecvm"
+    assert resources.user_cache_dir() == tmp_path / "xdg" / "edgecvm"
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     for unset in ("", "relative/dir"):  # the XDG spec ignores a relative XDG_CACHE_HOME
         monkeypatch.setenv("XDG_CACHE_HOME", unset)
-        assert default_cache_dir() == tmp_path / "home" / ".cache" / "edgecvm"
+        assert resources.user_cache_dir() == tmp_path / "home" / ".cache" / "edgecvm"
     monkeypatch.delenv("XDG_CACHE_HOME")
-    assert default_cache_dir() == tmp_path / "home" / ".cache" / "edgecvm"
+    assert resources.user_cache_dir() == tmp_path / "home" / ".cache" / "edgecvm"
 
 
 def test_eval_without_cache_writes_features_under_xdg_cache_home_not_the_working_dir(
