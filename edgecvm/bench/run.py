@@ -206,8 +206,11 @@ def run_round(name: str, bundle: Bundle, child_yaml: Path, manifest: Path, state
 
 def bench_profile(profile: DeviceProfile, bundles: list[Bundle], manifest: Path, work: Path, torch_ref: bool,
                   repeat: int = 1, head_method: str | None = None, progress: ProgressFactory = silent,
-                  log: Callable[[str], None] = no_log) -> dict[str, object]:
+                  log: Callable[[str], None] = no_log, tune_process: bool = False) -> dict[str, object]:
     """Every measurement for one profile (see module docstring); JSON-ready.
+
+    ``tune_process``: open the in-process device as the ``edgecvm`` commands do (device/process_tuning.py),
+    so its stage timings are those of the commands' process; it changes this whole process.
 
     ``progress`` gets a bar over the in-process stage timings, ``log`` a line
     per round of child runs (each takes seconds to minutes, with no bar).
@@ -226,7 +229,7 @@ def bench_profile(profile: DeviceProfile, bundles: list[Bundle], manifest: Path,
     measured, more = measured_profile(profile, bundle)
     notes += more
     child_yaml = write_child_profile(measured, work)
-    device = open_device(str(bundle.folder), str(child_yaml), None, head_method=head_method)
+    device = open_device(bundle.folder, child_yaml, None, head_method=head_method, tune_process=tune_process)
     providers = device.extractor.providers
     if providers[0] != profile.execution_providers[0]:
         notes.append(f"the profile asks {', '.join(profile.execution_providers)}; this onnxruntime "
@@ -293,7 +296,7 @@ def bench_profile(profile: DeviceProfile, bundles: list[Bundle], manifest: Path,
 
 def run_bench(profiles: Sequence[DeviceProfile], bundles: list[Bundle], stream: str, frames: int, repeat: int = 1,
               torch_ref: bool = True, head_method: str | None = None, progress: ProgressFactory = silent,
-              log: Callable[[str], None] = no_log) -> dict[str, object]:
+              log: Callable[[str], None] = no_log, tune_process: bool = False) -> dict[str, object]:
     """Every profile measured on the same ``frames`` frames of ``stream``: the report (schema ``SCHEMA``), JSON-ready."""
     results = []
     with tempfile.TemporaryDirectory(prefix="edgecvm-bench-") as tmp:
@@ -301,7 +304,7 @@ def run_bench(profiles: Sequence[DeviceProfile], bundles: list[Bundle], stream: 
         manifest = write_frame_manifest(stream, frames, work / "frames.csv")
         for profile in profiles:
             results.append(bench_profile(profile, bundles, manifest, work, torch_ref, repeat, head_method,
-                                         progress, log))
+                                         progress, log, tune_process))
     return {
         "schema": SCHEMA, "edgecvm": __version__, "onnxruntime": ort.__version__, "cpu_count": os.cpu_count(),
         "stream": str(stream), "frames": frames, "repeat": repeat, "results": results,

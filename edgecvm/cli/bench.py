@@ -33,7 +33,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     profiles = [load_profile(name) for name in names]  # every profile validated before anything runs
     bundles = [load_bundle(path) for path in (args.bundle or [default_bundle(_log)])]
     report = run_bench(profiles, bundles, args.stream, args.frames, args.repeat, not args.no_torch_ref,
-                       args.head_method, progress=Progress, log=_log)
+                       args.head_method, progress=Progress, log=_log, tune_process=True)
     print(render_report(report))
     if args.markdown:
         print("\n" + markdown_table(report))
