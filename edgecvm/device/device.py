@@ -40,6 +40,11 @@ ImageInput = Union[str, "os.PathLike[str]", Image.Image, np.ndarray]
 
 @dataclasses.dataclass
 class Device:
+    """An opened device (from ``open_device``): the verified bundle and profile, the learner and the backbone.
+
+    Not thread-safe: one thread teaches and predicts (``LearnLoop`` hands updates to its own worker and waits).
+    """
+
     bundle: Bundle
     profile: DeviceProfile
     learner: Learner
