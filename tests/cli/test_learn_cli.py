@@ -218,3 +218,23 @@ def test_learn_and_predict_import_only_the_device_side(tmp_path: Path, test_bund
     assert done.returncode == 0, done.stderr[-2000:]
     summary = [json.loads(line) for line in done.stdout.splitlines() if line.strip()][-1]
     assert summary["event"] == "summary" and summary["accuracy"] > 0.5  # a real run, not an early exit
+
+
+def test_predict_on_folders_that_are_not_concepts_predicts_every_image_without_accuracy(
+        capsys, caplog, tmp_path: Path, test_bundle: Path, samples_dir: Path, profile: Path, taught: dict) -> None:
+    photos = tmp_path / "photos"
+    (photos / "misc").mkdir(parents=True)
+    (photos / "holiday 2025").mkdir()
+    for i, image in enumerate(sorted((samples_dir / "val" / "goldfish").glob("*.JPEG"))[:3]):
+        shutil.copy(image, photos / ("misc" if i else "holiday 2025") / image.name)
+    run = run_cli(capsys, "predict", "--bundle", test_bundle, "--stream", photos, "--profile", profile,
+                  "--state", taught["state"], "--labels-from", "dirs", "--json")
+    assert run.code == 0, run.stderr
+    frames = [r for r in run.records if r["event"] == "frame"]
+    assert len(frames) == 3 and all(r["correct"] is None for r in frames)
+    assert sum(r["concept"] == "goldfish" for r in frames) >= 2  # answered among the taught concepts all the same
+    summary = run.summary
+    assert summary["accuracy"] is None and summary["labelled"] == 0
+    assert "'holiday 2025', 'misc'" in summary["accuracy_note"] and "accuracy is left out" in summary["accuracy_note"]
+    warnings = [r.getMessage() for r in caplog.records if "accuracy is left out" in r.getMessage()]
+    assert len(warnings) == 1  # said once, also to a reader of the text output (as an `edgecvm: warning:` line)
