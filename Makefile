@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[export,camera,plots,dev]'
+	$(BIN)/pip install --quiet -e '.[export,camera,plots,serve,dev]'
 	touch $(STAMP)
 
 test: setup
