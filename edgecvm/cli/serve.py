@@ -65,12 +65,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
             serve(create_app(session, policy), sock, should_stop=lambda: stop.stopped)
         finally:
             session.close()
+    streamed = session.stream_summary or {}
     summary = {**session.loop.summary(stop.name), "stream_state": session.stream_state,
-               "stream_error": session.stream_error, "uploaded": session.uploaded}
+               "stream_error": session.stream_error, "uploaded": session.uploaded,
+               "stream_elapsed_s": streamed.get("elapsed_s"), "stream_frames_per_s": streamed.get("frames_per_s")}
     if args.json:
         print(json_line(summary), flush=True)
     else:
-        print(f"served {summary['frames']} frames ({summary['frames_per_s']} frames/s, stream {summary['stream_state']}); "
+        print(f"served {summary['frames']} frames ({summary['stream_frames_per_s']} frames/s, stream {summary['stream_state']}); "
               f"known concepts ({len(summary['known'])}): {', '.join(summary['known'])}; state {summary['state']} "  # type: ignore[arg-type]
               f"(update {summary['saved_update']}); peak RSS {summary['peak_rss_mb']} MB")
         sys.stdout.flush()

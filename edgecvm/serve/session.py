@@ -81,6 +81,7 @@ class ServeSession:
         self.stream_state = "starting"  # running, reconnecting, ended, lost, failed, stopped
         self.stream_error: str | None = None
         self.uploaded = 0
+        self.stream_summary: dict[str, object] | None = None  # the loop's summary when the stream ended or stopped
         self.loop = LearnLoop(device, stream, label_for=self._label_for, should_stop=self._stopping,
                               on_frame=self._on_frame, on_prediction=self._on_prediction, top_k=top_k, lock=self.lock)
         self._thread = threading.Thread(target=self._run, name="edgecvm-serve-loop", daemon=True)
@@ -107,6 +108,7 @@ class ServeSession:
             self.loop.finish()  # keep what the stream taught, whatever ended it
         except Exception:
             log.exception("checkpoint after the stream ended failed")
+        self.stream_summary = self.loop.summary(self.stream_state)
 
     def _stopping(self) -> bool:
         return self._stop.is_set() or self.should_stop()
