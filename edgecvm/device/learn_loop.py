@@ -10,9 +10,12 @@ camera or a stop request, so nothing taught is lost.
 
 A program that shows what the device sees (``edgecvm serve``) runs the same
 loop with a label per frame (``label_for``: a concept, or None to only
-predict) and ``on_prediction``: each frame's answer is computed on the update
-worker between updates, one at a time (a frame that arrives while the
-previous answer is still being computed is not predicted).
+predict) and ``on_prediction``: answers are computed on the update worker
+between updates, one at a time and at most one per ``predict_interval_s`` (a
+frame that comes sooner is not predicted). Why the interval: after an update
+the "lda" head solves its discriminant again before it can answer (~50 ms on
+the host), so answering every frame while teaching would cost more than the
+teaching; a page needs a few answers a second.
 """
 
 from __future__ import annotations
@@ -66,6 +69,7 @@ class LearnLoop:
     ``on_frame`` and ``on_checkpoint`` report progress; ``on_checkpoint`` runs
     on the update worker, once the file is on disk. ``on_prediction(frame,
     prediction)`` runs on the update worker with a frame's ``top_k`` answer.
+    ``predict_interval_s``: the least time between two answers.
     ``lock`` is held for every update, prediction and checkpoint, for a
     program that also teaches from other threads (under the same lock).
     """
@@ -82,6 +86,7 @@ class LearnLoop:
         on_checkpoint: Callable[[CheckpointReport], None] | None = None,
         on_prediction: Callable[[Frame, Prediction], None] | None = None,
         top_k: int = 5,
+        predict_interval_s: float = 0.0,
         lock: contextlib.AbstractContextManager[object] | None = None,
     ) -> None:
         if device.checkpointer is None:
@@ -90,7 +95,7 @@ class LearnLoop:
             raise BadInputError("give one label for every frame or a label per frame, not both")
         self.device, self.stream, self.label, self.label_for = device, stream, label, label_for
         self.should_stop, self.on_frame, self.on_checkpoint = should_stop, on_frame, on_checkpoint
-        self.on_prediction, self.top_k = on_prediction, top_k
+        self.on_prediction, self.top_k, self.predict_interval_s = on_prediction, top_k, predict_interval_s
         self.lock = lock if lock is not None else contextlib.nullcontext()
         self.checkpointer: Checkpointer = device.checkpointer
         learner = device.learner
@@ -114,6 +119,7 @@ class LearnLoop:
         """Teach until the stream ends or ``should_stop()``; raises ``StreamLostError`` when a camera is gone."""
         learner = self.device.learner
         predicting: Future[None] | None = None
+        predicted_at = -math.inf
         with UpdateThread(learner, self, lock=self.lock) as updates:
             for frame in self.stream:
                 self.frames += 1
@@ -127,8 +133,11 @@ class LearnLoop:
                     label = self._label(frame)
                     if label is not None:
                         self._note(updates.submit(features, [label], frame.origin))
-                    if self.on_prediction is not None and (predicting is None or predicting.done()):
+                    now = time.monotonic()
+                    if self.on_prediction is not None and (predicting is None or predicting.done()) \
+                            and now - predicted_at >= self.predict_interval_s:
                         predicting = updates.call(lambda f=frame, x=features: self._predict(f, x))
+                        predicted_at = now
                 if self.on_frame is not None:
                     self.on_frame(FrameReport(self.frames, self.loss, len(learner.known)))
                 if self.should_stop():

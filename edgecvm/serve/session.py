@@ -39,6 +39,7 @@ from edgecvm.learning.learner import Prediction
 log = logging.getLogger(__name__)
 PREVIEW_PX = 320  # longest side of the preview JPEG: enough for a phone, cheap to encode a few times a second
 PREVIEW_QUALITY = 70
+ANSWER_INTERVAL_S = 0.2  # 5 answers a second: smooth enough for the page, cheap for the learner (learn_loop.py)
 MAX_RECORD_FRAMES = 10_000  # one teach request labels at most this many frames
 _FPS_WINDOW = 64  # frames over which frames/s is measured
 
@@ -83,7 +84,8 @@ class ServeSession:
         self.uploaded = 0
         self.stream_summary: dict[str, object] | None = None  # the loop's summary when the stream ended or stopped
         self.loop = LearnLoop(device, stream, label_for=self._label_for, should_stop=self._stopping,
-                              on_frame=self._on_frame, on_prediction=self._on_prediction, top_k=top_k, lock=self.lock)
+                              on_frame=self._on_frame, on_prediction=self._on_prediction, top_k=top_k,
+                              predict_interval_s=ANSWER_INTERVAL_S, lock=self.lock)
         self._thread = threading.Thread(target=self._run, name="edgecvm-serve-loop", daemon=True)
 
     # ---- the loop thread ------------------------------------------------------------------------
