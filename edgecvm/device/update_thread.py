@@ -15,14 +15,18 @@ Updates stay strictly sequential and in stream order (one worker), so the
 result is identical to calling ``Learner.observe_features`` in line.
 Checkpoints are taken on the worker, right after an update, so a checkpoint
 never sees half an update. While updates are pending the caller must not
-touch the learner; ``wait()`` first.
+touch the learner; ``wait()`` first, or hand the work to the worker
+(``call``), or share the ``lock`` the worker holds for each update (a server
+teaching uploads from other threads does).
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeVar
 
 import numpy as np
 
@@ -32,17 +36,20 @@ from edgecvm.learning.learner import Learner, UpdateResult
 DEPTH = 8  # queued updates: covers one ~50 ms solve at ~8 ms per backbone frame
 
 Done = list[tuple[str, UpdateResult]]  # (the frame's origin, its update's result), in stream order
+T = TypeVar("T")
 
 
 class UpdateThread:
     """``with UpdateThread(learner, checkpointer) as updates: updates.submit(features, [concept], origin)``."""
 
-    def __init__(self, learner: Learner, checkpointer: Checkpointer | None = None, depth: int = DEPTH) -> None:
+    def __init__(self, learner: Learner, checkpointer: Checkpointer | None = None, depth: int = DEPTH,
+                 lock: contextlib.AbstractContextManager[object] | None = None) -> None:
         if depth < 1:
             raise ValueError(f"update queue depth must be >= 1, got {depth}")
         self.learner = learner
         self.checkpointer = checkpointer
         self.depth = depth
+        self.lock = lock if lock is not None else contextlib.nullcontext()  # held for each update and its checkpoint
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgecvm-update")
         self._queue: deque[tuple[str, Future[UpdateResult]]] = deque()
 
@@ -59,10 +66,24 @@ class UpdateThread:
         return done
 
     def _update(self, features: np.ndarray, concepts: list[str]) -> UpdateResult:
-        result = self.learner.observe_features(features, concepts)
-        if self.checkpointer is not None:
-            self.checkpointer.maybe_checkpoint()
+        with self.lock:
+            result = self.learner.observe_features(features, concepts)
+            if self.checkpointer is not None:
+                self.checkpointer.maybe_checkpoint()
         return result
+
+    def call(self, fn: Callable[[], T]) -> Future[T]:
+        """Run ``fn`` on the worker (under the lock) once the updates queued before it are done.
+
+        For reading the learner between updates (a prediction) without waiting
+        for the queue; it is not counted in ``depth`` and its result or error
+        stays in the returned future.
+        """
+        def locked() -> T:
+            with self.lock:
+                return fn()
+
+        return self._pool.submit(locked)
 
     def _collect(self, keep: int) -> Done:
         """Results of the finished updates at the head of the queue, waiting until at most ``keep`` remain.

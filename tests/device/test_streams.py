@@ -309,3 +309,37 @@ def test_source_kind_resolves_without_opening_anything(folder: Path, tmp_path: P
     assert source_kind(str(named_like_a_camera)) is SourceKind.FOLDER and SourceKind.FOLDER.labelled
     assert source_kind("camera3") is SourceKind.CAMERA and not SourceKind.CAMERA.labelled  # no device opened
     assert source_kind("picamera2") is SourceKind.PICAMERA2
+
+
+# ---- looping and real-time video --------------------------------------------------------------------
+
+
+def test_a_looped_source_starts_again_when_it_ends(samples_dir: Path):
+    import itertools
+
+    folder = samples_dir / "val" / "lemon"
+    count = sum(1 for _ in folder.iterdir())
+    with open_stream(str(folder), loop=True) as stream:
+        frames = list(itertools.islice(stream, 2 * count + 1))
+    assert stream.total is None
+    assert [f.origin for f in frames[count:2 * count]] == [f.origin for f in frames[:count]]
+
+
+def test_a_camera_cannot_be_looped():
+    with pytest.raises(BadInputError, match="only a finite source"):
+        open_stream("camera7", loop=True)
+
+
+def test_a_realtime_video_plays_no_faster_than_its_frame_rate(tmp_path: Path):
+    cv2 = pytest.importorskip("cv2")
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (32, 32))
+    for i in range(6):
+        writer.write(np.full((32, 32, 3), i * 40, dtype=np.uint8))
+    writer.release()
+    with open_stream(str(path), realtime=True) as stream:
+        started = time.monotonic()
+        frames = list(stream)
+        elapsed = time.monotonic() - started
+    assert len(frames) == 6 and stream.frame_interval_s == pytest.approx(1 / 25)
+    assert elapsed >= 5 / 25  # a lower bound: frame i is not read before i / fps
