@@ -1,11 +1,9 @@
-"""Issue 3's acceptance run on real images: teach 10 Tiny-ImageNet classes x 40 images via `learn`, read
-straight from the shared zip, then `predict` on their 500 val images: accuracy far above chance (10 %).
+"""Real images end to end: teach 10 Tiny-ImageNet classes x 40 images via `learn`, read straight from the
+shared zip, then `predict` on their 500 val images: accuracy far above chance (10 %).
 
 The manifests point *into* the zip (``data.zip/tiny-imagenet-200/train/<wnid>/...``), so this also proves
 the zip source reads the real archive; names come from its words.txt. Classes are taught one after
-another (the stream's order: class-incremental, the hard case for forgetting). Measured on the host with the
-default head (lda): 84.4 %; with the gradient head (sgd): 83.0 % (class-incremental), 81.6 % shuffled;
-zero-shot before teaching, over all 200 concepts: 38.4 %.
+another (the stream's order: class-incremental, the hard case for forgetting).
 """
 
 from __future__ import annotations
