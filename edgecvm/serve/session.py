@@ -96,16 +96,22 @@ class ServeSession:
         return self
 
     def _run(self) -> None:
+        error = None
         try:
             self.loop.run()
-            self.stream_state = "stopped" if self._stopping() else "ended"
+            state = "stopped" if self._stopping() else "ended"
         except StreamLostError as exc:
-            self.stream_state, self.stream_error = "lost", str(exc)
+            state, error = "lost", str(exc)
         except EdgeCVMError as exc:
-            self.stream_state, self.stream_error = "failed", str(exc)
+            state, error = "failed", str(exc)
         except Exception as exc:  # the page and uploads stay up; the log has the traceback
             log.exception("the learn loop failed")
-            self.stream_state, self.stream_error = "failed", f"{type(exc).__name__}: {exc}"
+            state, error = "failed", f"{type(exc).__name__}: {exc}"
+        with self.lock:  # every update is done: the counts shown so far came with the last (throttled) answer
+            counts = dict(self.device.learner.counters.per_concept)
+        with self._guard:
+            self._counts = counts
+        self.stream_state, self.stream_error = state, error  # after the counts: "ended" means all is shown
         try:
             self.loop.finish()  # keep what the stream taught, whatever ended it
         except Exception:
