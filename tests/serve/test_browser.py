@@ -19,8 +19,10 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import CLIP_CONCEPTS, SEGMENT, wait_for
+from PIL import Image
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -38,7 +40,7 @@ def served(test_bundle: Path, clip: Path, tmp_path: Path) -> Iterator[tuple[str,
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     process = subprocess.Popen(
         [sys.executable, "-m", "edgecvm", "serve", "--bundle", str(test_bundle), "--stream", str(clip), "--loop",
-         "--realtime", "--state", str(tmp_path / "state"), "--port", "0", "--json"],
+         "--realtime", "--state", str(tmp_path / "state"), "--port", "0", "--max-upload-mb", "1", "--json"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         line = process.stdout.readline()  # type: ignore[union-attr]
@@ -89,9 +91,15 @@ def test_teach_two_concepts_from_the_page(served, browser, samples_dir: Path, tm
     browser.find_element(By.XPATH, f"//p[@id='message']/button[text()='{first}']").click()
     assert concept.get_attribute("value") == first
 
-    # the first concept by uploading photos of it
-    photos = sorted((samples_dir / "train" / first).iterdir())[:8]
-    browser.find_element(By.ID, "files").send_keys("\n".join(str(p) for p in photos))
+    # the first concept by uploading photos of it, one of them a phone-sized photo larger than the server's
+    # 1 MB request limit: the page sends it downscaled
+    photos = sorted((samples_dir / "train" / first).iterdir())[:7]
+    big = tmp_path / "phone-photo.jpg"
+    pixels = np.asarray(Image.open(photos[0]).convert("RGB").resize((3000, 2250)), dtype=np.int16)
+    noisy = pixels + np.random.default_rng(0).integers(-12, 13, size=pixels.shape)
+    Image.fromarray(noisy.clip(0, 255).astype(np.uint8)).save(big, quality=95)
+    assert big.stat().st_size > 1024 * 1024
+    browser.find_element(By.ID, "files").send_keys("\n".join(str(p) for p in [*photos, big]))
     browser.find_element(By.ID, "upload").click()
     wait_for(lambda: f"taught 8 image(s) of {first}" in browser.find_element(By.ID, "message").text,
              what="the upload")

@@ -155,12 +155,30 @@ for (const type of ["pointerup", "pointerleave", "pointercancel"]) {
   });
 }
 
+// Phone photos are several MB each; the backbone sees 224 px. Sending at most UPLOAD_PX a side keeps many
+// photos inside one request's size limit. A file the browser cannot decode goes as it is: the server's
+// guarded decoder then says what is wrong with it.
+const UPLOAD_PX = 1024;
+async function shrink(file) {
+  let bitmap;
+  try { bitmap = await createImageBitmap(file); } catch { return file; }
+  const scale = UPLOAD_PX / Math.max(bitmap.width, bitmap.height);
+  if (scale >= 1) { bitmap.close(); return file; }
+  const canvas = document.createElement("canvas");
+  canvas.width = Math.round(bitmap.width * scale);
+  canvas.height = Math.round(bitmap.height * scale);
+  canvas.getContext("2d").drawImage(bitmap, 0, 0, canvas.width, canvas.height);
+  bitmap.close();
+  const blob = await new Promise((resolve) => canvas.toBlob(resolve, "image/jpeg", 0.92));
+  return blob || file;
+}
+
 $("upload").onclick = async () => {
   const files = $("files").files;
   if (!files.length) { say("choose one or more images first", true); return; }
   const form = new FormData();
   form.append("concept", concept());
-  for (const file of files) form.append("file", file, file.name);
+  for (const file of files) form.append("file", await shrink(file), file.name);
   say("uploading " + files.length + " image(s)…");
   try {
     const r = await call("POST", "api/upload", form);
