@@ -212,6 +212,7 @@ class ServeSession:
             features = self.device.extractor.extract([image])  # outside the lock: the stream goes on meanwhile
             with self.lock:
                 self.device.teach_features(features, concept)
+                self.loop.monitor.tick()  # an upload is a frame too: the replay buffer sheds under memory pressure
                 counts = dict(self.device.learner.counters.per_concept)
             taught += 1
             with self._guard:
