@@ -1,7 +1,9 @@
 """The learning loop: stream -> backbone -> head update -> checkpoint, reporting through callbacks.
 
-One frame, one update. Frames that cannot be decoded are skipped with a
-logged warning and counted. Updates run on ``UpdateThread``'s worker, up to
+One frame, one update. Frames are decoded and preprocessed on
+``pipeline.FramePipeline``'s worker while the backbone runs on the frame
+before (a live camera's newest frame wins). Frames that cannot be decoded are
+skipped with a logged warning and counted. Updates run on ``UpdateThread``'s worker, up to
 ``update_thread.DEPTH`` queued, while the backbone reads the next frames;
 everything that touches the learner between updates (RSS check, replay
 shrink, periodic checkpoint and its report) runs there too, right after an
@@ -32,6 +34,7 @@ import numpy as np
 
 from edgecvm.device.device import Device
 from edgecvm.device.memory_plan import MB, RssMonitor, peak_rss_bytes, replay_shrinker
+from edgecvm.device.pipeline import FramePipeline
 from edgecvm.device.state import Checkpointer, state_path
 from edgecvm.device.streams import Frame, Stream
 from edgecvm.device.update_thread import Done, UpdateThread
@@ -120,16 +123,19 @@ class LearnLoop:
         learner = self.device.learner
         predicting: Future[None] | None = None
         predicted_at = -math.inf
-        with UpdateThread(learner, self, lock=self.lock) as updates:
-            for frame in self.stream:
+        extractor = self.device.extractor
+        with UpdateThread(learner, self, lock=self.lock) as updates, \
+                FramePipeline(self.stream, extractor.preprocess) as pipeline:
+            for prepared in pipeline:
+                frame = prepared.frame
                 self.frames += 1
-                if frame.error is not None or frame.image is None:
+                if prepared.batch is None:
                     self.bad_frames += 1
                     with self.lock:
                         learner.count_bad_frame()
                     log.warning("skipping %s: %s", frame.origin, frame.error)
                 else:
-                    features = self.device.extractor.extract([frame.image])
+                    features = extractor.run(prepared.batch)
                     label = self._label(frame)
                     if label is not None:
                         self._note(updates.submit(features, [label], frame.origin))

@@ -16,6 +16,8 @@ class after another, the class-incremental case); ``shuffle`` mixes them with a
 seed. ``every`` keeps every N-th frame, ``limit`` stops after N frames.
 A finite source can be looped (read again from the start whenever it ends),
 and a video file can play at its own frame rate, as a camera would deliver it.
+Frames of a camera or a real-time video carry their arrival time, so the
+latency from arrival to answer can be measured.
 """
 
 from __future__ import annotations
@@ -76,6 +78,7 @@ class Frame:
     label: str | None
     origin: str  # file path, zip member path or "camera0#123": names the frame in warnings
     error: str | None = None
+    arrived: float | None = None  # time.monotonic() when a live source delivered it (None for files)
 
 
 class Stream:
@@ -89,6 +92,11 @@ class Stream:
 
     def __iter__(self) -> Iterator[Frame]:
         raise NotImplementedError
+
+    @property
+    def live(self) -> bool:
+        """Frames come at the source's pace and the newest matters most (a camera, a video in real time)."""
+        return False
 
     @property
     def reconnecting(self) -> bool:
@@ -169,10 +177,15 @@ class VideoStream(Stream):
         self.frame_interval_s = 1.0 / fps if realtime and fps > 0 else 0.0
         self._interrupted = threading.Event()
 
+    @property
+    def live(self) -> bool:
+        return self.frame_interval_s > 0
+
     def __iter__(self) -> Iterator[Frame]:
         index = yielded = 0
         started = time.monotonic()
         while self.limit is None or yielded < self.limit:
+            due = None
             if self.frame_interval_s:
                 due = started + index * self.frame_interval_s
                 if self._interrupted.wait(max(0.0, due - time.monotonic())):
@@ -182,7 +195,8 @@ class VideoStream(Stream):
             if index % self.every == 0:
                 ok, frame = self.capture.retrieve()
                 origin = f"{self.spec}#{index}"
-                yield Frame(bgr_to_image(frame), None, origin) if ok else Frame(None, None, origin, "cannot decode frame")
+                yield Frame(bgr_to_image(frame), None, origin, arrived=due) if ok else \
+                    Frame(None, None, origin, "cannot decode frame", due)
                 yielded += 1
             index += 1
 
@@ -201,6 +215,10 @@ class LoopedStream(Stream):
         super().__init__(first.kind, first.spec, None, first.labels)
         self._open_once, self._current = open_once, first
         self._interrupted = False
+
+    @property
+    def live(self) -> bool:
+        return self._current.live
 
     def __iter__(self) -> Iterator[Frame]:
         while True:
@@ -232,11 +250,15 @@ class CameraStream(Stream):
     def reconnecting(self) -> bool:
         return self.camera.reconnecting
 
+    @property
+    def live(self) -> bool:
+        return True
+
     def __iter__(self) -> Iterator[Frame]:
-        for n, (seq, frame) in enumerate(self.camera.frames(self.every)):
+        for n, (seq, frame, arrived) in enumerate(self.camera.frames(self.every)):
             if self.limit is not None and n >= self.limit:
                 return
-            yield Frame(bgr_to_image(frame), None, f"{self.spec}#{seq}")
+            yield Frame(bgr_to_image(frame), None, f"{self.spec}#{seq}", arrived=arrived)
 
     def interrupt(self) -> None:
         self.camera.interrupt()

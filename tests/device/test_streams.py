@@ -284,7 +284,7 @@ def test_live_camera_delivers_the_newest_frame_not_a_backlog() -> None:
     camera = LiveCamera("fastcam", lambda: FakeCamera(log, 10_000, delay_s=0.002))
     seqs = []
     with camera:
-        for seq, _ in camera.frames():
+        for seq, _, _ in camera.frames():
             seqs.append(seq)
             time.sleep(0.03)  # a slow consumer: the camera produces ~15 frames meanwhile
             if len(seqs) == 5:
