@@ -79,7 +79,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     accuracy = Accuracy()
     frames = bad = 0
-    started = time.monotonic()
+    started, cpu_started = time.monotonic(), time.process_time()
     with stream_from_args(args) as stream, StopOnSignal(stream) as stop, \
             FramePipeline(stream, device.extractor.preprocess) as pipeline:
         unknown = device.unknown_labels(stream)
@@ -109,6 +109,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         "correct": accuracy.correct, "accuracy": accuracy.top1, f"top{args.top_k}_accuracy": accuracy.top_k,
         "per_concept": {k: {"correct": c, "total": t} for k, (c, t) in sorted(accuracy.per_concept.items())},
         "elapsed_s": round(elapsed, 3), "frames_per_s": round(frames / elapsed, 2) if elapsed > 0 else None,
+        "cpu_s": round(time.process_time() - cpu_started, 3),  # all threads of the process, user + system
         "state": args.state, "peak_rss_mb": round(peak_rss_bytes() / MB, 1), "interrupted_by": stop.name or None,
         "accuracy_note": no_accuracy or None,
     }

@@ -116,7 +116,7 @@ class LearnLoop:
         self.start_updates = learner.counters.updates
         self.frames = self.bad_frames = 0
         self.loss = math.nan
-        self.started = time.monotonic()
+        self.started, self.cpu_started = time.monotonic(), time.process_time()
 
     def run(self) -> None:
         """Teach until the stream ends or ``should_stop()``; raises ``StreamLostError`` when a camera is gone."""
@@ -202,6 +202,7 @@ class LearnLoop:
             "updates": learner.counters.updates - self.start_updates, "updates_total": learner.counters.updates,
             "skipped_nonfinite": learner.counters.skipped_nonfinite, "loss": self.loss, "known": list(learner.known),
             "elapsed_s": round(elapsed, 3), "frames_per_s": round(self.frames / elapsed, 2) if elapsed > 0 else None,
+            "cpu_s": round(time.process_time() - self.cpu_started, 3),  # all threads of the process, user + system
             "checkpoints": self.checkpointer.written, "checkpoint_failures": self.checkpointer.failed,
             "saved_update": self.checkpointer.last_saved_update, "state": str(state_path(self.checkpointer.state_dir)),
             "peak_rss_mb": round(peak_rss_bytes() / MB, 1), "interrupted_by": interrupted_by or None,
