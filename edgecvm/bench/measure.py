@@ -117,8 +117,9 @@ def predict_extractor(bundle: Bundle, profile: DeviceProfile) -> FeatureExtracto
     return extractor
 
 
-def time_backbone(extractor: FeatureExtractor, manifest: Path, frames: int) -> float:
-    """Frames/s of the session alone: ``frames`` runs over inputs preprocessed beforehand."""
+def time_backbone(extractor: FeatureExtractor, manifest: Path, frames: int) -> tuple[float, float]:
+    """Frames/s of the session alone, ``frames`` runs over inputs preprocessed beforehand, and its CPU seconds
+    per frame (this process's, every thread: nothing else in it runs meanwhile)."""
     with open_stream(str(manifest), limit=BACKBONE_INPUTS) as stream:
         images = [frame.image for frame in stream if frame.image is not None]
     if not images:
@@ -126,15 +127,16 @@ def time_backbone(extractor: FeatureExtractor, manifest: Path, frames: int) -> f
     batches = [extractor.preprocess.batch([image]) for image in images]
     for batch in batches[:WARMUP_FRAMES]:
         extractor.run(batch)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     for i in range(frames):
         extractor.run(batches[i % len(batches)])
-    return frames / (time.perf_counter() - started)
+    return frames / (time.perf_counter() - started), (time.process_time() - cpu_started) / frames
 
 
 def camera_latency(extractor: FeatureExtractor, learner: Learner, video: Path, frames: int) -> dict[str, object]:
     """``video`` played at its frame rate through the pipeline, backbone and head (zero-shot over every
-    anchor): p50/p95 ms from each frame's arrival to its answer, and the frames answered."""
+    anchor): p50/p95 ms from each frame's arrival to its answer, and the frames answered (a frame the
+    consumer is too late for is skipped, as a camera replaces it: streams.VideoStream)."""
     latencies = []
     with open_stream(str(video), limit=frames, realtime=True) as stream, \
             FramePipeline(stream, extractor.preprocess) as pipeline:

@@ -39,7 +39,8 @@ def profile_block(r: dict[str, Any]) -> list[str]:
                  f"{_num(r['predict_frames_per_s'])} ({_num(r['predict_over_backbone'], 2)}x backbone), learn "
                  f"{_num(r['learn_frames_per_s'])} ({_num(r['learn_over_backbone'], 2)}x backbone); learn/predict "
                  f"{_num(r['learn_over_predict'], 2)}; cold start to first prediction {_num(r['cold_start_s'], 2, ' s')}")
-    lines.append(f"   CPU per frame: predict {_num(r['predict_cpu_s_per_frame'], 4, ' s')}, learn "
+    lines.append(f"   CPU per frame: backbone alone {_num(r['backbone_cpu_s_per_frame'], 4, ' s')}, predict "
+                 f"{_num(r['predict_cpu_s_per_frame'], 4, ' s')}, learn "
                  f"{_num(r['learn_cpu_s_per_frame'], 4, ' s')} ({_num(r['learn_cpu_over_predict'], 2)}x predict)")
     cam = r["camera_rate"]
     if cam.get("source"):

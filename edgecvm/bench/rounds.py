@@ -61,7 +61,8 @@ def at_least(value: float | None, floor: float) -> bool | None:
 
 def cpu_per_frame(rounds: list[Round], key: str) -> float | None:
     """The median over rounds of a command's CPU seconds per frame (its stream loop, all threads)."""
-    values = [getattr(r, key) / r.frames for r in rounds if getattr(r, key) is not None and r.frames]
+    values = [getattr(r, key) / (1 if key == "backbone_cpu_s" else r.frames) for r in rounds
+              if getattr(r, key) is not None and r.frames]
     return round(median(values), 4) if values else None
 
 
@@ -77,6 +78,7 @@ class Round:
     frames: int
     bad_frames: int
     backbone_fps: float | None = None
+    backbone_cpu_s: float | None = None  # per frame, the session alone (in the bench process)
     predict_cpu_s: float | None = None  # CPU seconds of the stream loop (all threads), from the child's summary
     learn_cpu_s: float | None = None
     learn_memory: dict[str, object] | None = None  # see ``learn_memory``
@@ -104,7 +106,7 @@ def learn_memory(run: ChildRun, summary: dict[str, object]) -> dict[str, object]
 
 
 def run_round(name: str, bundle: Bundle, child_yaml: Path, manifest: Path, state: Path, measured: DeviceProfile,
-              torch_ref: bool, head_method: str, backbone_fps: float | None = None) -> Round:
+              torch_ref: bool, head_method: str, backbone: tuple[float, float] | None = None) -> Round:
     """The real ``predict`` and ``learn`` commands (and the torch reference) in child processes."""
     common = ("--bundle", bundle.folder, "--stream", manifest, "--profile", child_yaml, "--json")
     frames = sum(1 for _ in manifest.open()) - 1
@@ -117,7 +119,8 @@ def run_round(name: str, bundle: Bundle, child_yaml: Path, manifest: Path, state
     summary, predicted = _summary(learn.lines), _summary(predict.lines)
     result = Round(predicted["frames_per_s"], summary["frames_per_s"], predict.first_match_s,
                    predict.peak_rss_mb, learn.peak_rss_mb, int(summary["frames"]), int(summary["bad_frames"]),
-                   backbone_fps, predicted.get("cpu_s"), summary.get("cpu_s"), learn_memory(learn, summary))
+                   *(backbone or (None, None)), predicted.get("cpu_s"), summary.get("cpu_s"),
+                   learn_memory(learn, summary))
     if result.bad_frames == result.frames:
         raise BadInputError(f"bench {name}: none of the {result.frames} frames of {manifest} could be read")
     if torch_ref:

@@ -192,10 +192,10 @@ def bench_profile(profile: DeviceProfile, bundles: list[Bundle], manifest: Path,
     for i in range(repeat):
         log(f"bench {profile.name}: backbone alone, then predict, learn{'' if missing else ', torch reference'} in "
             f"child processes (round {i + 1}/{repeat})")
-        backbone_fps = round(time_backbone(backbone, manifest, frames_in_manifest), 2)
+        fps, cpu = time_backbone(backbone, manifest, frames_in_manifest)
         rounds.append(run_round(profile.name, bundle, child_yaml, manifest, work / f"state-{profile.name}-{i}",
                                 measured, torch_ref=missing is None, head_method=head_method,
-                                backbone_fps=backbone_fps))
+                                backbone=(round(fps, 2), round(cpu, 5))))
     if isinstance(video, Path):
         log(f"bench {profile.name}: a {video.name} played at its frame rate, arrival to answer")
         camera: dict[str, object] = camera_latency(backbone, device.learner, video, frames_in_manifest)
@@ -237,6 +237,7 @@ def bench_profile(profile: DeviceProfile, bundles: list[Bundle], manifest: Path,
         "backbone_frames_per_s": round(median(r.backbone_fps for r in rounds), 2),  # type: ignore[type-var]
         "predict_frames_per_s": predict_fps, "learn_frames_per_s": learn_fps, "learn_over_predict": learn_over_predict,
         "predict_over_backbone": predict_over_backbone, "learn_over_backbone": learn_over_backbone,
+        "backbone_cpu_s_per_frame": cpu_per_frame(rounds, "backbone_cpu_s"),
         "predict_cpu_s_per_frame": cpu_per_frame(rounds, "predict_cpu_s"),
         "learn_cpu_s_per_frame": cpu_per_frame(rounds, "learn_cpu_s"),
         "learn_cpu_over_predict": learn_cpu_over_predict, "camera_rate": camera,

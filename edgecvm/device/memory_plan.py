@@ -117,8 +117,9 @@ def plan_memory(
     ``head_bytes``: everything the head method holds (``HeadMethod.nbytes()``:
     weights, ConSE branch, optimizer moments, gradients).
     ``batch_size``: frames per backbone call. ``frame_shape``: the decoded
-    source frame (height, width), held twice (the newest frame and the one in
-    flight). ``heap_trimmed``: ``process_tuning.limit_heap_retention()`` was applied.
+    source frame (height, width), held three times with its crop and float32
+    input (the frame in use, the one ready and the one being prepared:
+    pipeline.py). ``heap_trimmed``: ``process_tuning.limit_heap_retention()`` was applied.
     """
     pixel_ratio = (input_size / 224) ** 2
     factor = SESSION_FACTOR_TRIMMED if heap_trimmed else SESSION_FACTOR[profile.graph_optimization]
@@ -129,7 +130,7 @@ def plan_memory(
         per_frame = ACTIVATION_BYTES_224_TRIMMED_NO_ARENA
     trimmed = ", heap trimmed" if heap_trimmed else ""
     height, width = frame_shape
-    frames = 2 * (height * width * 3 + input_size * input_size * 3) + batch_size * 3 * input_size**2 * 4
+    frames = 3 * (height * width * 3 + input_size * input_size * 3 + batch_size * 3 * input_size**2 * 4)
     items = [
         PlanItem("runtime baseline", BASELINE_BYTES, "python + numpy + onnxruntime + pillow heap after start-up, "
                  "measured"),
@@ -141,7 +142,8 @@ def plan_memory(
         PlanItem("backbone activations", int(per_frame * pixel_ratio * batch_size),
                  f"{per_frame / MB:.0f} MB/frame at 224 px; {input_size} px, batch {batch_size}, {arena} ORT arena"
                  f"{trimmed}"),
-        PlanItem("frame buffers", frames, f"2 x {width}x{height} RGB frame + resize, float32 input batch"),
+        PlanItem("frame buffers", frames, f"3 x ({width}x{height} RGB frame + crop + float32 input): in use, ready, "
+                 "being prepared"),
         PlanItem("anchors", anchors_bytes, "float32 unit vectors of the anchor file"),
         PlanItem("head", head_bytes, "weights, ConSE branch, optimizer state, gradients, replay cache"),
     ]

@@ -162,7 +162,8 @@ def bgr_to_image(frame: np.ndarray) -> Image.Image:
 
 
 class VideoStream(Stream):
-    """A video file, as fast as it decodes or (``realtime``) no faster than its own frame rate."""
+    """A video file, as fast as it decodes or (``realtime``) as a camera delivers it: no faster than its own frame
+    rate, and a frame whose successor is already due when it is read is skipped (a camera keeps only the newest)."""
 
     def __init__(self, path: Path, every: int, limit: int | None, realtime: bool = False) -> None:
         cv2 = import_cv2()
@@ -192,6 +193,9 @@ class VideoStream(Stream):
                     return
             if not self.capture.grab():
                 return
+            if due is not None and time.monotonic() >= due + self.frame_interval_s:
+                index += 1  # the next frame is already due: a camera would have replaced this one
+                continue
             if index % self.every == 0:
                 ok, frame = self.capture.retrieve()
                 origin = f"{self.spec}#{index}"

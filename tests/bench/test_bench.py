@@ -21,7 +21,7 @@ from edgecvm.formats.bundle import Bundle, load_bundle
 RESULT_KEYS = {
     "profile", "bundle", "measured_with", "notes", "frames", "bad_frames", "repeat", "runs", "load_average_1m", "stages",
     "backbone_frames_per_s", "predict_frames_per_s", "learn_frames_per_s", "learn_over_predict", "predict_over_backbone",
-    "learn_over_backbone", "predict_cpu_s_per_frame", "learn_cpu_s_per_frame", "learn_cpu_over_predict", "camera_rate",
+    "learn_over_backbone", "backbone_cpu_s_per_frame", "predict_cpu_s_per_frame", "learn_cpu_s_per_frame", "learn_cpu_over_predict", "camera_rate",
     "cold_start_s", "predict_peak_rss_mb", "learn_peak_rss_mb", "learn_memory", "memory_budget_mb", "memory_judged_mb",
     "memory_verdict_basis", "memory_verdict", "memory_plan_mb", "plan_fits_budget", "memory_plan_items", "replay_filled",
     "torch_reference", "estimate", "targets",
@@ -71,7 +71,8 @@ def test_bench_reports_every_figure_and_what_it_measured(capsys, tmp_path: Path,
         paired = np.median([r[numerator] / r[denominator] for r in runs])
         assert result[key] == pytest.approx(round(float(paired), 2), abs=0.0051), key
     assert result["learn_cpu_s_per_frame"] == pytest.approx(np.median([r["learn_cpu_s"] / 8 for r in runs]), abs=1e-4)
-    assert 0 < result["predict_cpu_s_per_frame"] < 60
+    assert 0 < result["predict_cpu_s_per_frame"] < 60 and 0 < result["backbone_cpu_s_per_frame"] < 60
+    assert result["backbone_cpu_s_per_frame"] == pytest.approx(np.median([r["backbone_cpu_s"] for r in runs]), abs=1e-4)
     # The camera-rate source: the camera-sized sample as a video, played at 30 frames/s, answered frame by frame.
     camera = result["camera_rate"]
     assert camera["source"].endswith("30fps-150.avi") and 1 <= camera["frames"] <= 8
