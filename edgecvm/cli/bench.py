@@ -66,8 +66,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "or a folder of class sub-folders, a zip or a manifest. The camera-rate latency always plays "
                         "the 640x480 sample as a 30 frames/s video (camera extra)")
     parser.add_argument("--repeat", type=positive_int, default=1, metavar="R",
-                        help="rounds of the child runs (predict, learn, torch reference); frames/s are medians, "
-                        "peak RSS the maximum (default 1; make bench uses 3)")
+                        help="rounds of the backbone alone and the child runs (predict, learn, torch reference), "
+                        "side by side; frames/s are medians, ratios the median of each round's own, peak RSS the "
+                        "maximum (default 1; make bench uses 3)")
     parser.add_argument("--head-method", choices=list(HEAD_METHODS), default=None,
                         help="how learn's head learns, as `edgecvm learn --head-method` (default: learn's default); "
                         "the torch reference always trains the gradient head with Adam")
