@@ -118,9 +118,9 @@ def plan_memory(
     ``head_bytes``: everything the head method holds (``HeadMethod.nbytes()``:
     weights, ConSE branch, optimizer moments, gradients).
     ``batch_size``: frames per backbone call. ``frame_shape``: the decoded
-    source frame (height, width), held three times with its crop and float32
-    input (the frame in use, the one ready and the one being prepared:
-    pipeline.py). ``heap_trimmed``: ``process_tuning.limit_heap_retention()`` was applied.
+    source frame (height, width), counted three times with its crop and
+    float32 input (the frame in use, the one ready or being prepared:
+    pipeline.py, and the source's own buffer: a camera's newest frame). ``heap_trimmed``: ``process_tuning.limit_heap_retention()`` was applied.
     """
     pixel_ratio = (input_size / 224) ** 2
     factor = SESSION_FACTOR_TRIMMED if heap_trimmed else SESSION_FACTOR[profile.graph_optimization]
@@ -144,7 +144,7 @@ def plan_memory(
                  f"{per_frame / MB:.0f} MB/frame at 224 px; {input_size} px, batch {batch_size}, {arena} ORT arena"
                  f"{trimmed}"),
         PlanItem("frame buffers", frames, f"3 x ({width}x{height} RGB frame + crop + float32 input): in use, ready, "
-                 "being prepared"),
+                 "the source's buffer"),
         PlanItem("anchors", anchors_bytes, "float32 unit vectors of the anchor file"),
         PlanItem("head", head_bytes, "weights, ConSE branch, optimizer state, gradients, replay cache"),
     ]

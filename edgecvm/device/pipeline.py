@@ -6,18 +6,16 @@ backbone runs and the cores idle. PIL's decoder and resize and numpy release
 the GIL, so a worker that prepares frame i+1 while ONNX Runtime runs frame i
 hides most of that cost.
 
-How far ahead the worker reads depends on the source:
-
-* a file source (folder, zip, manifest, a video read as fast as it decodes)
-  loses nothing: while the consumer uses frame i, frame i+1 waits ready and
-  the worker prepares i+2;
-* a live source (a camera, a video in real time) must be answered on what it
-  shows *now*: the worker reads the source's newest frame only once the
-  consumer has taken the one before, so at most one prepared frame waits,
-  and no queue of stale frames builds up (the camera reader keeps only the
-  newest frame). Reading on and replacing a waiting frame with a newer one
-  would prepare frames nobody uses, taking a core from the backbone on a
-  2-core board, and lose frames that ``--limit`` counted.
+The worker reads a frame only once the consumer has taken the one before, so
+one prepared frame at most waits beside the one in use. For a file source
+that loses nothing and keeps the backbone fed as long as preparing a frame
+takes less than a backbone run. For a live source (a camera, a video in real
+time) it means the answer is on what the source shows *now*: the frame read
+is the camera's newest (its reader keeps only that), at most one backbone run
+old, and no queue of stale frames builds up. Reading on and replacing a
+waiting frame with a newer one would prepare frames nobody uses, taking a
+core from the backbone on a 2-core board, and lose frames that ``--limit``
+counted.
 
 The consumer iterates ``Prepared`` items in source order; an error raised by
 the stream (a lost camera) is re-raised in the consumer after the frames
@@ -52,7 +50,6 @@ class FramePipeline:
 
     def __init__(self, stream: Stream, preprocess: Preprocessor) -> None:
         self.stream, self.preprocess = stream, preprocess
-        self.live = stream.live
         self._cond = threading.Condition()
         self._slot: list[object] = []  # at most one item: a Prepared, _END or the stream's exception
         self._closed = False
@@ -85,7 +82,7 @@ class FramePipeline:
     def _work(self) -> None:
         try:
             frames = iter(self.stream)
-            while self._wait_for_room(before_reading=True):
+            while self._wait_for_room():
                 frame = next(frames, None)
                 if frame is None:
                     self._put(_END)
@@ -95,12 +92,11 @@ class FramePipeline:
         except BaseException as exc:  # handed to the consumer, raised in its thread
             self._put(exc)
 
-    def _wait_for_room(self, before_reading: bool = False) -> bool:
-        """Wait until the slot is free (before reading: only for a live source); False once closed."""
+    def _wait_for_room(self) -> bool:
+        """Wait until the slot is free; False once closed."""
         with self._cond:
-            if self.live or not before_reading:
-                while self._slot and not self._closed:
-                    self._cond.wait()
+            while self._slot and not self._closed:
+                self._cond.wait()
             return not self._closed
 
     def _put(self, item: object) -> bool:

@@ -94,11 +94,6 @@ class Stream:
         raise NotImplementedError
 
     @property
-    def live(self) -> bool:
-        """Frames come at the source's pace and the newest matters most (a camera, a video in real time)."""
-        return False
-
-    @property
     def reconnecting(self) -> bool:
         """A live source whose device failed and is being reopened."""
         return False
@@ -178,10 +173,6 @@ class VideoStream(Stream):
         self.frame_interval_s = 1.0 / fps if realtime and fps > 0 else 0.0
         self._interrupted = threading.Event()
 
-    @property
-    def live(self) -> bool:
-        return self.frame_interval_s > 0
-
     def __iter__(self) -> Iterator[Frame]:
         index = yielded = 0
         started = time.monotonic()
@@ -220,10 +211,6 @@ class LoopedStream(Stream):
         self._open_once, self._current = open_once, first
         self._interrupted = False
 
-    @property
-    def live(self) -> bool:
-        return self._current.live
-
     def __iter__(self) -> Iterator[Frame]:
         while True:
             yielded = False
@@ -253,10 +240,6 @@ class CameraStream(Stream):
     @property
     def reconnecting(self) -> bool:
         return self.camera.reconnecting
-
-    @property
-    def live(self) -> bool:
-        return True
 
     def __iter__(self) -> Iterator[Frame]:
         for n, (seq, frame, arrived) in enumerate(self.camera.frames(self.every)):

@@ -1,5 +1,5 @@
-"""The frame pipeline: the next frame is prepared while the current one is used; a live source answers on its newest
-frame; files lose nothing; errors and closing reach the right thread. Events only, no timing."""
+"""The frame pipeline: the next frame is prepared while the current one is used, one ahead; a live camera answers on
+its newest frame; files lose nothing; errors and closing reach the right thread. Events only, no timing."""
 
 from __future__ import annotations
 
@@ -27,18 +27,14 @@ def image(value: int) -> Image.Image:
 class ScriptedStream(Stream):
     """Frames 0..n-1; records which ones were handed out; ``gates[i]`` (if set) must open before frame i is read."""
 
-    def __init__(self, n: int, live: bool = False, fail_after: int | None = None) -> None:
-        super().__init__(SourceKind.CAMERA if live else SourceKind.FOLDER, "scripted", n)
-        self.n, self._live, self.fail_after = n, live, fail_after
+    def __init__(self, n: int, fail_after: int | None = None) -> None:
+        super().__init__(SourceKind.FOLDER, "scripted", n)
+        self.n, self.fail_after = n, fail_after
         self.read: list[int] = []
         self.yielded = [threading.Event() for _ in range(n)]
         self.gates: dict[int, threading.Event] = {}
         self.finished = threading.Event()
         self.interrupted = threading.Event()
-
-    @property
-    def live(self) -> bool:
-        return self._live
 
     def __iter__(self) -> Iterator[Frame]:
         for i in range(self.n):
@@ -58,13 +54,13 @@ class ScriptedStream(Stream):
         self.interrupted.set()
 
 
-def test_a_file_source_gives_every_frame_in_order_prepared_a_frame_ahead() -> None:
+def test_a_file_source_gives_every_frame_in_order() -> None:
     stream = ScriptedStream(6)
     consumed = []
     with FramePipeline(stream, PRE) as pipeline:
         for item in pipeline:
             i = int(item.frame.origin.split("#")[1])
-            assert len(stream.read) - len(consumed) <= 3  # at most one ready and one in the works
+            assert len(stream.read) - len(consumed) <= 2  # the one in use and at most one more
             consumed.append(i)
             if item.frame.error is None:
                 assert item.batch is not None and item.batch.shape == (1, 3, 8, 8)
@@ -79,8 +75,10 @@ def test_the_worker_reads_the_next_frame_while_the_consumer_holds_this_one() -> 
     with FramePipeline(stream, PRE) as pipeline:
         items = iter(pipeline)
         next(items)  # frame 0 is in use (the backbone runs on it) and the next one is not asked for yet
-        assert stream.yielded[1].wait(WAIT_S) and stream.yielded[2].wait(WAIT_S)
-        assert [int(i.frame.origin.split("#")[1]) for i in items] == [1, 2, 3]
+        assert stream.yielded[1].wait(WAIT_S)
+        assert not stream.yielded[2].is_set()  # read only once frame 1 is taken: never a queue
+        assert next(items).frame.origin == "scripted#1" and stream.yielded[2].wait(WAIT_S)
+        assert [int(i.frame.origin.split("#")[1]) for i in items] == [2, 3]
 
 
 class CountingCapture:
@@ -131,9 +129,18 @@ def test_a_lost_camera_is_raised_to_the_consumer_after_the_frames_before_it() ->
 
 
 def test_closing_stops_a_worker_that_waits_for_a_frame() -> None:
-    stream = ScriptedStream(3, live=True)
-    stream.gates[1] = threading.Event()  # the camera never delivers frame 1
+    stream = ScriptedStream(3)
+    stream.gates[1] = threading.Event()  # the source never delivers frame 1
     pipeline = FramePipeline(stream, PRE)
     assert next(iter(pipeline)).frame.origin == "scripted#0"
     pipeline.close()  # interrupts the stream, so the waiting read returns
     assert stream.interrupted.is_set() and not pipeline._thread.is_alive()
+
+
+def test_camera_frames_carry_their_arrival_time() -> None:
+    capture = CountingCapture(until=1)
+    with CameraStream(LiveCamera("fakecam", lambda: capture), SourceKind.CAMERA, every=1, limit=3) as stream, \
+            FramePipeline(stream, PRE) as pipeline:
+        arrivals = [item.frame.arrived for item in pipeline]
+    assert len(arrivals) == 3 and all(a is not None and a > 0 for a in arrivals)
+    assert arrivals == sorted(arrivals)
