@@ -33,7 +33,8 @@ clean:
 	rm -rf $(BUILD) .cache .pytest_cache
 
 # Benchmarks (~5 min on 2 cores): every device profile measured on this machine by `edgecvm bench`,
-# with a 224 px fp32 and a 160 px int8 bundle (each profile takes the closest to what it asks).
+# with a 224 px fp32 and a 160 px int8 bundle (each profile takes the closest to what it asks), on
+# camera-sized frames (the sample at 640x480 and as a 30 frames/s video, written once to ~/.cache/edgecvm/bench).
 # The table goes to stdout, the same numbers to export/build/bench.json (keys in docs/benchmarks.md).
 # learn runs the gradient head (sgd), the one the torch reference loop mirrors; the default head (lda) is
 # measured with `edgecvm bench --profile host` (docs/benchmarks.md).

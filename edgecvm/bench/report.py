@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-STAGE_NAMES = {"decode_preprocess": "decode + preprocess", "backbone": "backbone",
+STAGE_NAMES = {"decode": "decode", "preprocess": "preprocess", "backbone": "backbone",
                "head_predict": "head predict", "head_update": "head update (+replay)"}
 
 
@@ -35,11 +35,27 @@ def profile_block(r: dict[str, Any]) -> list[str]:
     for key, name in STAGE_NAMES.items():
         stage = r["stages"][key]
         lines.append(f"   {name:<24}{_num(stage['p50_ms'], 2):>9}{_num(stage['p95_ms'], 2):>9}")
-    lines.append(f"   predict {_num(r['predict_frames_per_s'])} frames/s, learn {_num(r['learn_frames_per_s'])} frames/s,"
-                 f" learn/predict {_num(r['learn_over_predict'], 2)}; cold start to first prediction "
-                 f"{_num(r['cold_start_s'], 2, ' s')}")
-    lines.append(f"   learn peak RSS {_num(r['learn_peak_rss_mb'], 1, ' MB')} vs budget {r['memory_budget_mb']} MB: "
-                 f"{r['memory_verdict']}; memory plan {r['memory_plan_mb']} MB "
+    lines.append(f"   backbone alone {_num(r['backbone_frames_per_s'])} frames/s; predict "
+                 f"{_num(r['predict_frames_per_s'])} ({_num(r['predict_over_backbone'], 2)}x backbone), learn "
+                 f"{_num(r['learn_frames_per_s'])} ({_num(r['learn_over_backbone'], 2)}x backbone); learn/predict "
+                 f"{_num(r['learn_over_predict'], 2)}; cold start to first prediction {_num(r['cold_start_s'], 2, ' s')}")
+    lines.append(f"   CPU per frame: backbone alone {_num(r['backbone_cpu_s_per_frame'], 4, ' s')}, predict "
+                 f"{_num(r['predict_cpu_s_per_frame'], 4, ' s')}, learn "
+                 f"{_num(r['learn_cpu_s_per_frame'], 4, ' s')} ({_num(r['learn_cpu_over_predict'], 2)}x predict)")
+    cam = r["camera_rate"]
+    if cam.get("source"):
+        lines.append(f"   camera-rate source (30 frames/s video): arrival to answer p50 {_num(cam['p50_ms'], 1, ' ms')}, "
+                     f"p95 {_num(cam['p95_ms'], 1, ' ms')} over {cam['frames']} frames")
+    else:
+        lines.append(f"   camera-rate source: not run ({cam['reason']})")
+    mem = r["learn_memory"] or {}
+    at_peak = mem.get("at_peak_mb") or {}
+    lines.append(f"   learn peak RSS {_num(r['learn_peak_rss_mb'], 1, ' MB')} (at the largest sample: anonymous "
+                 f"{_num(at_peak.get('anon'), 1)} + file-backed {_num(at_peak.get('file'), 1)} MB; most anonymous "
+                 f"{_num(mem.get('max_anon_mb'), 1)}, most file-backed {_num(mem.get('max_file_mb'), 1)}; peak reached "
+                 f"in {mem.get('peak_phase') or 'n/a'})")
+    lines.append(f"   memory judged {_num(r['memory_judged_mb'], 1, ' MB')} ({r['memory_verdict_basis']}) vs budget "
+                 f"{r['memory_budget_mb']} MB: {r['memory_verdict']}; memory plan {r['memory_plan_mb']} MB "
                  f"({'fits: learn starts' if r['plan_fits_budget'] else 'over budget: learn refuses to start, exit 3'})"
                  f"; replay filled {r['replay_filled']}")
     ref = r["torch_reference"]
@@ -55,14 +71,20 @@ def profile_block(r: dict[str, Any]) -> list[str]:
                  f"({est['backbone_frames_per_s']} frames/s); target {est['target_latency_ms']:g} ms: "
                  f"{'within' if est['meets_target_latency'] else 'OVER'}")
     t = r["targets"]
-    lines.append(f"   targets: learn >= 0.9 x predict {_met(t['learn_over_predict_ge_0_9'])}; learn >= 2 x torch "
+    lines.append(f"   targets: predict >= 0.9 x backbone {_met(t['predict_over_backbone_ge_0_9'])}; learn >= 0.85 x "
+                 f"backbone {_met(t['learn_over_backbone_ge_0_85'])}; 160 px int8 learn >= 0.75 x backbone "
+                 f"{_met(t['learn_over_backbone_ge_0_75_160_int8'])}; learn CPU <= 1.15 x predict "
+                 f"{_met(t['learn_cpu_le_1_15_predict'])}; camera p95 <= 66 ms {_met(t['camera_p95_le_66_ms'])}")
+    lines.append(f"            learn >= 0.9 x predict {_met(t['learn_over_predict_ge_0_9'])}; learn >= 2 x torch "
                  f"{_met(t['learn_over_torch_fps_ge_2'])}; RSS <= 1/3 torch {_met(t['learn_over_torch_rss_le_third'])};"
                  f" Lite0-224 fp32 learn <= 100 MB {_met(t['learn_peak_rss_le_100_mb_lite0_224_fp32'])}")
     return lines
 
 
-SUMMARY_COLUMNS = ("profile", "measured with", "predict f/s", "learn f/s", "learn/predict", "learn peak MB",
-                   "budget MB", "verdict", "cold start s", "torch f/s", "torch MB", "learn/torch", "est. device ms")
+SUMMARY_COLUMNS = ("profile", "measured with", "backbone f/s", "predict f/s", "learn f/s", "predict/backbone",
+                   "learn/backbone", "learn CPU/predict", "camera p95 ms", "learn peak MB", "anon + file MB",
+                   "judged MB", "budget MB", "verdict", "cold start s", "torch f/s", "torch MB", "learn/torch",
+                   "est. device ms")
 
 
 def summary_rows(report: dict[str, Any]) -> list[tuple[str, ...]]:
@@ -70,9 +92,13 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, ...]]:
     rows = []
     for r in report["results"]:
         m, ref = r["measured_with"], r["torch_reference"]
-        rows.append((r["profile"], f"{m['resolution']} {m['precision']} {m['threads']}t", _num(r["predict_frames_per_s"]),
-                     _num(r["learn_frames_per_s"]), _num(r["learn_over_predict"], 2), _num(r["learn_peak_rss_mb"]),
-                     str(r["memory_budget_mb"]), r["memory_verdict"], _num(r["cold_start_s"], 2),
+        at_peak = (r["learn_memory"] or {}).get("at_peak_mb") or {}
+        split = f"{_num(at_peak.get('anon'))} + {_num(at_peak.get('file'))}" if at_peak else "n/a"
+        rows.append((r["profile"], f"{m['resolution']} {m['precision']} {m['threads']}t", _num(r["backbone_frames_per_s"]),
+                     _num(r["predict_frames_per_s"]), _num(r["learn_frames_per_s"]), _num(r["predict_over_backbone"], 2),
+                     _num(r["learn_over_backbone"], 2), _num(r["learn_cpu_over_predict"], 2),
+                     _num(r["camera_rate"].get("p95_ms")), _num(r["learn_peak_rss_mb"]), split,
+                     _num(r["memory_judged_mb"]), str(r["memory_budget_mb"]), r["memory_verdict"], _num(r["cold_start_s"], 2),
                      _num(ref.get("frames_per_s")), _num(ref.get("peak_rss_mb")), _num(ref.get("learn_over_torch_fps"), 2),
                      _num(r["estimate"]["backbone_ms"])))
     return rows

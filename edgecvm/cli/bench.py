@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from edgecvm.bench.report import markdown_table, render_report
-from edgecvm.bench.run import DEFAULT_STREAM, default_bundle, run_bench
+from edgecvm.bench.run import default_bundle, run_bench
 from edgecvm.cli.common import positive_int
 from edgecvm.cli.progress import Progress
 from edgecvm.device.profiles import available_profiles, load_profile
@@ -47,8 +47,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "bench", help="measure latency, frames/s and memory per device profile",
         description="Measure, on this machine and under a device profile's threads, input size and precision: "
-        "per-stage latency (p50/p95), predict and learn frames/s and their ratio, learn's peak RSS (child process) "
-        "against the profile's memory budget (PASS/FAIL), cold start to the first prediction, a torch reference "
+        "per-stage latency (p50/p95), the backbone alone and predict and learn frames/s side by side (ratios, CPU "
+        "seconds per frame), latency from a frame's arrival to its answer at 30 frames/s, learn's peak RSS (child "
+        "process) split into anonymous and file-backed parts, with the phase of the peak, judged against the "
+        "profile's memory budget (PASS/FAIL), cold start to the first prediction, a torch reference "
         "learner on the same weights (with the export extra), and a FLOPs-based estimate for the real device "
         "(labelled estimate). Prints a table; --json FILE writes the same numbers (keys in docs/benchmarks.md).")
     parser.add_argument("--bundle", action="append", metavar="DIR",
@@ -58,12 +60,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--all-profiles", action="store_true", help="every shipped profile (`edgecvm profiles list`)")
     parser.add_argument("--frames", type=positive_int, default=200, metavar="N",
                         help="frames per measurement (default 200; the stream repeats if it has fewer)")
-    parser.add_argument("--stream", default=str(DEFAULT_STREAM), metavar="SRC",
-                        help="labelled frames: a folder of class sub-folders, a zip or a manifest "
-                        "(default: the built-in sample, edgecvm/resources/samples/tiny10/train)")
+    parser.add_argument("--stream", default="camera", metavar="SRC",
+                        help="labelled frames: 'camera' (default: the built-in sample at 640x480 px, as a camera "
+                        "delivers, written once to ~/.cache/edgecvm/bench), 'sample' (the 64 px sample itself), "
+                        "or a folder of class sub-folders, a zip or a manifest. The camera-rate latency always plays "
+                        "the 640x480 sample as a 30 frames/s video (camera extra)")
     parser.add_argument("--repeat", type=positive_int, default=1, metavar="R",
-                        help="rounds of the child runs (predict, learn, torch reference); frames/s are medians, "
-                        "peak RSS the maximum (default 1; make bench uses 3)")
+                        help="rounds of the backbone alone and the child runs (predict, learn, torch reference), "
+                        "side by side; frames/s are medians, ratios the median of each round's own, peak RSS the "
+                        "maximum (default 1; make bench uses 3)")
     parser.add_argument("--head-method", choices=list(HEAD_METHODS), default=None,
                         help="how learn's head learns, as `edgecvm learn --head-method` (default: learn's default); "
                         "the torch reference always trains the gradient head with Adam")

@@ -34,13 +34,17 @@ if TYPE_CHECKING:
 def cmd_learn(args: argparse.Namespace) -> int:
     from edgecvm.device.device import open_device
     from edgecvm.device.learn_loop import CheckpointReport, LearnLoop
+    from edgecvm.device.memory_plan import rss_parts
     from edgecvm.device.streams import source_kind
     from edgecvm.errors import BadInputError, InterruptedAfterCheckpoint, StreamLostError
+
+    memory = {"start-up": rss_parts()}  # RSS and its parts after each phase: where the peak happens (bench)
 
     if args.label is None and not source_kind(args.stream).labelled:  # before a camera is opened
         raise BadInputError(f"{args.stream} gives unlabelled frames; say what they show with --label CONCEPT")
     device = open_device(args.bundle, args.profile, args.state, head_method=args.head_method,
                          checkpoint_every=args.checkpoint_every, tune_process=True)
+    memory["session"] = rss_parts()
     if args.label is not None:
         device.learner.anchors.index_of(args.label)  # unknown concept: error listing close names, before any frame
 
@@ -56,12 +60,14 @@ def cmd_learn(args: argparse.Namespace) -> int:
                          on_frame=lambda r: _draw(bar, r), on_checkpoint=report_checkpoint)
         try:
             loop.run()
+            memory["learning"] = rss_parts()
         except StreamLostError:
             loop.finish()  # keep what was learned before the camera went away
             _print_summary(loop.summary("stream lost"), args.json)
             raise
         loop.finish()
-    summary = loop.summary(stop.name)
+    memory["checkpoint"] = rss_parts()
+    summary = {**loop.summary(stop.name), "memory": memory if None not in memory.values() else None}
     _print_summary(summary, args.json)
     if stop.stopped:
         checkpointer = loop.checkpointer

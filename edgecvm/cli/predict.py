@@ -63,6 +63,7 @@ class Accuracy:
 def cmd_predict(args: argparse.Namespace) -> int:
     from edgecvm.device.device import open_device
     from edgecvm.device.memory_plan import MB, peak_rss_bytes
+    from edgecvm.device.pipeline import FramePipeline
     from edgecvm.errors import BadInputError
 
     device = open_device(args.bundle, args.profile, args.state, read_only=True, tune_process=True)
@@ -78,24 +79,26 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     accuracy = Accuracy()
     frames = bad = 0
-    started = time.monotonic()
-    with stream_from_args(args) as stream, StopOnSignal(stream) as stop:
+    started, cpu_started = time.monotonic(), time.process_time()
+    with stream_from_args(args) as stream, StopOnSignal(stream) as stop, \
+            FramePipeline(stream, device.extractor.preprocess) as pipeline:
         unknown = device.unknown_labels(stream)
         no_accuracy = _why_no_accuracy(stream.spec, [name for name, _ in unknown], device.bundle.anchors_path.name)
         if no_accuracy:
             log.warning("%s", no_accuracy)
         score = not no_accuracy
         with Progress(stream.total, "predict", unit="frames", enabled=None if args.json else False) as bar:
-            for frame in stream:
+            for prepared in pipeline:  # the next frame is decoded while the backbone runs on this one
+                frame = prepared.frame
                 if stop.stopped:
                     break
                 frames += 1
                 bar.update(1)
-                if frame.error is not None or frame.image is None:
+                if prepared.batch is None:
                     bad += 1
                     log.warning("skipping %s: %s", frame.origin, frame.error)
                     continue
-                prediction = learner.predict_features(device.extractor.extract([frame.image]), args.top_k, vocab)[0]
+                prediction = learner.predict_features(device.extractor.run(prepared.batch), args.top_k, vocab)[0]
                 label = frame.label if score else None
                 hit = accuracy.update(label, prediction, same) if label is not None else None
                 _print_frame(frame.origin, label, prediction, hit, args.json)
@@ -106,6 +109,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         "correct": accuracy.correct, "accuracy": accuracy.top1, f"top{args.top_k}_accuracy": accuracy.top_k,
         "per_concept": {k: {"correct": c, "total": t} for k, (c, t) in sorted(accuracy.per_concept.items())},
         "elapsed_s": round(elapsed, 3), "frames_per_s": round(frames / elapsed, 2) if elapsed > 0 else None,
+        "cpu_s": round(time.process_time() - cpu_started, 3),  # all threads of the process, user + system
         "state": args.state, "peak_rss_mb": round(peak_rss_bytes() / MB, 1), "interrupted_by": stop.name or None,
         "accuracy_note": no_accuracy or None,
     }

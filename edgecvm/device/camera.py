@@ -55,10 +55,11 @@ class Backoff:
 
 
 class LiveCamera:
-    """``with LiveCamera("camera0", opener) as cam: for seq, bgr in cam.frames(): ...``.
+    """``with LiveCamera("camera0", opener) as cam: for seq, bgr, arrived in cam.frames(): ...``.
 
     ``frames(every=N)`` yields the newest frame once at least N new frames were
-    captured since the last one it yielded; it ends when ``interrupt()`` or
+    captured since the last one it yielded, with the ``time.monotonic()`` at
+    which the reader received it (latency is measured from there); it ends when ``interrupt()`` or
     ``close()`` is called and raises ``StreamLostError`` once the reader gave up.
     """
 
@@ -70,6 +71,7 @@ class LiveCamera:
         self.reconnecting = False  # the device failed and is being reopened (a status page shows it)
         self._cond = threading.Condition()
         self._latest: np.ndarray | None = None
+        self._latest_at = 0.0
         self._seq = 0
         self._lost: str | None = None
         self._stopped = threading.Event()
@@ -108,8 +110,8 @@ class LiveCamera:
 
     # ---- consumer side --------------------------------------------------------------------------
 
-    def frames(self, every: int = 1) -> Iterator[tuple[int, np.ndarray]]:
-        """(sequence number, frame) pairs, newest first-come; see the class docstring."""
+    def frames(self, every: int = 1) -> Iterator[tuple[int, np.ndarray, float]]:
+        """(sequence number, frame, arrival time), newest first-come; see the class docstring."""
         self.start()
         last = 0
         while True:
@@ -120,8 +122,8 @@ class LiveCamera:
                     return
                 if self._seq - last < every:
                     raise StreamLostError(self._lost)
-                last, frame = self._seq, self._latest
-            yield last, frame
+                last, frame, arrived = self._seq, self._latest, self._latest_at
+            yield last, frame, arrived
 
     # ---- reader thread --------------------------------------------------------------------------
 
@@ -130,7 +132,7 @@ class LiveCamera:
             frame = self._read_once()
             if frame is not None:
                 with self._cond:
-                    self._latest, self._seq = frame, self._seq + 1
+                    self._latest, self._latest_at, self._seq = frame, time.monotonic(), self._seq + 1
                     self._cond.notify_all()
             elif not self._reopen():
                 return
@@ -175,7 +177,7 @@ class LiveCamera:
                 self.reopen_count += 1
                 log.warning("%s: camera is back after %d reopen attempt(s)", self.name, attempt)
                 with self._cond:
-                    self._latest, self._seq = frame, self._seq + 1
+                    self._latest, self._latest_at, self._seq = frame, time.monotonic(), self._seq + 1
                     self._cond.notify_all()
                 return True
             self._release()

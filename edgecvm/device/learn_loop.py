@@ -1,7 +1,9 @@
 """The learning loop: stream -> backbone -> head update -> checkpoint, reporting through callbacks.
 
-One frame, one update. Frames that cannot be decoded are skipped with a
-logged warning and counted. Updates run on ``UpdateThread``'s worker, up to
+One frame, one update. Frames are decoded and preprocessed on
+``pipeline.FramePipeline``'s worker while the backbone runs on the frame
+before (a live camera's newest frame wins). Frames that cannot be decoded are
+skipped with a logged warning and counted. Updates run on ``UpdateThread``'s worker, up to
 ``update_thread.DEPTH`` queued, while the backbone reads the next frames;
 everything that touches the learner between updates (RSS check, replay
 shrink, periodic checkpoint and its report) runs there too, right after an
@@ -32,6 +34,7 @@ import numpy as np
 
 from edgecvm.device.device import Device
 from edgecvm.device.memory_plan import MB, RssMonitor, peak_rss_bytes, replay_shrinker
+from edgecvm.device.pipeline import FramePipeline
 from edgecvm.device.state import Checkpointer, state_path
 from edgecvm.device.streams import Frame, Stream
 from edgecvm.device.update_thread import Done, UpdateThread
@@ -109,27 +112,31 @@ class LearnLoop:
                 names = ", ".join(repr(name) for name, _ in unknown[:5]) + (" ..." if len(unknown) > 5 else "")
                 raise BadInputError(f"{stream.spec}: {len(unknown)} label(s) are not concepts of "
                                     f"{device.bundle.anchors_path.name}: {names}. First: {unknown[0][1]}")
-        self.monitor = RssMonitor(device.profile.memory_budget_mb * MB, replay_shrinker(learner.replay))
+        self.monitor = RssMonitor(device.profile.memory_budget_mb * MB, replay_shrinker(learner.replay),
+                                  file_backed_bytes=device.plan.file_backed_bytes)  # what the bench's verdict judges
         self.start_updates = learner.counters.updates
         self.frames = self.bad_frames = 0
         self.loss = math.nan
-        self.started = time.monotonic()
+        self.started, self.cpu_started = time.monotonic(), time.process_time()
 
     def run(self) -> None:
         """Teach until the stream ends or ``should_stop()``; raises ``StreamLostError`` when a camera is gone."""
         learner = self.device.learner
         predicting: Future[None] | None = None
         predicted_at = -math.inf
-        with UpdateThread(learner, self, lock=self.lock) as updates:
-            for frame in self.stream:
+        extractor = self.device.extractor
+        with UpdateThread(learner, self, lock=self.lock) as updates, \
+                FramePipeline(self.stream, extractor.preprocess) as pipeline:
+            for prepared in pipeline:
+                frame = prepared.frame
                 self.frames += 1
-                if frame.error is not None or frame.image is None:
+                if prepared.batch is None:
                     self.bad_frames += 1
                     with self.lock:
                         learner.count_bad_frame()
                     log.warning("skipping %s: %s", frame.origin, frame.error)
                 else:
-                    features = self.device.extractor.extract([frame.image])
+                    features = extractor.run(prepared.batch)
                     label = self._label(frame)
                     if label is not None:
                         self._note(updates.submit(features, [label], frame.origin))
@@ -196,6 +203,7 @@ class LearnLoop:
             "updates": learner.counters.updates - self.start_updates, "updates_total": learner.counters.updates,
             "skipped_nonfinite": learner.counters.skipped_nonfinite, "loss": self.loss, "known": list(learner.known),
             "elapsed_s": round(elapsed, 3), "frames_per_s": round(self.frames / elapsed, 2) if elapsed > 0 else None,
+            "cpu_s": round(time.process_time() - self.cpu_started, 3),  # all threads of the process, user + system
             "checkpoints": self.checkpointer.written, "checkpoint_failures": self.checkpointer.failed,
             "saved_update": self.checkpointer.last_saved_update, "state": str(state_path(self.checkpointer.state_dir)),
             "peak_rss_mb": round(peak_rss_bytes() / MB, 1), "interrupted_by": interrupted_by or None,

@@ -45,6 +45,16 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 @dataclass(frozen=True)
 class Preprocessor:
+    """Resize the shorter side to ``resize``, centre-crop ``input_size``, scale to float and normalise.
+
+    Why it is written this way (measured side by side, docs/benchmarks.md):
+    the resize computes only the cropped window (PIL's ``box``), not the whole
+    resized frame, and the normalisation runs in place on the (3, S, S) array
+    with no intermediate copies. Both give exactly the pixels of resize, crop,
+    then normalise (bit-identical on the 64 px sample; on larger frames PIL may
+    round an odd pixel one level apart), in about half the time.
+    """
+
     input_size: int
     resize: int
     interpolation: str
@@ -55,22 +65,31 @@ class Preprocessor:
     def from_manifest(cls, manifest: Manifest) -> Preprocessor:
         return cls(manifest.input_size, manifest.resize, manifest.interpolation, manifest.mean, manifest.std)
 
-    def __call__(self, image: Image.Image) -> np.ndarray:
-        """One image as a (3, S, S) float32 array."""
+    def resized_size(self, width: int, height: int) -> tuple[int, int]:
+        """The frame's size once its shorter side is ``resize`` (never below the crop)."""
+        scale = self.resize / min(width, height)
+        return max(self.input_size, round(width * scale)), max(self.input_size, round(height * scale))
+
+    def __call__(self, image: Image.Image, out: np.ndarray | None = None) -> np.ndarray:
+        """One image as a (3, S, S) float32 array (written into ``out`` when given)."""
         image = to_rgb(image)
+        size = self.input_size
         w, h = image.size
-        scale = self.resize / min(w, h)
-        new_w, new_h = max(self.input_size, round(w * scale)), max(self.input_size, round(h * scale))
-        image = image.resize((new_w, new_h), _RESAMPLE[self.interpolation])
-        left, top = (new_w - self.input_size) // 2, (new_h - self.input_size) // 2
-        image = image.crop((left, top, left + self.input_size, top + self.input_size))
-        arr = np.asarray(image, dtype=np.float32) * (1.0 / 255.0)
-        arr = (arr - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
-        return np.ascontiguousarray(arr.transpose(2, 0, 1))
+        new_w, new_h = self.resized_size(w, h)
+        left, top = (new_w - size) // 2, (new_h - size) // 2
+        sx, sy = w / new_w, h / new_h
+        box = (left * sx, top * sy, (left + size) * sx, (top + size) * sy)  # the crop, in the frame's pixels
+        pixels = np.asarray(image.resize((size, size), _RESAMPLE[self.interpolation], box=box))
+        if out is None:
+            out = np.empty((3, size, size), dtype=np.float32)
+        np.multiply(pixels.transpose(2, 0, 1), np.float32(1.0 / 255.0), out=out, dtype=np.float32)
+        out -= np.asarray(self.mean, np.float32)[:, None, None]
+        out /= np.asarray(self.std, np.float32)[:, None, None]
+        return out
 
     def batch(self, images: Sequence[Image.Image]) -> np.ndarray:
         """(N, 3, S, S) float32, ready for the ONNX backbone."""
         out = np.empty((len(images), 3, self.input_size, self.input_size), dtype=np.float32)
         for i, image in enumerate(images):
-            out[i] = self(image)
+            self(image, out[i])
         return out

@@ -16,6 +16,8 @@ class after another, the class-incremental case); ``shuffle`` mixes them with a
 seed. ``every`` keeps every N-th frame, ``limit`` stops after N frames.
 A finite source can be looped (read again from the start whenever it ends),
 and a video file can play at its own frame rate, as a camera would deliver it.
+Frames of a camera or a real-time video carry their arrival time, so the
+latency from arrival to answer can be measured.
 """
 
 from __future__ import annotations
@@ -76,6 +78,7 @@ class Frame:
     label: str | None
     origin: str  # file path, zip member path or "camera0#123": names the frame in warnings
     error: str | None = None
+    arrived: float | None = None  # time.monotonic() when a live source delivered it (None for files)
 
 
 class Stream:
@@ -154,7 +157,8 @@ def bgr_to_image(frame: np.ndarray) -> Image.Image:
 
 
 class VideoStream(Stream):
-    """A video file, as fast as it decodes or (``realtime``) no faster than its own frame rate."""
+    """A video file, as fast as it decodes or (``realtime``) as a camera delivers it: no faster than its own frame
+    rate, and a frame whose successor is already due when it is read is skipped (a camera keeps only the newest)."""
 
     def __init__(self, path: Path, every: int, limit: int | None, realtime: bool = False) -> None:
         cv2 = import_cv2()
@@ -173,16 +177,21 @@ class VideoStream(Stream):
         index = yielded = 0
         started = time.monotonic()
         while self.limit is None or yielded < self.limit:
+            due = None
             if self.frame_interval_s:
                 due = started + index * self.frame_interval_s
                 if self._interrupted.wait(max(0.0, due - time.monotonic())):
                     return
             if not self.capture.grab():
                 return
+            if due is not None and time.monotonic() >= due + self.frame_interval_s:
+                index += 1  # the next frame is already due: a camera would have replaced this one
+                continue
             if index % self.every == 0:
                 ok, frame = self.capture.retrieve()
                 origin = f"{self.spec}#{index}"
-                yield Frame(bgr_to_image(frame), None, origin) if ok else Frame(None, None, origin, "cannot decode frame")
+                yield Frame(bgr_to_image(frame), None, origin, arrived=due) if ok else \
+                    Frame(None, None, origin, "cannot decode frame", due)
                 yielded += 1
             index += 1
 
@@ -233,10 +242,10 @@ class CameraStream(Stream):
         return self.camera.reconnecting
 
     def __iter__(self) -> Iterator[Frame]:
-        for n, (seq, frame) in enumerate(self.camera.frames(self.every)):
+        for n, (seq, frame, arrived) in enumerate(self.camera.frames(self.every)):
             if self.limit is not None and n >= self.limit:
                 return
-            yield Frame(bgr_to_image(frame), None, f"{self.spec}#{seq}")
+            yield Frame(bgr_to_image(frame), None, f"{self.spec}#{seq}", arrived=arrived)
 
     def interrupt(self) -> None:
         self.camera.interrupt()

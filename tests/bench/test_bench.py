@@ -13,16 +13,28 @@ import pytest
 from device_cli import REPO, run_cli
 
 from edgecvm.bench.measure import run_child
-from edgecvm.bench.run import LITE0_GFLOP_224, Round, _paired_ratio, estimate, pick_bundle
+from edgecvm.bench.rounds import Round, paired_ratio
+from edgecvm.bench.run import LITE0_GFLOP_224, estimate, pick_bundle
 from edgecvm.device.profiles import load_profile
 from edgecvm.formats.bundle import Bundle, load_bundle
 
 RESULT_KEYS = {
-    "profile", "bundle", "measured_with", "notes", "frames", "bad_frames", "repeat", "runs", "load_average_1m", "stages", "predict_frames_per_s", "learn_frames_per_s",
-    "learn_over_predict", "cold_start_s", "predict_peak_rss_mb", "learn_peak_rss_mb", "memory_budget_mb",
-    "memory_verdict", "memory_plan_mb", "plan_fits_budget", "memory_plan_items", "replay_filled",
+    "profile", "bundle", "measured_with", "notes", "frames", "bad_frames", "repeat", "runs", "load_average_1m", "stages",
+    "backbone_frames_per_s", "predict_frames_per_s", "learn_frames_per_s", "learn_over_predict", "predict_over_backbone",
+    "learn_over_backbone", "backbone_cpu_s_per_frame", "predict_cpu_s_per_frame", "learn_cpu_s_per_frame", "learn_cpu_over_predict", "camera_rate",
+    "cold_start_s", "predict_peak_rss_mb", "learn_peak_rss_mb", "learn_memory", "memory_budget_mb", "memory_judged_mb",
+    "memory_verdict_basis", "memory_verdict", "memory_plan_mb", "plan_fits_budget", "memory_plan_items", "replay_filled",
     "torch_reference", "estimate", "targets",
 }
+PHASES = ["start-up", "session", "learning", "checkpoint"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def bench_cache(tmp_path_factory: pytest.TempPathFactory):
+    """The camera-sized input is generated into the user's cache: here a temporary one, shared by this module."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg")))
+        yield
 
 
 def _bench(capsys, tmp_path: Path, bundle: Path, *args: object) -> tuple[dict, str]:
@@ -46,21 +58,50 @@ def test_bench_reports_every_figure_and_what_it_measured(capsys, tmp_path: Path,
     assert result["measured_with"]["resolution"] == 224 and result["measured_with"]["precision"] == "fp32"
     assert any("profile asks 160 px int8" in note and "--quantize int8" in note for note in result["notes"])
     assert result["measured_with"]["threads"] == min(4, os.cpu_count() or 1)
+    assert list(result["stages"]) == ["decode", "preprocess", "backbone", "head_predict", "head_update"]
     for stage in result["stages"].values():
         assert 0 < stage["p50_ms"] <= stage["p95_ms"]
     assert result["predict_frames_per_s"] > 0 and result["learn_frames_per_s"] > 0
+    assert result["backbone_frames_per_s"] == pytest.approx(np.median([r["backbone_fps"] for r in runs]), abs=0.01)
     # each round's own ratio (its runs were side by side), then the median over rounds
-    paired = np.median([r["learn_fps"] / r["predict_fps"] for r in result["runs"]])
-    assert result["learn_over_predict"] == pytest.approx(round(float(paired), 2), abs=0.0051)
+    for key, (numerator, denominator) in {"learn_over_predict": ("learn_fps", "predict_fps"),
+                                          "predict_over_backbone": ("predict_fps", "backbone_fps"),
+                                          "learn_over_backbone": ("learn_fps", "backbone_fps"),
+                                          "learn_cpu_over_predict": ("learn_cpu_s", "predict_cpu_s")}.items():
+        paired = np.median([r[numerator] / r[denominator] for r in runs])
+        assert result[key] == pytest.approx(round(float(paired), 2), abs=0.0051), key
+    assert result["learn_cpu_s_per_frame"] == pytest.approx(np.median([r["learn_cpu_s"] / 8 for r in runs]), abs=1e-4)
+    assert 0 < result["predict_cpu_s_per_frame"] < 60 and 0 < result["backbone_cpu_s_per_frame"] < 60
+    assert result["backbone_cpu_s_per_frame"] == pytest.approx(np.median([r["backbone_cpu_s"] for r in runs]), abs=1e-4)
+    # The camera-rate source: the camera-sized sample as a video, played at 30 frames/s, answered frame by frame.
+    camera = result["camera_rate"]
+    assert camera["source"].endswith("30fps-150.avi") and 1 <= camera["frames"] <= 8
+    assert 0 < camera["p50_ms"] <= camera["p95_ms"]
     assert result["cold_start_s"] > 0
-    # Peak RSS comes from the child process and the verdict follows from it.
+    # Peak RSS comes from the child process, split into its parts; the verdict judges the anonymous part plus
+    # the plan's file-backed allowance.
     assert 30 < result["learn_peak_rss_mb"] < 2000
-    assert result["memory_verdict"] == ("PASS" if result["learn_peak_rss_mb"] <= 300 else "FAIL")
+    memory = result["learn_memory"]
+    at_peak = memory["at_peak_mb"]
+    assert at_peak["anon"] + at_peak["file"] + at_peak["shmem"] == pytest.approx(at_peak["rss"], abs=0.3)
+    assert at_peak["rss"] <= memory["peak_rss_mb"] + 0.1 and at_peak["anon"] > 10 and at_peak["file"] > 1
+    assert memory["max_anon_mb"] >= at_peak["anon"] and memory["max_file_mb"] >= at_peak["file"]
+    assert list(memory["phases"]) == PHASES and memory["peak_phase"] in PHASES
+    assert max(p["peak"] for p in memory["phases"].values()) == memory["phases"][memory["peak_phase"]]["peak"]
+    file_backed = sum(i["mb"] for i in result["memory_plan_items"] if i["file_backed"])
+    assert result["memory_judged_mb"] == pytest.approx(max(r["learn_memory"]["max_anon_mb"] for r in runs)
+                                                       + file_backed, abs=0.11)
+    assert result["memory_verdict"] == ("PASS" if result["memory_judged_mb"] <= 300 else "FAIL")
     assert result["memory_plan_mb"] == pytest.approx(sum(i["mb"] for i in result["memory_plan_items"]), abs=0.1)
     assert result["torch_reference"] == {"available": False, "reason": "--no-torch-ref"}
     assert result["estimate"]["label"] == "estimate" and result["estimate"]["gflop_per_frame"] == pytest.approx(0.392,
                                                                                                              abs=1e-3)
     assert "ESTIMATE" in table and "raspberry-pi-4" in table and "160 px int8" in table
+    assert set(result["targets"]) >= {"predict_over_backbone_ge_0_9", "learn_over_backbone_ge_0_85",
+                                      "learn_over_backbone_ge_0_75_160_int8", "learn_cpu_le_1_15_predict",
+                                      "camera_p95_le_66_ms"}
+    assert result["targets"]["learn_cpu_le_1_15_predict"] == (result["learn_cpu_over_predict"] <= 1.15)
+    assert "backbone alone" in table and "arrival to answer" in table and "file-backed" in table
 
 
 def test_jetson_profile_reports_the_provider_actually_used(capsys, monkeypatch, tmp_path: Path,
@@ -68,6 +109,7 @@ def test_jetson_profile_reports_the_provider_actually_used(capsys, monkeypatch, 
     monkeypatch.chdir(REPO)  # a relative --stream must work too
     report, _ = _bench(capsys, tmp_path, test_bundle, "--profile", "jetson-nano", "--frames", 4, "--no-torch-ref",
                        "--stream", "edgecvm/resources/samples/tiny10/val")
+    assert report["stream"] == report["source"] == "edgecvm/resources/samples/tiny10/val"
     (result,) = report["results"]
     assert result["frames"] == 4 and result["bad_frames"] == 0
     assert result["measured_with"]["providers"] == ["CPUExecutionProvider"]  # no TensorRT/CUDA on this machine
@@ -93,8 +135,8 @@ def test_a_ratio_pairs_the_runs_of_one_round() -> None:
     rounds = [Round(predict_fps=p, learn_fps=learn, cold_start_s=None, predict_rss_mb=80, learn_rss_mb=90, frames=200,
                     bad_frames=0) for p, learn in ((59.2, 56.7), (66.5, 31.7), (66.3, 64.8))]
     # rounds 0.96, 0.48, 0.98; the ratio of the two medians (56.7 / 66.3) would say 0.86
-    assert _paired_ratio(rounds, "learn_fps", "predict_fps") == 0.96
-    assert _paired_ratio(rounds, "learn_fps", "torch_fps") is None  # no torch reference in these rounds
+    assert paired_ratio(rounds, "learn_fps", "predict_fps") == 0.96
+    assert paired_ratio(rounds, "learn_fps", "torch_fps") is None  # no torch reference in these rounds
 
 
 def test_child_peak_rss_is_that_childs_own(tmp_path: Path) -> None:
@@ -102,6 +144,21 @@ def test_child_peak_rss_is_that_childs_own(tmp_path: Path) -> None:
     small = run_child([sys.executable, "-c", "print('{}')"], marker="{}")
     assert big.code == 0 and big.peak_rss_mb > 300
     assert small.peak_rss_mb < 100 and small.first_match_s is not None  # not the earlier child's maximum
+
+
+def test_a_childs_anonymous_memory_and_cpu_time_are_told_apart(tmp_path: Path) -> None:
+    # 200 MB of anonymous memory, then 100 MB of a file mapped and read, held until a line on stdin ends it.
+    data = tmp_path / "data.bin"
+    data.write_bytes(b"x" * (100 << 20))
+    code = ("import mmap, sys; b = bytearray(200 << 20); b[::4096] = b'x' * len(b[::4096]); "
+            f"f = open({str(data)!r}, 'rb'); m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ); "
+            "s = sum(m[i] for i in range(0, len(m), 4096)); import time; t = time.monotonic()\n"
+            "while time.monotonic() - t < 0.5: pass")  # busy half a second: the launcher samples it meanwhile
+    run = run_child([sys.executable, "-c", code])
+    assert run.code == 0 and run.memory is not None
+    assert run.memory.max_mb["anon"] > 200 and run.memory.max_mb["file"] > 100
+    assert run.memory.at_peak_mb["anon"] > 200 and run.memory.at_peak_mb["file"] > 100
+    assert run.cpu_s is not None and run.cpu_s > 0
 
 
 def test_flop_constant_matches_the_torch_model() -> None:

@@ -109,6 +109,26 @@ def test_monitor_samples_every_n_ticks_and_calls_back_over_budget(monkeypatch):
     assert events == [(120 * MB, 100 * MB)] and monitor.peak_bytes == 120 * MB and monitor.over_budget_events == 1
 
 
+def test_monitor_can_judge_anonymous_memory_plus_a_file_backed_allowance(monkeypatch):
+    # Page-cache pages counted in RSS do not trigger shedding; memory the process allocated does.
+    monkeypatch.setattr(memory_plan, "current_rss_bytes", lambda: 150 * MB)
+    readings = iter([60 * MB, 70 * MB, 80 * MB])  # the first is read at construction (is there a /proc?)
+    monkeypatch.setattr(memory_plan, "anonymous_rss_bytes", lambda: next(readings))
+    events = []
+    monitor = RssMonitor(100 * MB, lambda rss, budget: events.append((rss, budget)), every=1,
+                         file_backed_bytes=24 * MB)
+    assert [monitor.tick(), monitor.tick()] == [94 * MB, 104 * MB]
+    assert events == [(104 * MB, 100 * MB)]
+
+
+def test_anonymous_rss_is_part_of_the_rss() -> None:
+    if memory_plan.current_rss_bytes() is None:
+        pytest.skip("no /proc on this OS")
+    anonymous, parts = memory_plan.anonymous_rss_bytes(), memory_plan.rss_parts()
+    assert 0 < anonymous < memory_plan.current_rss_bytes()
+    assert parts is not None and parts["anon"] + parts["file"] + parts["shmem"] == pytest.approx(parts["rss"], abs=0.3)
+
+
 def test_monitor_without_proc_warns_once_and_does_nothing(monkeypatch, caplog):
     monkeypatch.setattr(memory_plan, "current_rss_bytes", lambda: None)
     with caplog.at_level(logging.WARNING, logger="edgecvm.device.memory_plan"):

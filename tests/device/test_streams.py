@@ -284,7 +284,7 @@ def test_live_camera_delivers_the_newest_frame_not_a_backlog() -> None:
     camera = LiveCamera("fastcam", lambda: FakeCamera(log, 10_000, delay_s=0.002))
     seqs = []
     with camera:
-        for seq, _ in camera.frames():
+        for seq, _, _ in camera.frames():
             seqs.append(seq)
             time.sleep(0.03)  # a slow consumer: the camera produces ~15 frames meanwhile
             if len(seqs) == 5:
@@ -343,3 +343,21 @@ def test_a_realtime_video_plays_no_faster_than_its_frame_rate(tmp_path: Path):
         elapsed = time.monotonic() - started
     assert len(frames) == 6 and stream.frame_interval_s == pytest.approx(1 / 25)
     assert elapsed >= 5 / 25  # a lower bound: frame i is not read before i / fps
+
+
+def test_a_realtime_video_skips_the_frames_a_slow_consumer_is_too_late_for(tmp_path: Path):
+    cv2 = pytest.importorskip("cv2")
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 100.0, (32, 32))
+    for i in range(12):
+        writer.write(np.full((32, 32, 3), i * 20, dtype=np.uint8))
+    writer.release()
+    late = threading.Event()  # never set: waiting on it stands for a slow backbone
+    with open_stream(str(path), realtime=True) as stream:
+        frames = []
+        for frame in stream:
+            frames.append(frame)
+            late.wait(0.05)  # five frame intervals
+    indices = [int(f.origin.rsplit("#", 1)[1]) for f in frames]
+    assert indices[0] == 0 and len(frames) < 12 and min(np.diff(indices)) >= 2  # no backlog of stale frames
+    assert all(f.arrived is not None for f in frames)

@@ -42,7 +42,7 @@ import edgecvm.device.device
 import edgecvm.device.streams
 from edgecvm import resources
 from edgecvm.cli import main as edgecvm_main
-from edgecvm.device.memory_plan import MB, current_rss_bytes
+from edgecvm.device.memory_plan import MB, current_rss_bytes, rss_parts
 from edgecvm.device.streams import Frame, SourceKind, Stream
 from edgecvm.formats.anchors import load_anchors
 from edgecvm.formats.bundle import load_bundle
@@ -52,6 +52,17 @@ DEFAULT_BUNDLE = REPO / ".cache" / "reliability" / "soak-bundle"
 PROGRESS_EVERY = 10_000  # frames between RSS lines on stderr
 
 
+class LabelPixel:
+    """Stands in for the ``Preprocessor``: a frame's single pixel (its concept) as a (3, 1, 1) input."""
+
+    input_size = 1
+
+    def __call__(self, image: Image.Image, out: np.ndarray | None = None) -> np.ndarray:
+        out = np.empty((3, 1, 1), np.float32) if out is None else out
+        out[:] = image.getpixel((0, 0))
+        return out
+
+
 class SyntheticBackbone:
     """Stands in for ``runtime.FeatureExtractor``: a frame's single pixel names its concept's feature cluster."""
 
@@ -59,24 +70,21 @@ class SyntheticBackbone:
         self.rng = np.random.default_rng(seed)
         self.centres = self.rng.gamma(1.0, 1.0, size=(n_concepts, feature_dim)).astype(np.float32)
         self.feature_dim = feature_dim
+        self.preprocess = LabelPixel()
 
     def warm_up(self) -> None:
         """Nothing to allocate or load ahead of the first frame."""
 
-    def extract(self, images: list[Image.Image]) -> np.ndarray:
-        labels = np.array([image.getpixel((0, 0)) for image in images])
-        noise = self.rng.normal(0.0, 0.6, size=(len(images), self.feature_dim)).astype(np.float32)
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        labels = batch[:, 0, 0, 0].astype(np.int64)
+        noise = self.rng.normal(0.0, 0.6, size=(len(labels), self.feature_dim)).astype(np.float32)
         return np.maximum(self.centres[labels] + noise, 0.0)
 
 
 def _rss_parts() -> dict[str, float]:
     """RSS split into anonymous (what a leak grows) and file-backed (code paged back in) MB, where /proc has it."""
-    try:
-        with open("/proc/self/status") as fh:
-            fields = dict(line.split(":", 1) for line in fh if line.startswith(("RssAnon", "RssFile")))
-    except OSError:
-        return {}
-    return {f"{key[3:].lower()}_mb": round(int(value.split()[0]) / 1024, 2) for key, value in fields.items()}
+    parts = rss_parts() or {}
+    return {f"{key}_mb": parts[key] for key in ("anon", "file") if key in parts}
 
 
 class SyntheticStream(Stream):

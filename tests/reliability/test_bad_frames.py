@@ -131,18 +131,18 @@ def test_learn_and_predict_skip_and_count_bad_frames(messy_folder, rel_bundle, r
 def test_nonfinite_features_are_skipped_counted_and_harmless(rel_bundle, rel_profile, device_parts, tmp_path,
                                                             monkeypatch, capsys, caplog):
     """Every third frame's features are poisoned (NaN, +Inf, or finite but absurd) inside the real `learn` loop."""
-    real_extract = edgecvm.device.runtime.FeatureExtractor.extract
+    real_run = edgecvm.device.runtime.FeatureExtractor.run
     poison = [np.nan, np.inf, 1e38]
     calls = {"n": 0}
 
-    def extract(self, images):
-        features = real_extract(self, images)
+    def run(self, batch):
+        features = real_run(self, batch)
         calls["n"] += 1
         if calls["n"] % 3 == 0:
             features[:, calls["n"] % 7] = poison[(calls["n"] // 3) % len(poison)]
         return features
 
-    monkeypatch.setattr(edgecvm.device.runtime.FeatureExtractor, "extract", extract)
+    monkeypatch.setattr(edgecvm.device.runtime.FeatureExtractor, "run", run)
     state = tmp_path / "state"
     rc = main(["learn", "--bundle", str(rel_bundle), "--stream", str(SAMPLES / "train"), "--limit", "30",
                "--shuffle", "0", "--state", str(state), "--profile", str(rel_profile), "--json"])

@@ -1,0 +1,146 @@
+"""The frame pipeline: the next frame is prepared while the current one is used, one ahead; a live camera answers on
+its newest frame; files lose nothing; errors and closing reach the right thread. Events only, no timing."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from edgecvm.device.camera import LiveCamera
+from edgecvm.device.pipeline import FramePipeline
+from edgecvm.device.preprocess import Preprocessor
+from edgecvm.device.streams import CameraStream, Frame, SourceKind, Stream
+from edgecvm.errors import StreamLostError
+
+PRE = Preprocessor(8, 8, "bilinear", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+WAIT_S = 30  # a generous bound on waiting for another thread; never reached when the code is right
+
+
+def image(value: int) -> Image.Image:
+    return Image.new("RGB", (8, 8), (value, value, value))
+
+
+class ScriptedStream(Stream):
+    """Frames 0..n-1; records which ones were handed out; ``gates[i]`` (if set) must open before frame i is read."""
+
+    def __init__(self, n: int, fail_after: int | None = None) -> None:
+        super().__init__(SourceKind.FOLDER, "scripted", n)
+        self.n, self.fail_after = n, fail_after
+        self.read: list[int] = []
+        self.yielded = [threading.Event() for _ in range(n)]
+        self.gates: dict[int, threading.Event] = {}
+        self.finished = threading.Event()
+        self.interrupted = threading.Event()
+
+    def __iter__(self) -> Iterator[Frame]:
+        for i in range(self.n):
+            gate = self.gates.get(i)
+            if gate is not None:
+                while not gate.wait(0.05):
+                    if self.interrupted.is_set():
+                        return
+            if self.fail_after is not None and i == self.fail_after:
+                raise StreamLostError("scripted: camera lost")
+            self.read.append(i)
+            self.yielded[i].set()
+            yield Frame(image(i), None, f"scripted#{i}") if i != 2 else Frame(None, None, "scripted#2", "corrupt")
+        self.finished.set()
+
+    def interrupt(self) -> None:
+        self.interrupted.set()
+
+
+def test_a_file_source_gives_every_frame_in_order() -> None:
+    stream = ScriptedStream(6)
+    consumed = []
+    with FramePipeline(stream, PRE) as pipeline:
+        for item in pipeline:
+            i = int(item.frame.origin.split("#")[1])
+            assert len(stream.read) - len(consumed) <= 2  # the one in use and at most one more
+            consumed.append(i)
+            if item.frame.error is None:
+                assert item.batch is not None and item.batch.shape == (1, 3, 8, 8)
+                np.testing.assert_array_equal(item.batch[0], PRE(image(i)))
+            else:
+                assert item.batch is None  # a bad frame is passed on, for the caller to count and skip
+    assert consumed == list(range(6))
+
+
+def test_the_worker_reads_the_next_frame_while_the_consumer_holds_this_one() -> None:
+    stream = ScriptedStream(4)
+    with FramePipeline(stream, PRE) as pipeline:
+        items = iter(pipeline)
+        next(items)  # frame 0 is in use (the backbone runs on it) and the next one is not asked for yet
+        assert stream.yielded[1].wait(WAIT_S)
+        assert not stream.yielded[2].is_set()  # read only once frame 1 is taken: never a queue
+        assert next(items).frame.origin == "scripted#1" and stream.yielded[2].wait(WAIT_S)
+        assert [int(i.frame.origin.split("#")[1]) for i in items] == [2, 3]
+
+
+class CountingCapture:
+    """A camera whose frames number themselves (pixel values); ``delivered`` is set once ``until`` frames came."""
+
+    def __init__(self, until: int) -> None:
+        self.count, self.until = 0, until
+        self.delivered = threading.Event()
+        self._pace = threading.Event()  # never set: wait() only paces the reader thread
+
+    def read(self) -> tuple[bool, np.ndarray]:
+        self._pace.wait(0.001)
+        self.count += 1
+        if self.count >= self.until:
+            self.delivered.set()
+        return True, np.full((6, 8, 3), self.count % 256, np.uint8)
+
+    def release(self) -> None:
+        pass
+
+
+def test_a_live_camera_is_answered_on_its_newest_frame_not_a_backlog() -> None:
+    capture = CountingCapture(until=60)
+    with CameraStream(LiveCamera("fakecam", lambda: capture), SourceKind.CAMERA, every=1, limit=None) as stream, \
+            FramePipeline(stream, PRE) as pipeline:
+        items = iter(pipeline)
+        first = next(items)
+        # The consumer is busy (a slow backbone) while the camera delivers dozens of frames.
+        assert capture.delivered.wait(WAIT_S)
+        waiting, newest = next(items), next(items)
+
+    def seq(item) -> int:
+        return int(item.frame.origin.split("#")[1])
+
+    # At most one frame was prepared during the stall; the one after it is the camera's newest, not the stall's
+    # backlog (a queue would have given seq(first) + 2).
+    assert seq(waiting) > seq(first) and seq(newest) >= 60
+    assert newest.frame.arrived is not None and newest.frame.arrived >= waiting.frame.arrived
+
+
+def test_a_lost_camera_is_raised_to_the_consumer_after_the_frames_before_it() -> None:
+    stream = ScriptedStream(5, fail_after=3)
+    seen = []
+    with pytest.raises(StreamLostError, match="camera lost"), FramePipeline(stream, PRE) as pipeline:
+        for item in pipeline:
+            seen.append(item.frame.origin)
+    assert seen == ["scripted#0", "scripted#1", "scripted#2"]
+
+
+def test_closing_stops_a_worker_that_waits_for_a_frame() -> None:
+    stream = ScriptedStream(3)
+    stream.gates[1] = threading.Event()  # the source never delivers frame 1
+    pipeline = FramePipeline(stream, PRE)
+    assert next(iter(pipeline)).frame.origin == "scripted#0"
+    pipeline.close()  # interrupts the stream, so the waiting read returns
+    assert stream.interrupted.is_set() and not pipeline._thread.is_alive()
+
+
+def test_camera_frames_carry_their_arrival_time() -> None:
+    capture = CountingCapture(until=1)
+    with CameraStream(LiveCamera("fakecam", lambda: capture), SourceKind.CAMERA, every=1, limit=3) as stream, \
+            FramePipeline(stream, PRE) as pipeline:
+        arrivals = [item.frame.arrived for item in pipeline]
+    assert len(arrivals) == 3 and all(a is not None and a > 0 for a in arrivals)
+    assert arrivals == sorted(arrivals)
