@@ -95,12 +95,15 @@ def test_file_holds_no_pickles_or_object_arrays(tmp_path: Path) -> None:
 
 
 def test_shipped_anchor_files_match_their_concept_lists() -> None:
-    for stem, count in (("tiny-imagenet-200", 200), ("imagenet-1k", 1000)):
+    for stem, count, dtype in (("tiny-imagenet-200", 200, "float16"), ("imagenet-1k", 1000, "float16"),
+                               ("imagenet-21k", 21843, "int8")):
         anchors = load_anchors(ANCHORS_DIR / f"{stem}.anchors.npz")
         assert anchors.names == tuple(c.name for c in read_concepts(ANCHORS_DIR / f"{stem}.tsv"))
-        assert (len(anchors), anchors.dim, anchors.dtype, anchors.model) == (count, 384, "float16", MODEL)
+        assert (len(anchors), anchors.dim, anchors.dtype, anchors.model) == (count, 384, dtype, MODEL)
         assert len(anchors.templates) > 1 and anchors.model_probe is not None
     assert (ANCHORS_DIR / "imagenet-1k.anchors.npz").stat().st_size <= 800_000  # 1,000 x 384 at float16
+    assert (ANCHORS_DIR / "imagenet-21k.anchors.npz").stat().st_size <= 9_000_000  # 21,843 x 384 at int8
+    assert anchors.resident_bytes < 16 * 2**20  # held as int8: not the 33.5 MB of a float32 matrix
 
 
 def _flip_byte(path: Path, offset: int) -> None:
