@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed
 BUILD   := export/build
 DEMO    := $(BUILD)/demo
 
-.PHONY: setup test demo lint bench bench-serve eval soak clean
+.PHONY: setup test demo lint bench bench-serve bench-vocabulary eval eval-21k anchors-21k soak clean
 
 setup: $(STAMP)
 
@@ -52,6 +52,15 @@ bench-serve: setup $(addsuffix /manifest.json,$(BENCH_BUNDLES))
 	$(BIN)/python tests/serve/bench_serve.py --bundle $(BUILD)/lite0-160-int8 --profile raspberry-pi-zero-2w \
 		--repeat 3 --copies 2
 
+# `edgecvm predict --vocab all` with the 21,843 ImageNet-21k anchors against the 200 Tiny-ImageNet ones, side by side
+# (~3 min on 2 cores): frames/s, peak RSS, the decision's ms per frame and the memory plans (docs/benchmarks.md).
+bench-vocabulary: setup $(BUILD)/lite0-224/manifest.json $(BUILD)/lite0-224-21k/manifest.json
+	$(BIN)/python tests/bench/bench_vocabulary.py --bundle $(BUILD)/lite0-224 --bundle-21k $(BUILD)/lite0-224-21k \
+		--profile host --repeat 3
+
+$(BUILD)/lite0-224-21k/manifest.json: | $(STAMP)
+	$(BIN)/edgecvm export --recipe lite0-224 --anchors imagenet-21k --out $(BUILD)/lite0-224-21k
+
 $(BUILD)/lite0-224/manifest.json: | $(STAMP)
 	$(BIN)/edgecvm export --recipe lite0-224 --anchors $(ANCHORS) --out $(BUILD)/lite0-224
 
@@ -77,3 +86,16 @@ eval: setup $(BUILD)/lite0-224/manifest.json
 	$(BIN)/edgecvm eval --bundle $(BUILD)/lite0-224 --data $(EVAL_DATA) --scenario class-incremental --tasks 10 \
 		--seed 0 --methods cvm,cvm-noreplay,ncm,slda,softmax,softmax-replay,joint \
 		--json $(BUILD)/eval.json --plot $(BUILD)/eval-class-incremental.png
+
+# Zero-shot among all 21,843 ImageNet-21k concepts on the Tiny-ImageNet val images, an image counting when the answer
+# is its own WordNet id, next to the bundle's 200-way figure (docs/results.md; ~1 min once the features are cached).
+WNIDS_21K ?= ../shared/data/imagenet-21k-concepts.tsv
+
+eval-21k: setup $(BUILD)/lite0-224/manifest.json
+	$(BIN)/edgecvm eval --bundle $(BUILD)/lite0-224 --data $(EVAL_DATA) --scenario zero-shot --anchors imagenet-21k \
+		--wordnet-ids $(WNIDS_21K) --json $(BUILD)/eval-21k.json
+
+# Rebuild the shipped 21k anchor file (deterministic; ~13 CPU-minutes, so it ships in the package instead).
+anchors-21k: setup
+	nice $(BIN)/edgecvm anchors build --concepts edgecvm/resources/anchors/imagenet-21k.tsv --dtype int8 \
+		--out edgecvm/resources/anchors/imagenet-21k.anchors.npz

@@ -3,16 +3,21 @@
     .venv/bin/python anchors/make_concept_lists.py ../shared/data
 
 writes ``edgecvm/resources/anchors/tiny-imagenet-200.tsv`` (from the Tiny-ImageNet zip's
-``wnids.txt`` + ``words.txt``) and ``edgecvm/resources/anchors/imagenet-1k.tsv`` (from
-``imagenet-1k-classes.tsv``). Both keep the source's class order, because
-line k of a list is label k of the dataset / output k of the classifier.
+``wnids.txt`` + ``words.txt``), ``edgecvm/resources/anchors/imagenet-1k.tsv`` (from
+``imagenet-1k-classes.tsv``) and ``edgecvm/resources/anchors/imagenet-21k.tsv`` (from
+``imagenet-21k-concepts.tsv``). All keep the source's order, because line k of a
+list is label k of the dataset / output k of the classifier / row k of the source
+(the 21k evaluation finds each concept's WordNet id by that row).
 
 Concept names must be unique case-insensitively, but ImageNet-1k's first
 lemmas are not: "crane" (bird, machine), "maillot" (tights, bathing suit) and
 "Cardigan" (corgi) vs "cardigan" (jacket). Every member of a clashing group
 gets a qualifier in parentheses: its second lemma when WordNet has one, else a
 fixed word taken from its gloss (QUALIFIERS, keyed by wnid, so the result does
-not depend on anything but the inputs).
+not depend on anything but the inputs). The 21k list has lemmas but no glosses,
+and 3,243 of its rows share a first lemma with another row: each that has a second
+lemma gets it as qualifier (``cell (jail cell)``), and a name that still clashes
+gets its WordNet id (``crane (n02012849)``; 1,277 rows).
 """
 
 from __future__ import annotations
@@ -65,10 +70,29 @@ def imagenet_1k_lines(tsv_path: Path) -> list[str]:
     return header + lines
 
 
+def imagenet_21k_lines(tsv_path: Path) -> list[str]:
+    with open(tsv_path, encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh, delimiter="\t"))
+    lemmas = [[lemma.strip() for lemma in r["lemmas"].split(",")] for r in rows]
+    clashes = Counter(lem[0].casefold() for lem in lemmas)
+    names = [f"{lem[0]} ({lem[1]})" if clashes[lem[0].casefold()] > 1 and len(lem) > 1 else lem[0] for lem in lemmas]
+    left = Counter(name.casefold() for name in names)
+    names = [f"{lem[0]} ({row['wnid']})" if left[name.casefold()] > 1 else name
+             for row, lem, name in zip(rows, lemmas, names, strict=True)]
+    header = [
+        f"# The {len(rows):,} WordNet concepts of ImageNet-21k; line k (not counting comments) = row k of "
+        "imagenet-21k-concepts.tsv.",
+        "# name = first lemma; clashing first lemmas get a qualifier: the second lemma, then the WordNet id if "
+        "still clashing.",
+    ]
+    return header + names
+
+
 def main(data_dir: Path) -> None:
     outputs = {
         HERE / "tiny-imagenet-200.tsv": tiny_imagenet_lines(data_dir / "tiny-imagenet-200-subset.zip"),
         HERE / "imagenet-1k.tsv": imagenet_1k_lines(data_dir / "imagenet-1k-classes.tsv"),
+        HERE / "imagenet-21k.tsv": imagenet_21k_lines(data_dir / "imagenet-21k-concepts.tsv"),
     }
     for path, lines in outputs.items():
         path.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -14,13 +14,14 @@ import argparse
 import platform
 import sys
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from edgecvm import resources
 from edgecvm.cli.common import positive_int
 from edgecvm.cli.progress import Progress
 from edgecvm.device.profiles import load_profile
-from edgecvm.eval.feature_cache import cache_folder, list_dataset, load_features
+from edgecvm.errors import BadInputError
+from edgecvm.eval.feature_cache import LabelledImage, cache_folder, list_dataset, load_features
 from edgecvm.eval.harness import (
     CVM_HEAD_METHOD,
     DEFAULT_METHODS,
@@ -30,9 +31,12 @@ from edgecvm.eval.harness import (
     run,
 )
 from edgecvm.eval.report import plot, table, write_json
-from edgecvm.eval.scenarios import HOLDOUTS, SCENARIOS, build_scenario
+from edgecvm.eval.scenarios import HOLDOUTS, SCENARIOS, TestSet, build_scenario
 from edgecvm.eval.variants import head_method_names
-from edgecvm.formats.bundle import load_bundle, load_head_and_anchors
+from edgecvm.eval.vocabulary import anchor_rows, read_wordnet_ids, zero_shot_over
+from edgecvm.eval.vocabulary import table as vocabulary_table
+from edgecvm.formats.anchors import load_anchors
+from edgecvm.formats.bundle import Bundle, load_bundle, load_head_and_anchors
 from edgecvm.learning.head_methods import DEFAULT_METHOD
 
 
@@ -62,6 +66,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--cache", "--cache-dir", dest="cache", type=Path, metavar="DIR", default=argparse.SUPPRESS,
                         help="where extracted features are kept (default: $XDG_CACHE_HOME/edgecvm, or "
                              "~/.cache/edgecvm when XDG_CACHE_HOME is unset)")
+    parser.add_argument("--anchors", metavar="NAME|FILE",
+                        help="zero-shot only: also answer among every concept of this anchor file (a shipped name, "
+                             "e.g. imagenet-21k, or a path; same language model as the bundle's) and report top-1 "
+                             "and top-5 next to the bundle's own anchor file")
+    parser.add_argument("--wordnet-ids", type=Path, metavar="TSV",
+                        help="with --anchors: the WordNet id of each of its anchors (the column headed 'wnid', a row per anchor; "
+                             "../shared/data/imagenet-21k-concepts.tsv for imagenet-21k), so an image counts as right "
+                             "when the answer is its own class folder's WordNet id; without it, by name")
     parser.add_argument("--json", type=Path, metavar="FILE", help="write every figure as JSON")
     parser.add_argument("--plot", type=Path, metavar="FILE.png", help="write the accuracy-vs-tasks plot")
     parser.set_defaults(func=main)
@@ -69,6 +81,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def main(args: argparse.Namespace) -> int:
     names = method_names(args.methods)
+    if (args.anchors or args.wordnet_ids) and (args.scenario != "zero-shot" or not args.anchors):
+        raise BadInputError("--anchors (and --wordnet-ids with it) go with --scenario zero-shot")
     started = time.monotonic()
     bundle = load_bundle(args.bundle)
     profile = load_profile(args.profile)
@@ -78,6 +92,8 @@ def main(args: argparse.Namespace) -> int:
     features = load_features(bundle, profile, args.data, cache, images, progress=Progress)
     feature_seconds = time.monotonic() - table_started
     scenario = build_scenario(features, args.scenario, args.tasks, args.seed, args.epochs, args.shots, args.holdout)
+    if args.anchors or args.wordnet_ids:
+        return _broad_vocabulary(args, bundle, scenario.test, features.concepts, images)
     config = HarnessConfig(profile=profile, backbone_bytes=bundle.backbone_bytes, input_size=bundle.manifest.input_size,
                            seed=args.seed, joint_epochs=args.joint_epochs)
     ctx = MethodContext(config, *load_head_and_anchors(bundle), features.concepts,
@@ -104,6 +120,33 @@ def main(args: argparse.Namespace) -> int:
         })
     if args.plot:
         plot(args.plot, results, title)
+    return 0
+
+
+def _broad_vocabulary(args: argparse.Namespace, bundle: Bundle, test: TestSet, concepts: tuple[str, ...],
+                      images: list[LabelledImage]) -> int:
+    """``--anchors``: zero-shot top-1/top-5 among the bundle's anchors and among every anchor of another file."""
+    head, own = load_head_and_anchors(bundle)
+    path = resources.shipped_or_path("anchors", args.anchors, ".anchors.npz")
+    broad = load_anchors(path)
+    if (broad.model, broad.dim) != (own.model, own.dim):
+        raise BadInputError(f"{path}: made by {broad.model} ({broad.dim}-d), the bundle's anchors by {own.model} "
+                            f"({own.dim}-d): not one concept space; use anchors made by the bundle's model")
+    folders = {image.concept: PurePosixPath(image.origin).parent.name for image in images}
+    ids = read_wordnet_ids(args.wordnet_ids) if args.wordnet_ids else None
+    results = [
+        zero_shot_over(head, own, bundle.manifest.anchors_file, test, concepts, anchor_rows(concepts, own), "name"),
+        zero_shot_over(head, broad, path.name, test, concepts, anchor_rows(concepts, broad, folders, ids),
+                       "WordNet id" if ids else "name"),
+    ]
+    print(f"zero-shot before any teaching, {len(concepts)} classes, {args.holdout} images\n")
+    print(vocabulary_table(results))
+    for result in results:
+        if result.missing:
+            print(f"\nnot in {result.anchors}: {', '.join(result.missing)} (their images count as wrong)")
+    if args.json:
+        write_json(args.json, {"bundle": {"folder": str(args.bundle), "sha256": bundle.sha256},
+                               "holdout": args.holdout, "results": [r.as_dict() for r in results]})
     return 0
 
 

@@ -32,7 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog="example: edgecvm export --recipe lite0-224 --anchors tiny-imagenet-200 "
         "--out export/build/lite0-224")
     parser.add_argument("--recipe", required=True, help="a shipped recipe (lite0-224, lite0-160) or a recipe YAML path")
-    parser.add_argument("--anchors", required=True, help="anchor file the device will predict over: a shipped one (tiny-imagenet-200, imagenet-1k) or a path")
+    parser.add_argument("--anchors", required=True, help="anchor file the device will predict over: a shipped one (tiny-imagenet-200, imagenet-1k, "
+                        "imagenet-21k: 21,843 WordNet concepts) or a path")
     parser.add_argument("--out", required=True,
                         help="bundle folder to write (e.g. export/build/lite0-224); a previous bundle there is replaced")
     parser.add_argument("--head-init", choices=("random", "conse"), default="conse",

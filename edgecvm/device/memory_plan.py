@@ -145,7 +145,8 @@ def plan_memory(
                  f"{trimmed}"),
         PlanItem("frame buffers", frames, f"3 x ({width}x{height} RGB frame + crop + float32 input): in use, ready, "
                  "the source's buffer"),
-        PlanItem("anchors", anchors_bytes, "float32 unit vectors of the anchor file"),
+        PlanItem("anchors", anchors_bytes, "the anchor file's vectors as held: float32, or int8 codes + a scale per "
+                 "row and one float32 scoring block"),
         PlanItem("head", head_bytes, "weights, ConSE branch, optimizer state, gradients, replay cache"),
     ]
     if learning:
@@ -173,7 +174,7 @@ def plan_for_learner(
         model_bytes=model_bytes,
         input_size=input_size,
         head_bytes=learner.method.nbytes(learner.replay.capacity),
-        anchors_bytes=learner.anchors.vectors.nbytes,
+        anchors_bytes=learner.anchors.resident_bytes,
         replay_bytes=learner.replay.nbytes,
         feature_dim=learner.feature_dim,
         batch_size=1,

@@ -131,7 +131,7 @@ class Learner:
         new_idx = list(dict.fromkeys(a for a in anchor_idx if a not in rows))
         if new_idx:  # tentative: committed only if the step succeeds
             rows = {**rows, **{a: len(self.known) + j for j, a in enumerate(new_idx)}}
-            known_anchors = np.concatenate([known_anchors, self.anchors.vectors[new_idx]])
+            known_anchors = np.concatenate([known_anchors, self.anchors.rows(new_idx)])
         targets = np.array([rows[a] for a in anchor_idx], dtype=np.int64)
 
         replay = self.replay.sample(self.config.batch_size, self.rng)
@@ -161,7 +161,7 @@ class Learner:
         """Set the known concepts, in teaching order (used when resuming a saved state)."""
         idx = [self.anchors.index_of(n) for n in names]
         self.known = [self.anchors.names[i] for i in idx]
-        self.known_anchors = self.anchors.vectors[idx]
+        self.known_anchors = self.anchors.rows(idx)
         self._known_rows = {a: row for row, a in enumerate(idx)}
 
     # ---- predicting -----------------------------------------------------------------------------
@@ -175,8 +175,7 @@ class Learner:
         bad = np.flatnonzero(~np.isfinite(features).all(axis=1))
         if bad.size:
             raise BadInputError(f"feature rows {bad.tolist()} contain NaN/Inf; drop those frames before predicting")
-        names, matrix = self._vocabulary(vocab)
-        sims = self.method.embed(features) @ matrix.T
+        names, sims = self._similarities(self.method.embed(features), vocab)
         k = max(1, min(top_k, len(names)))
         top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
         top_sims = np.take_along_axis(sims, top, axis=1)
@@ -188,9 +187,10 @@ class Learner:
             predictions.append(Prediction(concept=ranked[0][0], score=ranked[0][1], top_k=ranked))
         return predictions
 
-    def _vocabulary(self, vocab: Vocab) -> tuple[Sequence[str], np.ndarray]:
+    def _similarities(self, embeddings: np.ndarray, vocab: Vocab) -> tuple[Sequence[str], np.ndarray]:
+        """The vocabulary's names and each embedding's cosine with each of them."""
         if vocab == "all":
-            return self.anchors.names, self.anchors.vectors
+            return self.anchors.names, self.anchors.similarities(embeddings)
         if vocab != "known":
             raise BadInputError(f"unknown vocabulary {vocab!r}; choose 'known' or 'all'")
         if not self.known:
@@ -198,7 +198,7 @@ class Learner:
                 "no concepts have been taught yet, so the vocabulary of taught concepts ('known') is empty; "
                 "teach some, or answer over the whole anchor file (vocabulary 'all', zero-shot)"
             )
-        return self.known, self.known_anchors
+        return self.known, embeddings @ self.known_anchors.T
 
     # ---- input checks ---------------------------------------------------------------------------
 

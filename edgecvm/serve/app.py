@@ -1,6 +1,6 @@
 """The web app: the page (static files shipped in the package) and the JSON API it uses (docs/serve.md).
 
-``GET /api/status``, ``/api/concepts``, ``/api/preview.jpg``, ``/api/predictions``
+``GET /api/status``, ``/api/concepts``, ``/api/vocabulary?q=TEXT&limit=N``, ``/api/preview.jpg``, ``/api/predictions``
 (server-sent events: one ``data:`` line of JSON per new answer, at most
 ``FEED_HZ`` a second); ``POST /api/teach`` (``{"concept": ..., "frames": N}``),
 ``/api/teach/stop``, ``/api/upload`` (multipart: ``concept`` and ``file``
@@ -34,6 +34,7 @@ from edgecvm.serve.session import ServeSession, UnknownConcept
 log = logging.getLogger(__name__)
 FEED_HZ = 8  # answers per second at most on the predictions feed: smooth bars, little traffic
 MAX_UPLOAD_FILES = 64
+COMPLETIONS = 20  # names /api/vocabulary returns unless ?limit= says otherwise: what a datalist shows at once
 STATIC = ("edgecvm.serve", "static")
 
 
@@ -49,6 +50,11 @@ def create_app(session: ServeSession, policy: AccessPolicy) -> Starlette:
 
     async def concepts(request: Request) -> Response:
         return JSONResponse(session.concepts())
+
+    async def vocabulary(request: Request) -> Response:
+        limit = request.query_params.get("limit", str(COMPLETIONS))
+        return JSONResponse(await run_in_threadpool(session.vocabulary, request.query_params.get("q"),
+                                                    int(limit) if limit.isdigit() else limit))
 
     async def preview(request: Request) -> Response:
         jpeg = await run_in_threadpool(session.preview_jpeg)
@@ -111,6 +117,7 @@ def create_app(session: ServeSession, policy: AccessPolicy) -> Starlette:
         Route("/", page),
         Route("/api/status", status),
         Route("/api/concepts", concepts),
+        Route("/api/vocabulary", vocabulary),
         Route("/api/preview.jpg", preview),
         Route("/api/predictions", predictions),
         Route("/api/teach", teach, methods=["POST"]),

@@ -35,6 +35,7 @@ from edgecvm.device.state import state_path
 from edgecvm.device.streams import Frame, Stream
 from edgecvm.errors import BadInputError, EdgeCVMError, StreamLostError
 from edgecvm.learning.learner import Prediction
+from edgecvm.serve.completion import MAX_LIMIT, NameCompleter
 
 log = logging.getLogger(__name__)
 PREVIEW_PX = 320  # longest side of the preview JPEG: enough for a phone, cheap to encode a few times a second
@@ -87,6 +88,7 @@ class ServeSession:
                               on_frame=self._on_frame, on_prediction=self._on_prediction, top_k=top_k,
                               predict_interval_s=ANSWER_INTERVAL_S, lock=self.lock)
         self._thread = threading.Thread(target=self._run, name="edgecvm-serve-loop", daemon=True)
+        self.completer = NameCompleter(device.learner.anchors.names)
 
     # ---- the loop thread ------------------------------------------------------------------------
 
@@ -226,7 +228,15 @@ class ServeSession:
         with self._guard:
             counts = dict(self._counts)
         return {"known": [{"name": name, "examples": n} for name, n in counts.items()],
-                "vocabulary": list(self.device.learner.anchors.names)}
+                "vocabulary_size": len(self.completer)}
+
+    def vocabulary(self, text: object, limit: object) -> dict[str, object]:
+        """At most ``limit`` concept names matching ``text`` (completion.py), for the page's concept field."""
+        if not isinstance(text, str):
+            raise BadInputError("say what to complete: ?q=TEXT")
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+            raise BadInputError(f"limit must be a whole number from 1 to {MAX_LIMIT}, got {limit!r}")
+        return {"query": text, "matches": self.completer.complete(text, limit), "vocabulary_size": len(self.completer)}
 
     def preview_jpeg(self) -> bytes | None:
         """The newest frame, downscaled, as JPEG (encoded once per frame, however many pages ask)."""

@@ -80,6 +80,19 @@ def test_few_shot_and_zero_shot_scenarios(test_bundle: Path, tiny_slice: Path, t
     assert not math.isnan(zero_shot["anchor_vocabulary"])
 
 
+def test_zero_shot_over_another_anchor_file_by_wordnet_id(test_bundle: Path, tiny_slice: Path, tmp_path: Path,
+                                                          imagenet_classes_tsv: Path, capsys):
+    """The 4 classes are ImageNet-1k classes: by WordNet id every image's concept is among the 1,000 anchors."""
+    code, doc = _eval(test_bundle, tiny_slice, tmp_path, "--scenario", "zero-shot", "--anchors", "imagenet-1k",
+                      "--wordnet-ids", str(imagenet_classes_tsv))
+    assert code == 0 and "| imagenet-1k.anchors.npz | 1,000 |" in capsys.readouterr().out
+    own, broad = doc["results"]
+    assert (own["concepts"], own["matched_by"], broad["concepts"], broad["matched_by"]) == (
+        200, "name", 1000, "WordNet id")
+    assert broad["covered"] == broad["images"] == CLASSES * VAL and broad["missing"] == []
+    assert 0 <= broad["accuracy"]["top_1"] <= broad["accuracy"]["top_5"] <= 1
+
+
 def test_bad_input_is_a_one_line_error(test_bundle: Path, tiny_slice: Path, tmp_path: Path, capsys):
     code, _ = _eval(test_bundle, tiny_slice, tmp_path, "--methods", "ncm,sdla")
     assert code == 2 and "unknown method 'sdla'" in capsys.readouterr().err
@@ -87,6 +100,8 @@ def test_bad_input_is_a_one_line_error(test_bundle: Path, tiny_slice: Path, tmp_
     assert code == 2 and "--shots only applies" in capsys.readouterr().err
     code, _ = _eval(test_bundle, tmp_path / "missing.zip", tmp_path)
     assert code == 2
+    code, _ = _eval(test_bundle, tiny_slice, tmp_path, "--anchors", "imagenet-1k")
+    assert code == 2 and "--anchors (and --wordnet-ids with it) go with --scenario zero-shot" in capsys.readouterr().err
 
 
 def test_method_names_accept_head_methods_by_name():

@@ -61,6 +61,32 @@ def test_int8_is_smaller_and_keeps_directions(tmp_path: Path) -> None:
     assert (tmp_path / "i8.npz").stat().st_size < 0.6 * (tmp_path / "f16.npz").stat().st_size
 
 
+def test_int8_files_stay_int8_in_memory_and_score_like_float32(tmp_path: Path, monkeypatch) -> None:
+    anchors = random_anchors(n=5000, dim=32, seed=1)
+    save_anchors(tmp_path / "i8.npz", anchors, "int8")
+    held = load_anchors(tmp_path / "i8.npz")
+    dense = AnchorSet(held.names, held.vectors, MODEL, held.templates, "int8")
+    assert held.resident_bytes < dense.resident_bytes  # codes + a factor per row (+ one block) vs float32 rows
+    np.testing.assert_allclose(np.linalg.norm(held.vectors, axis=1), 1.0, atol=1e-6)
+    np.testing.assert_array_equal(held.rows([7, 3]), held.vectors[[7, 3]])
+    queries = normalise_rows(np.random.default_rng(2).normal(size=(4, 32)))
+    monkeypatch.setattr("edgecvm.formats.anchors.SCORE_BLOCK", 7)  # many blocks and a short last one
+    np.testing.assert_allclose(held.similarities(queries), queries @ dense.vectors.T, atol=1e-6)
+    np.testing.assert_allclose(held.subset(["concept 9"]).vectors, held.rows([9]))
+
+
+def test_int8_scales_must_be_positive_and_finite(tmp_path: Path) -> None:
+    save_anchors(tmp_path / "i8.npz", random_anchors(n=3), "int8")
+    with np.load(tmp_path / "i8.npz", allow_pickle=False) as npz:
+        arrays = {name: npz[name] for name in npz.files if name != "__meta__"}
+    meta = {"model": MODEL, "dim": 16, "count": 3, "dtype": "int8", "templates": ["{}"]}
+    for bad in (np.nan, 0.0):
+        arrays["scales"] = np.array([0.01, bad, 0.01], dtype=np.float32)
+        save_container(tmp_path / "bad.npz", ANCHORS_FORMAT, ANCHORS_VERSION, arrays, meta)
+        with pytest.raises(IntegrityError, match="bad.npz: int8 anchors need one positive finite scale per row"):
+            load_anchors(tmp_path / "bad.npz")
+
+
 def test_file_holds_no_pickles_or_object_arrays(tmp_path: Path) -> None:
     save_anchors(tmp_path / "a.npz", random_anchors(), "int8")
     with np.load(tmp_path / "a.npz", allow_pickle=False) as npz:
@@ -69,12 +95,15 @@ def test_file_holds_no_pickles_or_object_arrays(tmp_path: Path) -> None:
 
 
 def test_shipped_anchor_files_match_their_concept_lists() -> None:
-    for stem, count in (("tiny-imagenet-200", 200), ("imagenet-1k", 1000)):
+    for stem, count, dtype in (("tiny-imagenet-200", 200, "float16"), ("imagenet-1k", 1000, "float16"),
+                               ("imagenet-21k", 21843, "int8")):
         anchors = load_anchors(ANCHORS_DIR / f"{stem}.anchors.npz")
         assert anchors.names == tuple(c.name for c in read_concepts(ANCHORS_DIR / f"{stem}.tsv"))
-        assert (len(anchors), anchors.dim, anchors.dtype, anchors.model) == (count, 384, "float16", MODEL)
+        assert (len(anchors), anchors.dim, anchors.dtype, anchors.model) == (count, 384, dtype, MODEL)
         assert len(anchors.templates) > 1 and anchors.model_probe is not None
     assert (ANCHORS_DIR / "imagenet-1k.anchors.npz").stat().st_size <= 800_000  # 1,000 x 384 at float16
+    assert (ANCHORS_DIR / "imagenet-21k.anchors.npz").stat().st_size <= 9_000_000  # 21,843 x 384 at int8
+    assert anchors.resident_bytes < 16 * 2**20  # held as int8: not the 33.5 MB of a float32 matrix
 
 
 def _flip_byte(path: Path, offset: int) -> None:

@@ -140,6 +140,24 @@ def test_known_set_grows_and_vocab_chooses_what_predictions_range_over():
     assert everything.concept == everything.top_k[0][0] and -1.0 <= everything.score <= 1.0
 
 
+def test_anchors_held_as_int8_teach_and_predict_like_their_float32_rows(tmp_path):
+    from edgecvm.formats.anchors import AnchorSet, load_anchors, save_anchors
+
+    save_anchors(tmp_path / "a.npz", anchor_set(D), "int8")
+    held = load_anchors(tmp_path / "a.npz")
+    dense = AnchorSet(held.names, held.vectors, held.model, held.templates, "int8")
+    learners = [Learner(head_params("linear", F, D, conse=True), anchors, LearnerConfig(replay_bytes=200 * F * 2))
+                for anchors in (held, dense)]
+    for learner in learners:
+        _teach(learner, Clusters(6, F, seed=2), [0, 1, 2], per_class=10)  # the same frames for both
+    np.testing.assert_allclose(learners[0].known_anchors, learners[1].known_anchors, atol=1e-6)
+    frames = Clusters(6, F, seed=3).draw(np.arange(6))
+    for vocab in ("known", "all"):
+        got, want = (learner.predict_features(frames, top_k=3, vocab=vocab) for learner in learners)
+        assert [p.top_k[0][0] for p in got] == [p.top_k[0][0] for p in want]
+        np.testing.assert_allclose([p.score for p in got], [p.score for p in want], atol=1e-5)
+
+
 def test_zero_shot_conse_head_names_the_concept_nearest_to_the_conse_embedding():
     learner = _learner(conse=True, zero_proj=True)
     features = Clusters(4, F).draw(np.arange(4))

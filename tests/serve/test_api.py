@@ -37,7 +37,9 @@ def test_status_concepts_preview_and_page(local_server: Server):
     assert status == 200 and body["stream"]["kind"] == "video" and body["stream"]["state"] in ("running", "reconnecting")
     assert body["memory"]["budget_mb"] > 0 and body["learning"]["paused"] is False
     status, concepts = local_server.request("GET", "/api/concepts")
-    assert status == 200 and "lemon" in concepts["vocabulary"] and len(concepts["vocabulary"]) == 200
+    assert status == 200 and concepts["vocabulary_size"] == 200 and "vocabulary" not in concepts
+    status, completed = local_server.request("GET", "/api/vocabulary?q=LEM")
+    assert status == 200 and completed["matches"][0] == "lemon" and completed["vocabulary_size"] == 200
     status, preview = local_server.request("GET", "/api/preview.jpg")
     image = Image.open(io.BytesIO(preview["bytes"]))
     assert status == 200 and image.format == "JPEG" and max(image.size) <= 320
@@ -53,6 +55,12 @@ def test_the_feed_sends_answers(local_server: Server):
 
 
 # ---- bad requests: a clear error, never a traceback, nothing learned ----------------------------------
+
+
+@pytest.mark.parametrize("query", ["limit=5", "q=a&limit=0", "q=a&limit=101", "q=a&limit=many"])
+def test_completion_needs_a_text_and_a_sane_limit(local_server: Server, query: str):
+    status, body = local_server.request("GET", f"/api/vocabulary?{query}")
+    assert status == 400 and ("q=TEXT" in body["error"] or "limit must be a whole number" in body["error"])
 
 
 def test_an_unknown_concept_is_answered_with_close_names(local_server: Server):

@@ -113,21 +113,33 @@ async function refreshStatus() {
   setTimeout(refreshStatus, 1000);
 }
 
-async function refreshConcepts(withVocabulary) {
+async function refreshConcepts() {
   const c = await call("GET", url("api/concepts"));
   $("known").replaceChildren(...c.known.map((k) => {
     const li = document.createElement("li");
     li.textContent = k.name + " — " + k.examples + " examples";
     return li;
   }));
-  if (withVocabulary) {
-    $("vocabulary").replaceChildren(...c.vocabulary.map((name) => {
-      const option = document.createElement("option");
-      option.value = name;
-      return option;
-    }));
-  }
 }
+
+// ---- completion: the server sends the few names that match what is typed, never the whole vocabulary --------
+let completing = 0;
+let completionTimer;
+async function complete() {
+  const asked = ++completing;
+  const text = $("concept").value.trim();
+  const r = text ? await call("GET", url("api/vocabulary?limit=20&q=" + encodeURIComponent(text))) : { matches: [] };
+  if (asked !== completing) return; // a newer keystroke is already on its way
+  $("vocabulary").replaceChildren(...r.matches.map((name) => {
+    const option = document.createElement("option");
+    option.value = name;
+    return option;
+  }));
+}
+$("concept").addEventListener("input", () => {
+  clearTimeout(completionTimer);
+  completionTimer = setTimeout(() => complete().catch(fail), 120);
+});
 
 // ---- teaching -------------------------------------------------------------------------------------
 const concept = () => $("concept").value.trim();
@@ -196,4 +208,4 @@ $("pause").onclick = () => call("POST", paused ? "api/resume" : "api/pause")
 refreshPreview();
 listenAnswers();
 refreshStatus();
-refreshConcepts(true).catch(fail);
+refreshConcepts().catch(fail);
