@@ -3,9 +3,14 @@
 What sentence-transformers does for all-MiniLM-L6-v2, rebuilt from the
 bundle's parts (formats/text_encoder_config.py): the model's own
 ``tokenizer.json`` through the ``tokenizers`` library (truncated to
-``max_seq_length``, padded to the longest text of a batch), the ONNX network
-(token ids -> token states), the mean of the states of the real tokens, L2
-normalisation. ``concept_embedding.embed_names`` puts names into the anchor
+``max_seq_length``), the ONNX network (token ids -> token states), the mean
+of the token states, L2 normalisation.
+
+One text per run, never a padded batch: the int8 network quantises its
+activations with one scale per run, so in a batch a text's vector would
+depend on the texts next to it (measured: up to 0.03 per component). Alone,
+a name gets the same anchor however it is added, and no padding reaches the
+pooling. It costs little (time per name: docs/text-encoder.md). ``concept_embedding.embed_names`` puts names into the anchor
 file's templates around it, so a name embedded here lands where
 ``edgecvm anchors build`` would have put it (parity in docs/text-encoder.md).
 
@@ -32,7 +37,6 @@ from edgecvm.formats.bundle import TEXT_ENCODER, TEXT_ENCODER_CONFIG, TOKENIZER,
 from edgecvm.formats.text_encoder_config import TextEncoderConfig, read_text_encoder_config
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # what the exported graph takes, int64 (N, T)
-BATCH = 32  # texts per network run: bounds the activations (~1.5 MB per text of 16 tokens)
 _FIX = "re-export the bundle with `edgecvm export --text-encoder`"
 
 
@@ -62,8 +66,8 @@ class TextEncoder:
             self.tokenizer = Tokenizer.from_file(str(folder / TOKENIZER))
         except Exception as exc:  # the Rust side raises its own exception type for a malformed file
             raise IntegrityError(f"{folder / TOKENIZER}: not a tokenizer file ({exc}); {_FIX}") from None
+        self.tokenizer.no_padding()  # tokenizer.json pads to 128: one text per run needs none (module docstring)
         self.tokenizer.enable_truncation(self.config.max_seq_length)
-        self.tokenizer.enable_padding()  # to the longest text of the batch, with the model's [PAD] (id 0)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -84,19 +88,13 @@ class TextEncoder:
         """(len(texts), dim) float32 unit rows (sentence-transformers' mean pooling and normalisation)."""
         if self.session is None:
             raise BadInputError("the text encoder was released; open it again to embed more text")
-        out = [self._run(list(texts[start : start + BATCH])) for start in range(0, len(texts), BATCH)]
-        return np.concatenate(out) if out else np.zeros((0, self.config.dim), dtype=np.float32)
-
-    def _run(self, texts: list[str]) -> np.ndarray:
-        assert self.session is not None
-        encodings = self.tokenizer.encode_batch(texts)
-        feed = {"input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
-                "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
-                "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64)}
-        states = self.session.run(None, feed)[0]
-        mask = feed["attention_mask"][..., None].astype(np.float32)
-        pooled = (states * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1e-9)
-        return normalise_rows(pooled) if self.config.normalize else pooled.astype(np.float32)
+        pooled = np.zeros((len(texts), self.config.dim), dtype=np.float32)
+        for row, text in enumerate(texts):  # one per run: see the module docstring
+            encoding = self.tokenizer.encode(text)
+            feed = {name: np.array([values], dtype=np.int64) for name, values in
+                    zip(INPUTS, (encoding.ids, encoding.attention_mask, encoding.type_ids), strict=True)}
+            pooled[row] = self.session.run(None, feed)[0][0].mean(axis=0)
+        return normalise_rows(pooled) if self.config.normalize else pooled
 
     def close(self) -> None:
         """Drop the session (its weights and buffers go back to the allocator)."""
