@@ -1,7 +1,8 @@
 """A device: one bundle, one profile and one learner, opened together and verified.
 
 ``open_device`` loads in an order that fails fast and cheap: the profile, the
-bundle (every sha256 verified), the head and anchors it carries, the learner
+bundle (every sha256 verified), the head and anchors it carries (and the names
+the state dir added, new_concepts.py), the learner
 (resumed from a state dir, fresh, or the bundle's initial head), then checks
 the memory plan against the profile's budget (``BudgetExceededError`` with the
 table) *before* the ONNX Runtime session, the one big allocation, is created.

@@ -38,7 +38,7 @@ ACTIVATION_BYTES_224 = 30 * MB  # per frame in a batch, at 224 x 224 input (meas
 ACTIVATION_BYTES_224_TRIMMED_NO_ARENA = 10 * MB  # measured +3.4-4.5 steady, peak ~+10 in a learn run
 CHECKPOINT_BYTES = 2 * MB  # measured: a 1 MB write slice and the 1 MB read-back buffer hashing it
 # The bundle's text encoder while it embeds a new concept name (text_encoder.py), then released. Measured with
-# the int8 MiniLM (22.8 MB file): session +45.3 MB, tokenizers +3.0, one name's 7 templates +2.2.
+# the int8 MiniLM (22.8 MB file): session +45.3 MB, tokenizers +3.0, one name's 7 templates +2.2 (docs/text-encoder.md).
 TEXT_ENCODER_FACTOR = 2.0  # x text_encoder.onnx
 TEXT_ENCODER_FIXED = 6 * MB
 log = logging.getLogger(__name__)

@@ -15,8 +15,8 @@ file's templates around it, so a name embedded here lands where
 ``edgecvm anchors build`` would have put it (parity in docs/text-encoder.md).
 
 The session is made when a name needs embedding and dropped right after
-(``with open_text_encoder(...)``): ~25 MB of int8 weights a device uses once
-per new concept should not stay resident next to the backbone. Importing this
+(``with open_text_encoder(...)``): its ~45 MB (int8) a device needs once per
+new concept should not stay resident next to the backbone. Importing this
 module loads neither ``tokenizers`` nor a session.
 """
 
