@@ -75,11 +75,15 @@ class Device:
         encoder, an unknown name is a ``BadInputError`` listing close names; ``BudgetExceededError`` when the
         profile's budget cannot hold the encoder.
         """
-        wanted = [clean_name(n) for n in names]
-        glosses = [" ".join(str(d).split()) for d in descriptions] if descriptions is not None else [""] * len(wanted)
-        if len(glosses) != len(wanted):
-            raise BadInputError(f"{len(wanted)} concept names but {len(glosses)} descriptions")
-        missing = {n.casefold(): (n, d) for n, d in zip(wanted, glosses, strict=True) if n not in self.learner.anchors}
+        names = list(names)
+        glosses = [" ".join(str(d).split()) for d in descriptions] if descriptions is not None else [""] * len(names)
+        if len(glosses) != len(names):
+            raise BadInputError(f"{len(names)} concept names but {len(glosses)} descriptions")
+        missing: dict[str, tuple[str, str]] = {}
+        for name, gloss in zip(names, glosses, strict=True):
+            if name not in self.learner.anchors:  # the check every taught frame pays: a dict lookup
+                clean = clean_name(name)
+                missing.setdefault(clean.casefold(), (clean, gloss))
         if not missing:
             return []
         self._check_writable("add concepts")
