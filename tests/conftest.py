@@ -45,3 +45,14 @@ def test_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     export_bundle(resources.recipe("lite0-224.yaml"), resources.anchors_file("tiny-imagenet-200.anchors.npz"), out,
                   head_init="conse", log=lambda _msg: None)
     return out
+
+
+@pytest.fixture(scope="session")
+def encoder_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``test_bundle`` with the int8 text encoder (``export --text-encoder``), exported once per session (~40 s)."""
+    from edgecvm.offline.export import export_bundle
+
+    out = tmp_path_factory.mktemp("encoder-bundle") / "lite0-224-text"
+    export_bundle(resources.recipe("lite0-224.yaml"), resources.anchors_file("tiny-imagenet-200.anchors.npz"), out,
+                  head_init="conse", log=lambda _msg: None, text_encoder="int8")
+    return out

@@ -18,7 +18,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "edgecvm"
 BASE = {"errors", "resources", "reporting"}  # stdlib-only modules any layer may use
-DEVICE_THIRD_PARTY = {"numpy", "PIL", "yaml", "onnxruntime", "cv2", "picamera2"}
+DEVICE_THIRD_PARTY = {"numpy", "PIL", "yaml", "onnxruntime", "tokenizers", "cv2", "picamera2"}
 SERVE_THIRD_PARTY = DEVICE_THIRD_PARTY | {"starlette", "uvicorn", "multipart", "python_multipart"}
 # layer -> (edgecvm layers it may import, third-party top-level modules it may import; None: any)
 RULES: dict[str, tuple[set[str], set[str] | None]] = {

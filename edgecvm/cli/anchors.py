@@ -1,13 +1,7 @@
 """`edgecvm anchors build|show|extend`: make and inspect anchor files (build/extend need the export extra).
 
-Anchors are built by prompt-template ensembling (as in CLIP's zero-shot
-classifiers): each concept name is embedded inside several "a photo of a {}."
-sentences, the embeddings are averaged and re-normalised, which moves the
-vector towards the *visual* sense of the word and away from the quirks of any
-one phrasing. A description, when the concept list gives one, is embedded as
-"name: description" and added with weight DESCRIPTION_WEIGHT before the final
-re-normalisation: it separates homonyms ("crane" the bird vs. the machine)
-without drowning the name, which is what a user will type later.
+How a name becomes an anchor (prompt templates, description weighting) is
+``edgecvm.device.concept_embedding``, shared with the device's own text encoder.
 """
 
 from __future__ import annotations
@@ -20,32 +14,19 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from edgecvm.cli.progress import Progress
+from edgecvm.device.concept_embedding import DEFAULT_TEMPLATES, NO_TEMPLATES, SLOT, embed_names
 from edgecvm.errors import BadInputError
 from edgecvm.formats.anchors import (
     DTYPES,
     AnchorSet,
     load_anchors,
     nearest_pairs,
-    normalise_rows,
     save_anchors,
 )
 from edgecvm.offline.concepts import Concept, read_concepts
 
 if TYPE_CHECKING:
     from edgecvm.offline.text_encoder import TextEncoder
-
-SLOT = "{}"  # where the concept name goes in a template
-DEFAULT_TEMPLATES = (
-    "a photo of a {}.",
-    "a close-up photo of a {}.",
-    "a blurry photo of a {}.",
-    "a low resolution photo of a {}.",
-    "a photo of the small {}.",
-    "a photo of the large {}.",
-    "a cropped photo of a {}.",
-)
-NO_TEMPLATES = (SLOT,)  # `--templates none`: the bare name
-DESCRIPTION_WEIGHT = 0.5  # description embedding's weight relative to the (unit) template mean
 
 
 def resolve_templates(spec: str) -> tuple[str, ...]:
@@ -68,23 +49,10 @@ def resolve_templates(spec: str) -> tuple[str, ...]:
     return templates
 
 
-def embed_concepts(concepts: list[Concept], encoder: TextEncoder, templates: tuple[str, ...],
-                   batch: int = 64) -> np.ndarray:
-    """(N, D) unit vectors: mean over templates, plus DESCRIPTION_WEIGHT x the description's embedding."""
-    out = np.zeros((len(concepts), encoder.dim), dtype=np.float32)
-    with Progress(len(concepts), "embedding concepts", unit="concepts") as bar:
-        for start in range(0, len(concepts), batch):
-            chunk = concepts[start : start + batch]
-            # str.replace, not str.format: a name like "C{++}" must not be read as a format field.
-            sentences = [t.replace(SLOT, c.name) for c in chunk for t in templates]
-            vecs = normalise_rows(encoder.encode(sentences).reshape(len(chunk), len(templates), -1).mean(axis=1))
-            described = [i for i, c in enumerate(chunk) if c.description]
-            if described:
-                texts = [f"{chunk[i].name}: {chunk[i].description}" for i in described]
-                vecs[described] += DESCRIPTION_WEIGHT * encoder.encode(texts)
-            out[start : start + len(chunk)] = normalise_rows(vecs)
-            bar.update(len(chunk))
-    return out
+def embed_concepts(concepts: list[Concept], encoder: TextEncoder, templates: tuple[str, ...]) -> np.ndarray:
+    """(N, D) unit vectors of the concepts (concept_embedding.embed_names), with a progress bar."""
+    return embed_names([c.name for c in concepts], [c.description for c in concepts], encoder.encode, templates,
+                       progress=Progress)
 
 
 def summarise(path: Path, n_pairs: int = 5, n_names: int = 8) -> dict[str, object]:
@@ -165,8 +133,7 @@ def cmd_extend(args: argparse.Namespace) -> int:
     encoder = TextEncoder(args.model)
     _check_same_model(base, encoder, args.file)
     vectors = embed_concepts(new, encoder, base.templates)
-    merged = AnchorSet(base.names + tuple(c.name for c in new), np.vstack([base.vectors, vectors]),
-                       base.model, base.templates, base.dtype, base.model_probe)
+    merged = base.extended(AnchorSet(tuple(c.name for c in new), vectors, base.model, base.templates, base.dtype))
     _write(args.out, merged, base.dtype, args.json)
     return 0
 

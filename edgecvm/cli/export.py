@@ -14,7 +14,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     manifest = export_bundle(args.recipe, args.anchors, args.out, head_init=args.head_init, quantize=args.quantize,
                              calibration=args.calibration, log=lambda msg: print(msg, file=sys.stderr),
-                             head_hidden=args.head_hidden, progress=Progress)
+                             head_hidden=args.head_hidden, progress=Progress, text_encoder=args.text_encoder)
     if args.json:
         print(json.dumps({"out": args.out, **dataclasses.asdict(manifest)}))
     else:
@@ -48,5 +48,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--calibration", metavar="DIR",
                         help="folder of images like the device will see (a few dozen or more); every 4th is held out "
                         "to report the int8/fp32 feature agreement")
+    parser.add_argument("--text-encoder", nargs="?", const="int8", choices=("int8", "fp32"), metavar="int8|fp32",
+                        help="also put the anchors' language model (all-MiniLM-L6-v2) in the bundle as ONNX, int8 "
+                        "(default, ~23 MB) or fp32 (~91 MB), so the device can learn concept names its anchor "
+                        "file lacks (learn --label, serve, Device.teach); see docs/text-encoder.md")
     parser.add_argument("--json", action="store_true", help="print the manifest as JSON on stdout (progress always goes to stderr)")
     parser.set_defaults(func=cmd_export)

@@ -45,8 +45,10 @@ def cmd_learn(args: argparse.Namespace) -> int:
     device = open_device(args.bundle, args.profile, args.state, head_method=args.head_method,
                          checkpoint_every=args.checkpoint_every, tune_process=True)
     memory["session"] = rss_parts()
-    if args.label is not None:
-        device.learner.anchors.index_of(args.label)  # unknown concept: error listing close names, before any frame
+    if args.label is not None:  # a name the anchor file lacks: embedded now, or an error listing close names
+        for name in device.add_concepts([args.label]):
+            print(f"new concept {name!r}: embedded by the bundle's text encoder, kept in {args.state}",
+                  file=sys.stderr)
 
     def report_checkpoint(report: CheckpointReport) -> None:
         if args.json:
@@ -108,7 +110,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_device_arguments(parser)
     add_stream_arguments(parser)
     parser.add_argument("--label", metavar="CONCEPT",
-                        help="every frame shows this concept (teach mode; overrides the source's labels)")
+                        help="every frame shows this concept (teach mode; overrides the source's labels); a name "
+                        "the anchor file lacks is embedded on the device when the bundle carries the text encoder "
+                        "(export --text-encoder)")
     parser.add_argument("--state", required=True, metavar="DIR", help="state dir: created, or resumed when it exists")
     parser.add_argument("--checkpoint-every", type=positive_int, metavar="N",
                         help="updates between checkpoints (default: the profile's checkpoint_every)")

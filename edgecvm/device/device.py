@@ -1,7 +1,8 @@
 """A device: one bundle, one profile and one learner, opened together and verified.
 
 ``open_device`` loads in an order that fails fast and cheap: the profile, the
-bundle (every sha256 verified), the head and anchors it carries, the learner
+bundle (every sha256 verified), the head and anchors it carries (and the names
+the state dir added, new_concepts.py), the learner
 (resumed from a state dir, fresh, or the bundle's initial head), then checks
 the memory plan against the profile's budget (``BudgetExceededError`` with the
 table) *before* the ONNX Runtime session, the one big allocation, is created.
@@ -26,11 +27,13 @@ from PIL import Image
 from edgecvm.device import process_tuning
 from edgecvm.device.image_files import decode_image, to_rgb
 from edgecvm.device.memory_plan import MemoryPlan, plan_for_learner
+from edgecvm.device.new_concepts import clean_name, embed_new_names, load_new_concepts, save_new_concepts
 from edgecvm.device.profiles import DeviceProfile, learner_config, load_profile
 from edgecvm.device.runtime import FeatureExtractor
 from edgecvm.device.state import Checkpointer, StateIdentity, load_state
 from edgecvm.device.streams import Stream
 from edgecvm.errors import BadInputError
+from edgecvm.formats.anchors import AnchorSet
 from edgecvm.formats.bundle import Bundle, load_bundle, load_head_and_anchors
 from edgecvm.learning.learner import Learner, Prediction, UpdateResult, Vocab
 
@@ -54,12 +57,45 @@ class Device:
     state_dir: Path | None = None  # where checkpoints go; None: the learner lives in memory only
     read_only: bool = False  # opened to predict: teaching and checkpoints are refused
     checkpointer: Checkpointer | None = None
+    new_concepts: AnchorSet | None = None  # names embedded on this device (new_concepts.py), after the bundle's
+    tuned: bool = False  # opened with tune_process: the process's pages may be trimmed after a big allocation
 
     # ---- teaching -------------------------------------------------------------------------------
 
     def teach(self, image: ImageInput, concept: str) -> UpdateResult:
-        """Teach one image as an example of ``concept`` (a name in the anchor file)."""
+        """Teach one image as an example of ``concept``: a name in the anchor file, or a new one when the bundle
+        carries the text encoder (see ``add_concepts``)."""
         return self.teach_features(self.features(image), [concept])
+
+    def add_concepts(self, names: Sequence[str], descriptions: Sequence[str] | None = None) -> list[str]:
+        """Give the names that are not in the anchor file a place in concept space; returns those added.
+
+        Embedded by the bundle's text encoder (``edgecvm export --text-encoder``) with the anchor file's
+        templates, plus ``descriptions[i]`` when given (homonyms), and kept in the state dir. Without the
+        encoder, an unknown name is a ``BadInputError`` listing close names; ``BudgetExceededError`` when the
+        profile's budget cannot hold the encoder.
+        """
+        names = list(names)
+        glosses = [" ".join(str(d).split()) for d in descriptions] if descriptions is not None else [""] * len(names)
+        if len(glosses) != len(names):
+            raise BadInputError(f"{len(names)} concept names but {len(glosses)} descriptions")
+        missing: dict[str, tuple[str, str]] = {}
+        for name, gloss in zip(names, glosses, strict=True):
+            if name not in self.learner.anchors:  # the check every taught frame pays: a dict lookup
+                clean = clean_name(name)
+                missing.setdefault(clean.casefold(), (clean, gloss))
+        if not missing:
+            return []
+        self._check_writable("add concepts")
+        added_names, added_glosses = zip(*missing.values(), strict=True)
+        added = embed_new_names(self.bundle, self.profile, self.plan, self.learner.anchors, added_names,
+                                added_glosses, release_pages=self.tuned)
+        own = added if self.new_concepts is None else self.new_concepts.extended(added)
+        if self.state_dir is not None:
+            save_new_concepts(self.state_dir, own)
+        self.new_concepts = own
+        self.learner.anchors = self.learner.anchors.extended(added)
+        return list(added_names)
 
     def teach_features(self, features: np.ndarray, concepts: Sequence[str] | str) -> UpdateResult:
         """Teach backbone features, (F,) or (n, F), labelled with one concept or one per row.
@@ -70,6 +106,7 @@ class Device:
         self._check_writable("teach")
         rows = np.atleast_2d(features)
         labels = [concepts] * rows.shape[0] if isinstance(concepts, str) else list(concepts)
+        self.add_concepts(labels)
         result = self.learner.observe_features(rows, labels)
         if self.checkpointer is not None:
             self.checkpointer.maybe_checkpoint()
@@ -189,6 +226,9 @@ def open_device(
     profile_ = load_profile(str(profile))
     bundle_ = load_bundle(str(bundle))
     head, anchors = load_head_and_anchors(bundle_)
+    own = load_new_concepts(state, anchors)
+    if own is not None:
+        anchors = anchors.extended(own)
     identity = StateIdentity.of_bundle(bundle_)
     config = learner_config(profile_, method=head_method)
     if state is None:
@@ -210,5 +250,5 @@ def open_device(
         every = checkpoint_every if checkpoint_every is not None else profile_.checkpoint_every
         checkpointer = Checkpointer(state, learner, identity, every)
     return Device(bundle_, profile_, learner, identity, plan, extractor, None if state is None else Path(state),
-                  read_only, checkpointer)
+                  read_only, checkpointer, own, tuning is not None)
 

@@ -102,8 +102,8 @@ class LearnLoop:
         self.lock = lock if lock is not None else contextlib.nullcontext()
         self.checkpointer: Checkpointer = device.checkpointer
         learner = device.learner
-        if label is not None:
-            learner.anchors.index_of(label)  # unknown concept: error listing close names, before any frame
+        if label is not None:  # a new name is embedded now (bundle with the text encoder), else an error, before any frame
+            device.add_concepts([label])
         elif label_for is None and not stream.labels:
             raise BadInputError(f"{stream.spec} gives unlabelled frames; say which concept they show")
         elif stream.labels:

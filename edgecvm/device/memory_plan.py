@@ -49,6 +49,10 @@ SESSION_FACTOR_TRIMMED = 1.0
 ACTIVATION_BYTES_224 = 30 * MB  # per frame in a batch, at 224 x 224 input (measured 21-26, once 35 under load)
 ACTIVATION_BYTES_224_TRIMMED_NO_ARENA = 10 * MB  # measured +3.4-4.5 steady, peak ~+10 in a learn run
 CHECKPOINT_BYTES = 2 * MB  # measured: a 1 MB write slice and the 1 MB read-back buffer hashing it
+# The bundle's text encoder while it embeds a new concept name (text_encoder.py), then released. Measured with
+# the int8 MiniLM (22.8 MB file): session +45.3 MB, tokenizers +3.0, one name's 7 templates +2.2 (docs/text-encoder.md).
+TEXT_ENCODER_FACTOR = 2.0  # x text_encoder.onnx
+TEXT_ENCODER_FIXED = 6 * MB
 log = logging.getLogger(__name__)
 
 
@@ -81,14 +85,18 @@ class MemoryPlan:
             lines.append(f"{'budget':<{width}}  {budget_mb:7.1f}  memory_budget_mb of the device profile")
         return "\n".join(lines)
 
-    def check(self, profile: DeviceProfile) -> None:
+    def check(self, profile: DeviceProfile,
+              fix: str = "lower replay_bytes, use graph_optimization basic, or a bigger profile") -> None:
         """Raise ``BudgetExceededError`` (exit 3), with the table, when the plan exceeds the profile's budget."""
         if self.total_bytes > profile.memory_budget_mb * MB:
             raise BudgetExceededError(
                 f"memory plan {self.total_bytes / MB:.1f} MB exceeds the {profile.memory_budget_mb} MB budget of "
-                f"profile {profile.name}; lower replay_bytes, use graph_optimization basic, or a bigger profile\n"
-                + self.table(profile.memory_budget_mb)
+                f"profile {profile.name}; {fix}\n" + self.table(profile.memory_budget_mb)
             )
+
+    def plus(self, *items: PlanItem) -> MemoryPlan:
+        """This plan with more items (something held for a while on top, like the text encoder)."""
+        return MemoryPlan(self.items + items)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -157,6 +165,13 @@ def plan_memory(
             PlanItem("checkpoint", CHECKPOINT_BYTES, "1 MB write slice + 1 MB hashing buffer, measured"),
         ]
     return MemoryPlan(tuple(items))
+
+
+def text_encoder_item(onnx_bytes: int) -> PlanItem:
+    """The bundle's text encoder while it embeds new concept names (created on demand, released after)."""
+    return PlanItem("text encoder (on demand)", int(onnx_bytes * TEXT_ENCODER_FACTOR) + TEXT_ENCODER_FIXED,
+                    f"{TEXT_ENCODER_FACTOR}x text_encoder.onnx ({onnx_bytes / MB:.1f} MB) + tokenizer and "
+                    "activations, measured")
 
 
 def plan_for_learner(

@@ -128,13 +128,34 @@ class AnchorSet:
         idx = self._index.get(" ".join(name.split()).casefold())
         if idx is not None:
             return idx
-        by_folded = {n.casefold(): n for n in self.names}
-        close = difflib.get_close_matches(name.casefold(), list(by_folded), n=5, cutoff=0.6)
-        hint = f" Close names: {', '.join(repr(by_folded[c]) for c in close)}." if close else ""
+        close = self.close_names(name)
+        hint = f" Close names: {', '.join(repr(c) for c in close)}." if close else ""
         raise BadInputError(
             f"unknown concept {name!r}: not among the {len(self)} anchors.{hint} "
             "Add new concepts with `edgecvm anchors extend`"
         )
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and " ".join(name.split()).casefold() in self._index
+
+    def close_names(self, name: str, n: int = 5) -> list[str]:
+        """Up to ``n`` concept names spelled like ``name`` (what a user may have meant), closest first."""
+        by_folded = {c.casefold(): c for c in self.names}
+        return [by_folded[c] for c in difflib.get_close_matches(name.casefold(), list(by_folded), n=n, cutoff=0.6)]
+
+    def extended(self, other: AnchorSet) -> AnchorSet:
+        """These concepts followed by ``other``'s, which must be new names of the same model and dimension."""
+        if other.dim != self.dim or other.model != self.model:
+            raise BadInputError(f"cannot add {other.dim}-d anchors of {other.model} to {self.dim}-d anchors of "
+                                f"{self.model}: they are different concept spaces")
+        if self._row_scales is None:
+            return AnchorSet(self.names + other.names, np.vstack([self._stored, other.vectors]), self.model,
+                             self.templates, self.dtype, self.model_probe)
+        # Held as int8 (e.g. the 21k file): the new rows join as int8 codes, so no float32 matrix is ever made.
+        codes = quantise(other.vectors, "int8")["vectors"]
+        scales = 1.0 / np.maximum(_code_norms(codes), 1e-12)
+        return AnchorSet(self.names + other.names, np.vstack([self._stored, codes]), self.model, self.templates,
+                         self.dtype, self.model_probe, row_scales=np.concatenate([self._row_scales, scales]))
 
     def indices_of(self, names: Iterable[str]) -> np.ndarray:
         return np.array([self.index_of(n) for n in names], dtype=np.int64)
@@ -190,15 +211,17 @@ def encode_names(names: Iterable[str]) -> np.ndarray:
     return np.frombuffer(json.dumps(list(names), ensure_ascii=False).encode("utf-8"), dtype=np.uint8)
 
 
-def save_anchors(path: str | Path, anchors: AnchorSet, dtype: str = "float16") -> str:
-    """Write an anchor file atomically at ``dtype`` precision; returns the file's sha256."""
+def save_anchors(path: str | Path, anchors: AnchorSet, dtype: str = "float16", keep_previous: bool = False) -> str:
+    """Write an anchor file atomically at ``dtype`` precision; returns the file's sha256.
+
+    ``keep_previous``: the file being replaced stays as ``<name>.prev``."""
     arrays = quantise(anchors.vectors, dtype)
     arrays["names"] = encode_names(anchors.names)
     if anchors.model_probe is not None:
         arrays["model_probe"] = anchors.model_probe.astype(np.float32)
     meta = {"model": anchors.model, "dim": anchors.dim, "count": len(anchors), "dtype": dtype,
             "templates": list(anchors.templates)}
-    return save_container(path, ANCHORS_FORMAT, ANCHORS_VERSION, arrays, meta)
+    return save_container(path, ANCHORS_FORMAT, ANCHORS_VERSION, arrays, meta, keep_previous)
 
 
 def load_anchors(path: str | Path) -> AnchorSet:

@@ -2,7 +2,8 @@
 
 A bundle holds ``backbone.onnx`` (frozen feature extractor; its weights in
 ``backbone.weights`` as ONNX external data, see ``export.split_weights``), ``head.npz``
-(initial projection head), a copy of the anchor file, and ``manifest.json``
+(initial projection head), a copy of the anchor file, optionally the text
+encoder that embeds new concept names on the device (``TEXT_ENCODER_FILES``), and ``manifest.json``
 with the preprocessing settings and the sha256 of every file. The manifest
 also carries a hash of itself, so editing it (say, the mean/std) is caught
 like any other tampering. ``load_bundle`` verifies everything before the
@@ -29,6 +30,11 @@ MANIFEST = "manifest.json"
 BACKBONE = "backbone.onnx"
 BACKBONE_WEIGHTS = "backbone.weights"  # ONNX external data of BACKBONE; bundles exported before it have none
 HEAD = "head.npz"
+# The optional text encoder (`export --text-encoder`; formats/text_encoder_config.py): all three or none.
+TEXT_ENCODER = "text_encoder.onnx"
+TEXT_ENCODER_CONFIG = "text_encoder.json"
+TOKENIZER = "tokenizer.json"
+TEXT_ENCODER_FILES = (TEXT_ENCODER, TOKENIZER, TEXT_ENCODER_CONFIG)
 _FIX = "re-export it with `edgecvm export`"
 _MAX_PIXELS = 4096  # no edge backbone takes a larger input; bigger values are corruption or tampering
 
@@ -99,6 +105,11 @@ class Bundle:
         return self.folder / self.manifest.anchors_file
 
     @property
+    def has_text_encoder(self) -> bool:
+        """The bundle can embed concept names on the device (exported with ``--text-encoder``)."""
+        return all(name in self.manifest.files for name in TEXT_ENCODER_FILES)
+
+    @property
     def sha256(self) -> str:
         """Identity of the bundle: keys feature caches and learner state."""
         return self.manifest.manifest_sha256
@@ -156,6 +167,8 @@ def _check_values(manifest: Manifest, path: Path) -> None:
             not all(isinstance(sha, str) for sha in manifest.files.values()):
         raise IntegrityError(f"{path}: file list must map plain file names in the bundle folder to sha256 strings; "
                              f"{_FIX}")
+    if 0 < sum(name in manifest.files for name in TEXT_ENCODER_FILES) < len(TEXT_ENCODER_FILES):
+        raise IntegrityError(f"{path}: the text encoder needs all of {', '.join(TEXT_ENCODER_FILES)}; {_FIX}")
 
 
 def load_bundle(folder: str | Path, verify: bool = True) -> Bundle:

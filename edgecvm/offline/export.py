@@ -35,6 +35,7 @@ from edgecvm.formats.bundle import (
     BUNDLE_VERSION,
     HEAD,
     MANIFEST,
+    TEXT_ENCODER_FILES,
     Manifest,
     load_bundle,
     write_manifest,
@@ -279,15 +280,20 @@ def _move_into_place(tmp: Path, out: Path) -> None:
 def export_bundle(recipe_path: str | Path, anchors_path: str | Path, out: str | Path, head_init: str = "conse",
                   quantize: str | None = None, calibration: str | Path | None = None,
                   log: Callable[[str], None] = no_log, head_hidden: int = 0,
-                  progress: ProgressFactory = silent) -> Manifest:
-    """Build a bundle folder at ``out`` (replacing a previous bundle only once the new one is complete)."""
+                  progress: ProgressFactory = silent, text_encoder: str | None = None) -> Manifest:
+    """Build a bundle folder at ``out`` (replacing a previous bundle only once the new one is complete).
+
+    ``text_encoder`` ("int8" or "fp32"): also put the anchors' language model in (text_encoder_export.py)."""
     from edgecvm.offline.quantize import quantize_backbone, split_calibration_folder
+    from edgecvm.offline.text_encoder_export import check_precision, export_text_encoder
 
     _check_options(head_init, quantize, calibration, head_hidden)
+    if text_encoder is not None:
+        check_precision(text_encoder)
     recipe = load_recipe(recipe_path)
     _require_export_extra()
     anchors_path, out = resources.shipped_or_path("anchors", anchors_path, ".anchors.npz"), Path(out)
-    if anchors_path.name in (BACKBONE, BACKBONE_WEIGHTS, HEAD, MANIFEST):
+    if anchors_path.name in (BACKBONE, BACKBONE_WEIGHTS, HEAD, MANIFEST, *TEXT_ENCODER_FILES):
         raise BadInputError(f"{anchors_path}: an anchor file cannot be named like a bundle file; rename it")
     anchors = load_anchors(anchors_path)
     imagenet = load_anchors(IMAGENET_ANCHORS) if head_init == "conse" else None
@@ -321,7 +327,9 @@ def export_bundle(recipe_path: str | Path, anchors_path: str | Path, out: str | 
         split_weights(tmp / BACKBONE)
         save_head(tmp / HEAD, head)
         shutil.copyfile(anchors_path, tmp / anchors_path.name)
-        files = {name: sha256_file(tmp / name) for name in (BACKBONE, BACKBONE_WEIGHTS, HEAD, anchors_path.name)}
+        parts = export_text_encoder(tmp, anchors, text_encoder, log) if text_encoder else []
+        files = {name: sha256_file(tmp / name)
+                 for name in (BACKBONE, BACKBONE_WEIGHTS, HEAD, anchors_path.name, *parts)}
         manifest = Manifest(
             format=BUNDLE_FORMAT, version=BUNDLE_VERSION, backbone=recipe.backbone, input_size=recipe.input_size,
             resize=recipe.resize, interpolation=recipe.interpolation, mean=recipe.mean, std=recipe.std,  # type: ignore[arg-type]

@@ -78,6 +78,11 @@ class TextEncoder:
         get_dim = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
         self.dim = int(get_dim())
 
+    @property
+    def sentence_transformer(self) -> Any:
+        """The loaded ``SentenceTransformer`` (its modules are what ``export --text-encoder`` converts)."""
+        return self._model
+
     def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """(len(texts), dim) float32 unit rows."""
         vecs = self._model.encode(list(texts), batch_size=batch_size, convert_to_numpy=True,

@@ -27,7 +27,7 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from edgecvm.errors import BadInputError
+from edgecvm.errors import BadInputError, EdgeCVMError
 from edgecvm.serve.access import AccessMiddleware, AccessPolicy
 from edgecvm.serve.session import ServeSession, UnknownConcept
 
@@ -68,7 +68,8 @@ def create_app(session: ServeSession, policy: AccessPolicy) -> Starlette:
 
     async def teach(request: Request) -> Response:
         body = await _json_body(request)
-        return JSONResponse(session.teach(body.get("concept"), body.get("frames")))
+        # In a worker thread: a new concept name is embedded first (the text encoder runs for ~1 s).
+        return JSONResponse(await run_in_threadpool(session.teach, body.get("concept"), body.get("frames")))
 
     async def stop_recording(request: Request) -> Response:
         return JSONResponse(session.stop_recording())
@@ -128,7 +129,7 @@ def create_app(session: ServeSession, policy: AccessPolicy) -> Starlette:
         Mount("/static", static, name="static"),
     ]
     return Starlette(routes=routes, middleware=[Middleware(AccessMiddleware, policy=policy)],
-                     exception_handlers={BadInputError: bad_input, HTTPException: http_error,
+                     exception_handlers={EdgeCVMError: bad_input, HTTPException: http_error,
                                          Exception: server_error})
 
 

@@ -11,13 +11,13 @@ One lock guards the learner: the loop's worker holds it for each update,
 prediction and checkpoint, and ``upload`` takes it to teach images, so an
 upload never meets half an update. Nothing a request sends can reach the
 learner except through ``teach`` and ``upload``, which check the concept
-first (unknown: ``UnknownConcept`` with the close names).
+first (a new name is embedded when the bundle carries the text encoder;
+otherwise ``UnknownConcept`` with the close names).
 """
 
 from __future__ import annotations
 
 import collections
-import difflib
 import io
 import logging
 import threading
@@ -50,7 +50,8 @@ class UnknownConcept(BadInputError):
 
     def __init__(self, name: str, close: list[str]) -> None:
         hint = f" Close names: {', '.join(close)}." if close else ""
-        super().__init__(f"unknown concept {name!r}: not among the anchors of this bundle.{hint}")
+        super().__init__(f"unknown concept {name!r}: not among the anchors of this bundle, which carries no text "
+                         f"encoder to embed new names (edgecvm export --text-encoder).{hint}")
         self.close = close
 
 
@@ -166,16 +167,20 @@ class ServeSession:
     # ---- what requests do -----------------------------------------------------------------------
 
     def concept(self, name: object) -> str:
-        """The anchor file's spelling of ``name``; ``UnknownConcept`` with close names otherwise."""
+        """The anchor file's spelling of ``name``, after embedding it when it is new and the bundle carries the
+        text encoder; ``UnknownConcept`` with close names otherwise."""
         if not isinstance(name, str) or not name.strip():
             raise BadInputError("say which concept: a non-empty name")
         anchors = self.device.learner.anchors
+        if name not in anchors and self.device.bundle.has_text_encoder:
+            with self.lock:  # the learner's anchors grow: not in the middle of an update
+                self.device.add_concepts([name])
+            anchors = self.device.learner.anchors
+            self.completer = NameCompleter(anchors.names)  # the field completes the new name too
         try:
             return anchors.names[anchors.index_of(name)]
         except BadInputError:
-            by_folded = {n.casefold(): n for n in anchors.names}
-            close = difflib.get_close_matches(name.casefold(), list(by_folded), n=5, cutoff=0.6)
-            raise UnknownConcept(name, [by_folded[c] for c in close]) from None
+            raise UnknownConcept(name, anchors.close_names(name)) from None
 
     def teach(self, name: object, frames: object) -> dict[str, object]:
         """Label the next ``frames`` frames of the stream as the concept."""

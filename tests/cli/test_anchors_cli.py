@@ -12,7 +12,7 @@ import pytest
 
 from edgecvm import resources
 from edgecvm.cli import main
-from edgecvm.cli.anchors import DESCRIPTION_WEIGHT
+from edgecvm.device.concept_embedding import DESCRIPTION_WEIGHT
 from edgecvm.formats.anchors import AnchorSet, load_anchors, normalise_rows, save_anchors
 from edgecvm.offline.text_encoder import DEFAULT_MODEL_ID, default_model_path, resolve_model
 

@@ -75,6 +75,19 @@ def test_int8_files_stay_int8_in_memory_and_score_like_float32(tmp_path: Path, m
     np.testing.assert_allclose(held.subset(["concept 9"]).vectors, held.rows([9]))
 
 
+def test_names_added_to_int8_held_anchors_stay_int8(tmp_path: Path) -> None:
+    save_anchors(tmp_path / "i8.npz", random_anchors(n=400, dim=64), "int8")
+    held = load_anchors(tmp_path / "i8.npz")
+    new = random_anchors(names=("garden gnome", "blue mug"), dim=64, seed=3)
+    both = held.extended(new)
+    assert both.names == held.names + new.names
+    assert both.resident_bytes < AnchorSet(both.names, both.vectors, MODEL, both.templates, "int8").resident_bytes
+    np.testing.assert_array_equal(both.rows(np.arange(400)), held.vectors)
+    cosines = np.sum(both.rows([400, 401]) * new.vectors, axis=1)
+    assert cosines.min() > 0.999
+    np.testing.assert_allclose(np.linalg.norm(both.vectors, axis=1), 1.0, atol=1e-6)
+
+
 def test_int8_scales_must_be_positive_and_finite(tmp_path: Path) -> None:
     save_anchors(tmp_path / "i8.npz", random_anchors(n=3), "int8")
     with np.load(tmp_path / "i8.npz", allow_pickle=False) as npz:

@@ -89,6 +89,12 @@ def pi4_bundle(device_root: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 
 
 @pytest.fixture(scope="session")
+def device_encoder_bundle(encoder_bundle: Path, device_root: Path) -> Path:
+    """The session's bundle with the int8 text encoder, copied next to the venv."""
+    return Path(shutil.copytree(encoder_bundle, device_root / "bundles" / "lite0-224-text"))
+
+
+@pytest.fixture(scope="session")
 def device_samples(device_root: Path) -> Path:
     """A copy of the shipped 10-concept sample: train/ (20 of the 40 per concept) and val/ (all 10 per concept)."""
     samples = device_root / "samples"
@@ -169,6 +175,23 @@ def test_learn_then_predict_on_raspberry_pi_4(device_venv: Path, pi4_bundle: Pat
                                 "--stream", device_samples / "val", "--profile", PI4, "--json"))
     assert predicted["labelled"] == 100 and predicted["vocab_size"] == 10, predicted
     assert predicted["accuracy"] >= 0.6, f"accuracy {predicted['accuracy']:.2f} on 10 taught concepts: {predicted}"
+
+
+def test_learn_a_concept_name_the_anchor_file_lacks_then_predict_it(device_venv: Path, device_encoder_bundle: Path,
+                                                                   device_samples: Path, tmp_path: Path) -> None:
+    """The bundle's text encoder embeds "garden gnome" with tokenizers + ONNX Runtime only (no torch)."""
+    state, train = tmp_path / "state", device_samples / "train"
+    gnomes = tmp_path / "gnomes" / "garden gnome"  # the sample has no gnomes: its lemons stand in for one
+    shutil.copytree(device_samples / "val" / "lemon", gnomes)
+    done = edgecvm(device_venv, tmp_path, "learn", "--bundle", device_encoder_bundle, "--stream", train / "lemon",
+                   "--label", "garden gnome", "--state", state, "--json")
+    assert summary(done)["known"] == ["garden gnome"] and "new concept 'garden gnome'" in done.stderr, done.explain()
+    learned = summary(edgecvm(device_venv, tmp_path, "learn", "--bundle", device_encoder_bundle, "--stream",
+                              train / "goldfish", "--label", "goldfish", "--state", state, "--json"))
+    assert learned["known"] == ["garden gnome", "goldfish"], learned
+    predicted = summary(edgecvm(device_venv, tmp_path, "predict", "--bundle", device_encoder_bundle, "--state", state,
+                                "--stream", gnomes.parent, "--json"))
+    assert predicted["labelled"] == 10 and predicted["per_concept"]["garden gnome"]["correct"] >= 7, predicted
 
 
 def test_readme_python_example(request: pytest.FixtureRequest, tmp_path: Path) -> None:
