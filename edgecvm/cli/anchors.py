@@ -1,13 +1,8 @@
 """`edgecvm anchors build|show|extend`: make and inspect anchor files (build/extend need the export extra).
 
-Anchors are built by prompt-template ensembling (as in CLIP's zero-shot
-classifiers): each concept name is embedded inside several "a photo of a {}."
-sentences, the embeddings are averaged and re-normalised, which moves the
-vector towards the *visual* sense of the word and away from the quirks of any
-one phrasing. A description, when the concept list gives one, is embedded as
-"name: description" and added with weight DESCRIPTION_WEIGHT before the final
-re-normalisation: it separates homonyms ("crane" the bird vs. the machine)
-without drowning the name, which is what a user will type later.
+How names become anchors (prompt templates, descriptions) is explained and
+done in edgecvm/offline/concept_anchors.py; this module reads the lists and
+options and writes the files.
 """
 
 from __future__ import annotations
@@ -15,9 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-import numpy as np
 
 from edgecvm.cli.progress import Progress
 from edgecvm.errors import BadInputError
@@ -26,15 +18,11 @@ from edgecvm.formats.anchors import (
     AnchorSet,
     load_anchors,
     nearest_pairs,
-    normalise_rows,
     save_anchors,
 )
-from edgecvm.offline.concepts import Concept, read_concepts
+from edgecvm.offline.concept_anchors import SLOT, embed_concepts, extend_anchors
+from edgecvm.offline.concepts import read_concepts
 
-if TYPE_CHECKING:
-    from edgecvm.offline.text_encoder import TextEncoder
-
-SLOT = "{}"  # where the concept name goes in a template
 DEFAULT_TEMPLATES = (
     "a photo of a {}.",
     "a close-up photo of a {}.",
@@ -45,7 +33,6 @@ DEFAULT_TEMPLATES = (
     "a cropped photo of a {}.",
 )
 NO_TEMPLATES = (SLOT,)  # `--templates none`: the bare name
-DESCRIPTION_WEIGHT = 0.5  # description embedding's weight relative to the (unit) template mean
 
 
 def resolve_templates(spec: str) -> tuple[str, ...]:
@@ -66,25 +53,6 @@ def resolve_templates(spec: str) -> tuple[str, ...]:
         raise BadInputError(f"{path}: every template needs exactly one {SLOT} for the concept name "
                             f"(bad: {bad[:2] if bad else 'file has no templates'})")
     return templates
-
-
-def embed_concepts(concepts: list[Concept], encoder: TextEncoder, templates: tuple[str, ...],
-                   batch: int = 64) -> np.ndarray:
-    """(N, D) unit vectors: mean over templates, plus DESCRIPTION_WEIGHT x the description's embedding."""
-    out = np.zeros((len(concepts), encoder.dim), dtype=np.float32)
-    with Progress(len(concepts), "embedding concepts", unit="concepts") as bar:
-        for start in range(0, len(concepts), batch):
-            chunk = concepts[start : start + batch]
-            # str.replace, not str.format: a name like "C{++}" must not be read as a format field.
-            sentences = [t.replace(SLOT, c.name) for c in chunk for t in templates]
-            vecs = normalise_rows(encoder.encode(sentences).reshape(len(chunk), len(templates), -1).mean(axis=1))
-            described = [i for i, c in enumerate(chunk) if c.description]
-            if described:
-                texts = [f"{chunk[i].name}: {chunk[i].description}" for i in described]
-                vecs[described] += DESCRIPTION_WEIGHT * encoder.encode(texts)
-            out[start : start + len(chunk)] = normalise_rows(vecs)
-            bar.update(len(chunk))
-    return out
 
 
 def summarise(path: Path, n_pairs: int = 5, n_names: int = 8) -> dict[str, object]:
@@ -122,7 +90,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     concepts = read_concepts(args.concepts)
     templates = resolve_templates(args.templates)
     encoder = TextEncoder(args.model)
-    vectors = embed_concepts(concepts, encoder, templates)
+    vectors = embed_concepts(concepts, encoder, templates, progress=Progress)
     anchors = AnchorSet(tuple(c.name for c in concepts), vectors, encoder.model_id, templates, args.dtype,
                         encoder.probe())
     _write(args.out, anchors, args.dtype, args.json)
@@ -132,22 +100,6 @@ def cmd_build(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     _print_summary(summarise(Path(args.file), n_pairs=args.pairs), args.json)
     return 0
-
-
-def _check_same_model(base: AnchorSet, encoder: TextEncoder, file: str) -> None:
-    """Refuse to mix two models' vectors in one concept space: their cosines would mean nothing."""
-    fix = (f"pass the model {file} was built with (`--model FOLDER`), or rebuild all anchors with "
-           "`edgecvm anchors build`")
-    if encoder.dim != base.dim:
-        raise BadInputError(f"{file}: anchors are {base.dim}-d ({base.model}) but --model gives "
-                            f"{encoder.dim}-d vectors ({encoder.model_id}); {fix}")
-    from edgecvm.offline.text_encoder import PROBE_MATCH
-
-    same = (float(base.model_probe @ encoder.probe()) >= PROBE_MATCH if base.model_probe is not None
-            else encoder.model_id == base.model)
-    if not same:
-        raise BadInputError(f"{file}: built with model {base.model}, but --model gives a different model "
-                            f"({encoder.model_id}); {fix}")
 
 
 def cmd_extend(args: argparse.Namespace) -> int:
@@ -162,11 +114,7 @@ def cmd_extend(args: argparse.Namespace) -> int:
                             f"{' ...' if len(clashes) > 5 else ''}; remove them from the new list")
     if args.model is None and base.model != DEFAULT_MODEL_ID:
         raise BadInputError(f"{args.file}: built with model {base.model}; pass that model's folder with --model")
-    encoder = TextEncoder(args.model)
-    _check_same_model(base, encoder, args.file)
-    vectors = embed_concepts(new, encoder, base.templates)
-    merged = AnchorSet(base.names + tuple(c.name for c in new), np.vstack([base.vectors, vectors]),
-                       base.model, base.templates, base.dtype, base.model_probe)
+    merged = extend_anchors(base, new, TextEncoder(args.model), args.file, progress=Progress)
     _write(args.out, merged, base.dtype, args.json)
     return 0
 
