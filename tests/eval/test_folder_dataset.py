@@ -101,8 +101,8 @@ def test_a_file_where_a_folder_is_expected(tmp_path: Path):
         list_class_folders(data)
     with pytest.raises(BadInputError, match="expected a folder of class folders.*found a file"):
         list_images(data / "stray.jpg")
-    with pytest.raises(BadInputError, match="no such folder"):
-        list_images(tmp_path / "nothing-here")
+    with pytest.raises(BadInputError, match="nothing-here.zip: no such folder or zip"):
+        list_images(tmp_path / "nothing-here.zip")
 
 
 def test_split_layout_options_are_refused_on_a_train_val_folder(tmp_path: Path):
