@@ -135,7 +135,7 @@ def main(args: argparse.Namespace) -> int:
         write_json(args.json, {
             "command": "edgecvm eval " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["eval"] else sys.argv[1:]),
             "title": title,
-            "scenario": {"name": args.scenario, "tasks": tasks, "seed": args.seed, "epochs": args.epochs,
+            "scenario": {"name": args.scenario, "tasks": 0 if args.scenario == "zero-shot" else tasks, "seed": args.seed, "epochs": args.epochs,
                          "shots": list(shots) if shots else None, "holdout": args.holdout,
                          "classes": len(features.concepts), "concepts": list(features.concepts)},
             "bundle": {"folder": str(args.bundle), "sha256": bundle.sha256},

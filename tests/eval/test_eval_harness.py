@@ -72,7 +72,7 @@ def test_eval_runs_every_method_on_a_tiny_slice(test_bundle: Path, tiny_slice: P
 def test_few_shot_and_zero_shot_scenarios(test_bundle: Path, tiny_slice: Path, tmp_path: Path):
     code, doc = _eval(test_bundle, tiny_slice, tmp_path, "--scenario", "few-shot", "--shots", "2",
                       "--methods", "cvm,ncm")
-    assert code == 0 and doc["scenario"]["shots"] == 2
+    assert code == 0 and doc["scenario"]["shots"] == [2]
     code, doc = _eval(test_bundle, tiny_slice, tmp_path, "--scenario", "zero-shot", "--methods", "cvm")
     assert code == 0
     zero_shot = doc["results"][0]["metrics"]
