@@ -59,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="a folder of class folders (photos/<concept>/*.jpg; the folder names the concept, "
                              "water_lilly -> 'water lilly'), or a zip or folder with train/<class>/ and "
                              "val/<class>/ images (Tiny-ImageNet layout)")
-    parser.add_argument("--test-fraction", type=float, metavar="F",
+    parser.add_argument("--test-fraction", type=float, metavar="F", default=argparse.SUPPRESS,
                         help=f"class folders: the share of each class's images held out for testing, chosen "
                              f"by file name, the same on every run (default {DEFAULT_TEST_FRACTION})")
     parser.add_argument("--names", type=Path, metavar="FILE",
@@ -68,14 +68,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="anchor file to use instead of the bundle's (same model); concept names it lacks "
                              "are embedded for the run (export extra)")
     parser.add_argument("--scenario", choices=SCENARIOS, default="class-incremental")
-    parser.add_argument("--tasks", type=positive_int,
-                        help=f"classes are split into this many tasks (default {DEFAULT_TASKS}, at most one per class)")
+    parser.add_argument("--tasks", type=positive_int, default=argparse.SUPPRESS,
+                        help=f"classes are split into this many tasks (default {DEFAULT_TASKS}, or one per class if fewer)")
     parser.add_argument("--seed", type=int, default=0, help="class order, stream order, replay draws")
     parser.add_argument("--methods", default=",".join(DEFAULT_METHODS),
                         help=f"comma-separated; cvm[:HEAD] and cvm-noreplay[:HEAD] use the device learner with head "
                              f"method HEAD (default {CVM_HEAD_METHOD}; one of {', '.join(head_method_names())}: the "
                              f"device's methods, then research variants only the evaluation runs)")
-    parser.add_argument("--shots", type=_shots, metavar="K[,K...]",
+    parser.add_argument("--shots", type=_shots, metavar="K[,K...]", default=argparse.SUPPRESS,
                         help="few-shot: training images per class; several (the default, "
                              f"{','.join(map(str, DEFAULT_SHOTS))}) give the accuracy-vs-K curve")
     parser.add_argument("--epochs", type=positive_int, default=1, help="passes over each task's stream (1 = online)")
@@ -96,15 +96,15 @@ def main(args: argparse.Namespace) -> int:
     started = time.monotonic()
     bundle = load_bundle(args.bundle)
     profile = load_profile(args.profile)
-    images = list_images(args.data, args.test_fraction, args.names)
+    images = list_images(args.data, vars(args).get("test_fraction"), args.names)
     head, anchors = _head_and_anchors(bundle, args.anchors, [image.concept for image in images])
     table_started = time.monotonic()
     cache = args.cache if "cache" in vars(args) else resources.user_cache_dir()
     features = load_features(bundle, profile, args.data, cache, images, progress=Progress)
     feature_seconds = time.monotonic() - table_started
     check_class_sizes(class_counts(features), str(args.data))  # again: undecodable images are left out
-    tasks = args.tasks or min(DEFAULT_TASKS, len(features.concepts))
-    shots = args.shots or (DEFAULT_SHOTS if args.scenario == "few-shot" else None)
+    tasks = vars(args).get("tasks") or min(DEFAULT_TASKS, len(features.concepts))
+    shots = vars(args).get("shots") or (DEFAULT_SHOTS if args.scenario == "few-shot" else None)
     config = HarnessConfig(profile=profile, backbone_bytes=bundle.backbone_bytes, input_size=bundle.manifest.input_size,
                            seed=args.seed, joint_epochs=args.joint_epochs)
     ctx = MethodContext(config, head, anchors, features.concepts, bundle.manifest.feature_dim)

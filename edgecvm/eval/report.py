@@ -65,6 +65,16 @@ def _pyplot() -> Any:
     return plt
 
 
+def _save(plt: Any, fig: Any, ax: Any, path: Path, title: str) -> None:
+    """Title and grid, then the figure written to ``path`` (its folder created) and closed."""
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def plot(path: Path, results: Sequence[MethodResult], title: str) -> None:
     """Accuracy on all classes seen so far against tasks seen (class-incremental, few-shot) or bars (zero-shot)."""
     plt = _pyplot()
@@ -85,12 +95,7 @@ def plot(path: Path, results: Sequence[MethodResult], title: str) -> None:
         ax.set_xlabel("tasks seen")
         ax.set_ylabel("accuracy on all classes seen so far (%)")
         ax.legend(fontsize=8)
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, ax, path, title)
 
 
 def curve_table(points: Sequence[CurvePoint]) -> str:
@@ -124,9 +129,4 @@ def plot_curve(path: Path, points: Sequence[CurvePoint], title: str) -> None:
     ax.set_xlabel("training images per class (K)")
     ax.set_ylabel("final accuracy on all classes (%)")
     ax.legend(fontsize=8)
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, ax, path, title)
