@@ -44,8 +44,7 @@ def feasible_shots(table: FeatureTable, shots: Sequence[int], holdout: str = "va
     kept = [k for k in shots if k <= counts[smallest]]
     if len(kept) < len(shots):
         left_out = ", ".join(str(k) for k in shots if k > counts[smallest])
-        why = (f"class {table.concepts[smallest]!r} has {counts[smallest]} training image(s) and K needs K in "
-               f"every class")
+        why = f"class {table.concepts[smallest]!r} has {counts[smallest]} training image(s), and each class needs K"
         if not kept:
             raise BadInputError(f"no K of the few-shot curve fits the data: {why}; add photos or pass smaller --shots")
         log.warning("K = %s left out of the few-shot curve: %s", left_out, why)
