@@ -36,10 +36,15 @@ LAYOUT = "DIR/<concept>/*.jpg"
 def list_images(data: Path, test_fraction: float | None = None, names_file: Path | None = None) -> list[LabelledImage]:
     """The images of ``data`` in either layout: a zip or folder with train/ + val/ (Tiny-ImageNet's), or class folders."""
     data = Path(data)
-    split_layout = (data / "train").is_dir() and (data / "val").is_dir() if data.is_dir() else split_zip_path(data)
-    if split_layout is None and not data.exists():
+    if data.is_dir():
+        split_layout = (data / "train").is_dir() and (data / "val").is_dir()
+    elif split_zip_path(data) is not None:
+        split_layout = True
+    elif not data.exists():
         raise BadInputError(f"{data}: no such folder or zip; expected a folder of class folders ({LAYOUT}) or a zip "
                             "or folder with train/<class>/ and val/<class>/")
+    else:
+        split_layout = False  # a plain file: list_class_folders names it
     if not split_layout:
         return list_class_folders(data, DEFAULT_TEST_FRACTION if test_fraction is None else test_fraction, names_file)
     for option, value in (("--test-fraction", test_fraction), ("--names", names_file)):
