@@ -66,8 +66,8 @@ _TRAILING_INT = re.compile(r"(\d+)$")
 class LabelledImage:
     origin: str  # file path or ``data.zip/member``
     name: str  # path relative to the data root given by the user (what the cache records)
-    concept: str  # class name (Tiny-ImageNet wnids mapped through words.txt)
-    split: str  # "train" or "val"
+    concept: str  # class name (Tiny-ImageNet wnids mapped through words.txt; class folders: folder_dataset.py)
+    split: str  # "train" or "val" (held out)
     number: int  # trailing number of the file name (n02504458_17.JPEG -> 17), -1 when there is none
 
 

@@ -13,9 +13,11 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edgecvm.cli import main
+from edgecvm.formats.anchors import AnchorSet, save_anchors
 
 PER_CLASS = 10
 # sample class -> folder name as a user might write it
@@ -87,6 +89,7 @@ def test_bad_folders_are_one_line_errors(test_bundle: Path, samples_dir: Path, t
     shutil.rmtree(data / "Egyptian  cat")
     (data / "Egyptian  cat").mkdir()
     (data / "Egyptian  cat" / "only.jpg").write_bytes(b"")
+    other_model = tmp_path / "other.npz"
     cases = [
         ((data,), ("class 'Egyptian cat' has 1 usable image", "each class needs at least 2")),
         ((tmp_path / "empty",), ("empty: no class folders inside",)),
@@ -94,7 +97,9 @@ def test_bad_folders_are_one_line_errors(test_bundle: Path, samples_dir: Path, t
         ((data / "Egyptian  cat",), ("Egyptian  cat: 1 image file(s) where class folders are expected",)),
         ((data, "--names", str(tmp_path / "none.tsv")), ("none.tsv: names file not found",)),
         ((data, "--test-fraction", "1.5"), ("--test-fraction must be between 0 and 1",)),
+        ((photos(samples_dir, tmp_path / "good", per_class=2), "--anchors", str(other_model)), ("other.npz: anchors of model my-model (384-d)", "all-MiniLM-L6-v2")),
     ]
+    save_anchors(other_model, AnchorSet(("cat",), np.ones((1, 384)), "my-model", ("{}",), "float16"))
     (tmp_path / "empty").mkdir()
     for (folder, *extra), fragments in cases:
         code = eval_folder(test_bundle, folder, tmp_path, *extra)
