@@ -1,7 +1,9 @@
 """`edgecvm anchors build|show|extend`: make and inspect anchor files (build/extend need the export extra).
 
 How a name becomes an anchor (prompt templates, description weighting) is
-``edgecvm.device.concept_embedding``, shared with the device's own text encoder.
+``edgecvm.device.concept_embedding``, shared with the device's own text encoder;
+``edgecvm.offline.concept_anchors`` applies it with sentence-transformers. This
+module reads the lists and options and writes the files.
 """
 
 from __future__ import annotations
@@ -9,12 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-import numpy as np
 
 from edgecvm.cli.progress import Progress
-from edgecvm.device.concept_embedding import DEFAULT_TEMPLATES, NO_TEMPLATES, SLOT, embed_names
+from edgecvm.device.concept_embedding import DEFAULT_TEMPLATES, NO_TEMPLATES, SLOT
 from edgecvm.errors import BadInputError
 from edgecvm.formats.anchors import (
     DTYPES,
@@ -23,10 +22,8 @@ from edgecvm.formats.anchors import (
     nearest_pairs,
     save_anchors,
 )
-from edgecvm.offline.concepts import Concept, read_concepts
-
-if TYPE_CHECKING:
-    from edgecvm.offline.text_encoder import TextEncoder
+from edgecvm.offline.concept_anchors import embed_concepts, extend_anchors
+from edgecvm.offline.concepts import read_concepts
 
 
 def resolve_templates(spec: str) -> tuple[str, ...]:
@@ -47,12 +44,6 @@ def resolve_templates(spec: str) -> tuple[str, ...]:
         raise BadInputError(f"{path}: every template needs exactly one {SLOT} for the concept name "
                             f"(bad: {bad[:2] if bad else 'file has no templates'})")
     return templates
-
-
-def embed_concepts(concepts: list[Concept], encoder: TextEncoder, templates: tuple[str, ...]) -> np.ndarray:
-    """(N, D) unit vectors of the concepts (concept_embedding.embed_names), with a progress bar."""
-    return embed_names([c.name for c in concepts], [c.description for c in concepts], encoder.encode, templates,
-                       progress=Progress)
 
 
 def summarise(path: Path, n_pairs: int = 5, n_names: int = 8) -> dict[str, object]:
@@ -90,7 +81,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     concepts = read_concepts(args.concepts)
     templates = resolve_templates(args.templates)
     encoder = TextEncoder(args.model)
-    vectors = embed_concepts(concepts, encoder, templates)
+    vectors = embed_concepts(concepts, encoder, templates, progress=Progress)
     anchors = AnchorSet(tuple(c.name for c in concepts), vectors, encoder.model_id, templates, args.dtype,
                         encoder.probe())
     _write(args.out, anchors, args.dtype, args.json)
@@ -100,22 +91,6 @@ def cmd_build(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     _print_summary(summarise(Path(args.file), n_pairs=args.pairs), args.json)
     return 0
-
-
-def _check_same_model(base: AnchorSet, encoder: TextEncoder, file: str) -> None:
-    """Refuse to mix two models' vectors in one concept space: their cosines would mean nothing."""
-    fix = (f"pass the model {file} was built with (`--model FOLDER`), or rebuild all anchors with "
-           "`edgecvm anchors build`")
-    if encoder.dim != base.dim:
-        raise BadInputError(f"{file}: anchors are {base.dim}-d ({base.model}) but --model gives "
-                            f"{encoder.dim}-d vectors ({encoder.model_id}); {fix}")
-    from edgecvm.offline.text_encoder import PROBE_MATCH
-
-    same = (float(base.model_probe @ encoder.probe()) >= PROBE_MATCH if base.model_probe is not None
-            else encoder.model_id == base.model)
-    if not same:
-        raise BadInputError(f"{file}: built with model {base.model}, but --model gives a different model "
-                            f"({encoder.model_id}); {fix}")
 
 
 def cmd_extend(args: argparse.Namespace) -> int:
@@ -130,10 +105,7 @@ def cmd_extend(args: argparse.Namespace) -> int:
                             f"{' ...' if len(clashes) > 5 else ''}; remove them from the new list")
     if args.model is None and base.model != DEFAULT_MODEL_ID:
         raise BadInputError(f"{args.file}: built with model {base.model}; pass that model's folder with --model")
-    encoder = TextEncoder(args.model)
-    _check_same_model(base, encoder, args.file)
-    vectors = embed_concepts(new, encoder, base.templates)
-    merged = base.extended(AnchorSet(tuple(c.name for c in new), vectors, base.model, base.templates, base.dtype))
+    merged = extend_anchors(base, new, TextEncoder(args.model), args.file, progress=Progress)
     _write(args.out, merged, base.dtype, args.json)
     return 0
 

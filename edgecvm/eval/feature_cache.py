@@ -66,8 +66,8 @@ _TRAILING_INT = re.compile(r"(\d+)$")
 class LabelledImage:
     origin: str  # file path or ``data.zip/member``
     name: str  # path relative to the data root given by the user (what the cache records)
-    concept: str  # class name (Tiny-ImageNet wnids mapped through words.txt)
-    split: str  # "train" or "val"
+    concept: str  # class name (Tiny-ImageNet wnids mapped through words.txt; class folders: folder_dataset.py)
+    split: str  # "train" or "val" (held out)
     number: int  # trailing number of the file name (n02504458_17.JPEG -> 17), -1 when there is none
 
 
@@ -118,9 +118,13 @@ def _labelled(item: ImageItem, root: str) -> LabelledImage | None:
     parts = item.origin.replace("\\", "/").split("/")
     if len(parts) < 3 or parts[-3] not in SPLITS or item.label is None:
         return None
-    match = _TRAILING_INT.search(Path(parts[-1]).stem)
-    number = int(match.group(1)) if match else -1
-    return LabelledImage(item.origin, item.origin.removeprefix(root), item.label, parts[-3], number)
+    return LabelledImage(item.origin, item.origin.removeprefix(root), item.label, parts[-3], file_number(parts[-1]))
+
+
+def file_number(name: str) -> int:
+    """Trailing number of a file name (``n02504458_17.JPEG`` -> 17), -1 when there is none."""
+    match = _TRAILING_INT.search(Path(name).stem)
+    return int(match.group(1)) if match else -1
 
 
 def backbone_key(bundle: Bundle) -> str:

@@ -1,4 +1,4 @@
-"""What ``edgecvm eval`` prints and writes: a Markdown table, a JSON document and a plot."""
+"""What ``edgecvm eval`` prints and writes: Markdown tables, a JSON document and plots."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from edgecvm.errors import BadInputError
+from edgecvm.eval.few_shot_curve import CurvePoint
 from edgecvm.eval.harness import MethodResult
 from edgecvm.formats.integrity import atomic_write_bytes
 
@@ -51,8 +53,8 @@ def _clean(value: object) -> object:
     return value
 
 
-def plot(path: Path, results: Sequence[MethodResult], title: str) -> None:
-    """Accuracy on all classes seen so far against tasks seen (class-incremental, few-shot) or bars (zero-shot)."""
+def _pyplot() -> Any:
+    """matplotlib's pyplot on the file-only Agg backend (the ``plots`` extra)."""
     try:
         import matplotlib
 
@@ -60,6 +62,22 @@ def plot(path: Path, results: Sequence[MethodResult], title: str) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         raise BadInputError("--plot needs matplotlib: pip install edgecvm[plots]") from None
+    return plt
+
+
+def _save(plt: Any, fig: Any, ax: Any, path: Path, title: str) -> None:
+    """Title and grid, then the figure written to ``path`` (its folder created) and closed."""
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot(path: Path, results: Sequence[MethodResult], title: str) -> None:
+    """Accuracy on all classes seen so far against tasks seen (class-incremental, few-shot) or bars (zero-shot)."""
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 5))
     if results and "accuracy_after_task" not in results[0].metrics:
         ax.bar([r.name for r in results], [100 * r.metrics["dataset_vocabulary"] for r in results])
@@ -77,9 +95,38 @@ def plot(path: Path, results: Sequence[MethodResult], title: str) -> None:
         ax.set_xlabel("tasks seen")
         ax.set_ylabel("accuracy on all classes seen so far (%)")
         ax.legend(fontsize=8)
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, ax, path, title)
+
+
+def curve_table(points: Sequence[CurvePoint]) -> str:
+    """Markdown: one row per method, its final accuracy (%) at each K."""
+    head = "| method | " + " | ".join(f"K = {p.shots}" for p in points) + " |"
+    rule = "|---|" + "---:|" * len(points)
+    methods = [r.name for r in points[0].results] if points else []
+    rows = [f"| {name} | " + " | ".join(_pct(_final(p, name)) for p in points) + " |" for name in methods]
+    return "\n".join([head, rule, *rows])
+
+
+def _final(point: CurvePoint, method: str) -> float:
+    result = next(r for r in point.results if r.name == method)
+    value = result.metrics["final_average"]
+    return value if isinstance(value, float) else math.nan
+
+
+def plot_curve(path: Path, points: Sequence[CurvePoint], title: str) -> None:
+    """Final accuracy against K (log axis), one line per method."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 5))
+    shots = [p.shots for p in points]
+    for result in points[0].results if points else []:
+        accuracy = [100 * _final(p, result.name) for p in points]
+        ax.plot(shots, accuracy, marker="o", markersize=4, label=result.name,
+                linewidth=2.5 if result.name.startswith("cvm") else 1.2,
+                linestyle="--" if result.name == "joint" else "-")
+    ax.set_xscale("log")
+    ax.minorticks_off()
+    ax.set_xticks(shots, [str(k) for k in shots])
+    ax.set_xlabel("training images per class (K)")
+    ax.set_ylabel("final accuracy on all classes (%)")
+    ax.legend(fontsize=8)
+    _save(plt, fig, ax, path, title)

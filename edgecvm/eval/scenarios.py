@@ -119,7 +119,7 @@ def build_scenario(
         return Scenario(name, table.concepts, (), test, seed, epochs, None, holdout)
     rng = np.random.default_rng(seed)
     class_order = rng.permutation(n_classes)
-    rows = _rows_per_class(train.labels, n_classes, rng, shots)
+    rows = _rows_per_class(train.labels, table.concepts, rng, shots)
     tasks = []
     for index, classes in enumerate(np.array_split(class_order, n_tasks)):
         task_rows = np.concatenate([rows[c] for c in classes])
@@ -130,13 +130,14 @@ def build_scenario(
     return Scenario(name, table.concepts, tuple(tasks), test, seed, epochs, shots, holdout)
 
 
-def _rows_per_class(labels: np.ndarray, n_classes: int, rng: np.random.Generator, shots: int | None) -> list[np.ndarray]:
+def _rows_per_class(labels: np.ndarray, concepts: tuple[str, ...], rng: np.random.Generator,
+                    shots: int | None) -> list[np.ndarray]:
     """Training rows of each class: all of them, or ``shots`` chosen at random (seeded)."""
-    rows = [np.flatnonzero(labels == c) for c in range(n_classes)]
+    rows = [np.flatnonzero(labels == c) for c in range(len(concepts))]
     if shots is None:
         return rows
     short = [c for c, r in enumerate(rows) if r.size < shots]
     if short:
-        raise BadInputError(f"--shots {shots}: {len(short)} classes have fewer training images (e.g. class {short[0]} "
-                            f"has {rows[short[0]].size})")
+        raise BadInputError(f"--shots {shots}: {len(short)} class(es) have fewer training images (e.g. "
+                            f"{concepts[short[0]]!r} has {rows[short[0]].size}); each class needs {shots}")
     return [np.sort(rng.choice(r, size=shots, replace=False)) for r in rows]

@@ -14,6 +14,7 @@ from edgecvm import resources
 from edgecvm.cli import main
 from edgecvm.device.concept_embedding import DESCRIPTION_WEIGHT
 from edgecvm.formats.anchors import AnchorSet, load_anchors, normalise_rows, save_anchors
+from edgecvm.offline.concept_anchors import embed_concepts
 from edgecvm.offline.text_encoder import DEFAULT_MODEL_ID, default_model_path, resolve_model
 
 pytest.importorskip("sentence_transformers")
@@ -91,7 +92,6 @@ def test_anchor_is_the_renormalised_template_mean_plus_weighted_description(
 
 
 def test_shipped_files_are_up_to_date_with_lists_and_code(encoder) -> None:
-    from edgecvm.cli.anchors import embed_concepts
     from edgecvm.offline.concepts import read_concepts
 
     for stem in ("imagenet-1k", "tiny-imagenet-200"):

@@ -72,7 +72,7 @@ def test_eval_runs_every_method_on_a_tiny_slice(test_bundle: Path, tiny_slice: P
 def test_few_shot_and_zero_shot_scenarios(test_bundle: Path, tiny_slice: Path, tmp_path: Path):
     code, doc = _eval(test_bundle, tiny_slice, tmp_path, "--scenario", "few-shot", "--shots", "2",
                       "--methods", "cvm,ncm")
-    assert code == 0 and doc["scenario"]["shots"] == 2
+    assert code == 0 and doc["scenario"]["shots"] == [2]
     code, doc = _eval(test_bundle, tiny_slice, tmp_path, "--scenario", "zero-shot", "--methods", "cvm")
     assert code == 0
     zero_shot = doc["results"][0]["metrics"]
@@ -100,8 +100,8 @@ def test_bad_input_is_a_one_line_error(test_bundle: Path, tiny_slice: Path, tmp_
     assert code == 2 and "--shots only applies" in capsys.readouterr().err
     code, _ = _eval(test_bundle, tmp_path / "missing.zip", tmp_path)
     assert code == 2
-    code, _ = _eval(test_bundle, tiny_slice, tmp_path, "--anchors", "imagenet-1k")
-    assert code == 2 and "--anchors (and --wordnet-ids with it) go with --scenario zero-shot" in capsys.readouterr().err
+    code, _ = _eval(test_bundle, tiny_slice, tmp_path, "--wordnet-ids", str(tmp_path / "ids.tsv"))
+    assert code == 2 and "--wordnet-ids goes with --scenario zero-shot and --anchors" in capsys.readouterr().err
 
 
 def test_method_names_accept_head_methods_by_name():
