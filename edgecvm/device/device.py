@@ -170,6 +170,8 @@ def open_device(
     head_method: str | None = None,
     checkpoint_every: int | None = None,
     tune_process: bool = False,
+    unknown: bool = True,
+    unknown_tpr: float | None = None,
 ) -> Device:
     """Open a bundle on a device profile, with the learner resumed from (or created in) the ``state`` dir.
 
@@ -180,6 +182,9 @@ def open_device(
     "lda" (default) or "sgd"; fixed once a state exists. ``tune_process``:
     apply the process-wide settings of process_tuning.py (the CLI does; they
     change the whole host process, so a program embedding edgecvm opts in).
+    ``unknown``: answer "unknown" for a frame judged none of the taught concepts,
+    accepting ``unknown_tpr`` of the frames of taught ones (default: the profile's
+    ``unknown_tpr``); False: always a taught concept (learning/open_set.py).
     """
     # First, before any large buffer is freed: glibc raises its mmap threshold to the size of each large block
     # freed (reading the bundle frees 1-9 MB blocks), after which ORT's activations would come from the heap and
@@ -190,7 +195,7 @@ def open_device(
     bundle_ = load_bundle(str(bundle))
     head, anchors = load_head_and_anchors(bundle_)
     identity = StateIdentity.of_bundle(bundle_)
-    config = learner_config(profile_, method=head_method)
+    config = learner_config(profile_, method=head_method, unknown=unknown, unknown_tpr=unknown_tpr)
     if state is None:
         learner = Learner(head, anchors, config)
     else:
