@@ -17,9 +17,10 @@ import time
 from pathlib import Path
 
 from edgecvm import resources
-from edgecvm.cli.common import positive_int
+from edgecvm.cli.common import add_unknown_arguments, positive_int
 from edgecvm.cli.progress import Progress
 from edgecvm.device.profiles import load_profile
+from edgecvm.eval import open_set
 from edgecvm.eval.feature_cache import cache_folder, list_dataset, load_features
 from edgecvm.eval.harness import (
     CVM_HEAD_METHOD,
@@ -46,11 +47,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--bundle", required=True, help="bundle folder from `edgecvm export`")
     parser.add_argument("--data", required=True, type=Path,
                         help="zip or folder with train/<class>/ and val/<class>/ images (Tiny-ImageNet layout)")
-    parser.add_argument("--scenario", choices=SCENARIOS, default="class-incremental")
+    parser.add_argument("--scenario", choices=(*SCENARIOS, open_set.OPEN_SET), default="class-incremental",
+                        help="open-set: teach --known-fraction of the classes, test known against unknown "
+                             "(eval/open_set.py)")
+    parser.add_argument("--known-fraction", type=float, default=0.5,
+                        help="open-set: share of the classes taught (a seeded choice); the rest are unknown")
     parser.add_argument("--tasks", type=positive_int, default=10, help="classes are split into this many tasks")
     parser.add_argument("--seed", type=int, default=0, help="class order, stream order, replay draws")
-    parser.add_argument("--methods", default=",".join(DEFAULT_METHODS),
-                        help=f"comma-separated; cvm[:HEAD] and cvm-noreplay[:HEAD] use the device learner with head "
+    parser.add_argument("--methods",
+                        help=f"comma-separated (default {','.join(DEFAULT_METHODS)}; open-set: "
+                             f"{','.join(open_set.OPEN_SET_METHODS)}); cvm[:HEAD] and cvm-noreplay[:HEAD] use the device learner with head "
                              f"method HEAD (default {CVM_HEAD_METHOD}; one of {', '.join(head_method_names())}: the "
                              f"device's methods, then research variants only the evaluation runs)")
     parser.add_argument("--shots", type=positive_int, help="few-shot: training images per class")
@@ -62,13 +68,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--cache", "--cache-dir", dest="cache", type=Path, metavar="DIR", default=argparse.SUPPRESS,
                         help="where extracted features are kept (default: $XDG_CACHE_HOME/edgecvm, or "
                              "~/.cache/edgecvm when XDG_CACHE_HOME is unset)")
+    add_unknown_arguments(parser)
     parser.add_argument("--json", type=Path, metavar="FILE", help="write every figure as JSON")
     parser.add_argument("--plot", type=Path, metavar="FILE.png", help="write the accuracy-vs-tasks plot")
     parser.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
-    names = method_names(args.methods)
+    open_set_run = args.scenario == open_set.OPEN_SET
+    names = method_names(args.methods or ",".join(open_set.OPEN_SET_METHODS if open_set_run else DEFAULT_METHODS))
     started = time.monotonic()
     bundle = load_bundle(args.bundle)
     profile = load_profile(args.profile)
@@ -77,17 +85,22 @@ def main(args: argparse.Namespace) -> int:
     cache = args.cache if "cache" in vars(args) else resources.user_cache_dir()
     features = load_features(bundle, profile, args.data, cache, images, progress=Progress)
     feature_seconds = time.monotonic() - table_started
-    scenario = build_scenario(features, args.scenario, args.tasks, args.seed, args.epochs, args.shots, args.holdout)
+    if open_set_run:
+        scenario, known = open_set.build_open_set(features, args.known_fraction, args.tasks, args.seed, args.holdout)
+    else:
+        scenario = build_scenario(features, args.scenario, args.tasks, args.seed, args.epochs, args.shots, args.holdout)
     config = HarnessConfig(profile=profile, backbone_bytes=bundle.backbone_bytes, input_size=bundle.manifest.input_size,
-                           seed=args.seed, joint_epochs=args.joint_epochs)
+                           seed=args.seed, joint_epochs=args.joint_epochs,
+                           unknown_tpr=_unknown_tpr(args, profile.unknown_tpr))
     ctx = MethodContext(config, *load_head_and_anchors(bundle), features.concepts,
                         bundle.manifest.feature_dim)
-    results = run(scenario, names, ctx, progress=Progress)
+    results = (open_set.run_open_set(scenario, known, names, ctx, progress=Progress) if open_set_run
+               else run(scenario, names, ctx, progress=Progress))
     total_seconds = time.monotonic() - started
 
     title = _title(args, len(features.concepts))
     print(f"{title}\n")
-    print(table(results, args.scenario))
+    print(open_set.table(results) if open_set_run else table(results, args.scenario))
     print(f"\nfeatures: {features.features.shape[0]} images in {feature_seconds:.1f} s "
           f"(cache {cache_folder(cache, bundle, args.data, images)}); total {total_seconds:.1f} s")
     if args.json:
@@ -95,7 +108,8 @@ def main(args: argparse.Namespace) -> int:
             "command": "edgecvm eval " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["eval"] else sys.argv[1:]),
             "title": title,
             "scenario": {"name": args.scenario, "tasks": len(scenario.tasks), "seed": args.seed, "epochs": args.epochs,
-                         "shots": args.shots, "holdout": args.holdout, "classes": len(features.concepts)},
+                         "shots": args.shots, "holdout": args.holdout, "classes": len(features.concepts),
+                         **({"known_classes": [features.concepts[i] for i in known]} if open_set_run else {})},
             "bundle": {"folder": str(args.bundle), "sha256": bundle.sha256},
             "profile": profile.name, "cvm_head_method": CVM_HEAD_METHOD, "device_default_head_method": DEFAULT_METHOD,
             "feature_seconds": feature_seconds, "total_seconds": total_seconds,
@@ -103,14 +117,24 @@ def main(args: argparse.Namespace) -> int:
             "results": [r.as_dict() for r in results],
         })
     if args.plot:
-        plot(args.plot, results, title)
+        (open_set.plot if open_set_run else plot)(args.plot, results, title)
     return 0
 
 
 def _title(args: argparse.Namespace, n_classes: int) -> str:
     if args.scenario == "zero-shot":
         return f"zero-shot, {n_classes} classes, {args.holdout} images"
+    if args.scenario == open_set.OPEN_SET:
+        n_known = round(args.known_fraction * n_classes)
+        return (f"open-set, {n_known} known / {n_classes - n_known} unknown classes, {args.tasks} tasks, online "
+                f"(1 pass), seed {args.seed}, tested on {args.holdout} images")
     shots = f", {args.shots} shots per class" if args.shots else ""
     passes = "online (1 pass)" if args.epochs == 1 else f"{args.epochs} passes per task"
     return (f"{args.scenario}, {args.tasks} tasks x {n_classes // args.tasks} classes{shots}, {passes}, "
             f"seed {args.seed}, tested on {args.holdout} images")
+
+
+def _unknown_tpr(args: argparse.Namespace, profile_tpr: float) -> float | None:
+    if args.unknown == "off":
+        return None
+    return profile_tpr if args.unknown_tpr is None else args.unknown_tpr
