@@ -78,7 +78,8 @@ class Device:
     # ---- predicting -----------------------------------------------------------------------------
 
     def predict(self, image: ImageInput, top_k: int = 5, vocab: Vocab | None = None) -> Prediction:
-        """The nearest concept for one image, with its cosine score and the ``top_k`` best.
+        """The nearest concept for one image, with its cosine score and the ``top_k`` best; ``unknown`` (and
+        ``prediction.unknown``) when the image is none of the taught concepts (``open_device(unknown=...)``).
 
         ``vocab``: "known" answers among the taught concepts, "all" among every
         concept of the anchor file (zero-shot); default: known once something

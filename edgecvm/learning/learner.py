@@ -221,7 +221,7 @@ class Learner:
         threshold = self.open_set_threshold()
         if threshold is None:
             return None
-        evidence = self.method.evidence(features)  # type: ignore[attr-defined]  # an OpenSetHead (checked above)
+        evidence = self.method.evidence(features)  # type: ignore[attr-defined]  # an OpenSetHead: open_set_threshold checked
         if evidence is None:
             return None
         untaught = self._untaught()
