@@ -40,6 +40,17 @@ def add_device_arguments(parser: argparse.ArgumentParser) -> None:
                              f"(default {DEFAULT_PROFILE})")
 
 
+def add_unknown_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--unknown`` and ``--unknown-tpr``: the open-set answers of learning/open_set.py."""
+    parser.add_argument("--unknown", choices=("on", "off"), default="on",
+                        help="on: a frame judged none of the taught concepts is answered 'unknown' (answering over "
+                             "every concept: named by the zero-shot branch among the untaught ones); off: always a "
+                             "taught concept (default on)")
+    parser.add_argument("--unknown-tpr", type=float, metavar="P",
+                        help="share of frames of taught concepts answered as taught, the threshold calibrated on the "
+                             "replayed examples (default: the profile's unknown_tpr, 0.95)")
+
+
 def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stream", required=True, metavar="SRC", help=STREAM_HELP)
     parser.add_argument("--every", type=positive_int, default=1, metavar="N", help="keep every N-th frame (default 1)")

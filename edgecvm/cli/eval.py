@@ -20,10 +20,11 @@ import time
 from pathlib import Path, PurePosixPath
 
 from edgecvm import resources
-from edgecvm.cli.common import positive_int
+from edgecvm.cli.common import add_unknown_arguments, positive_int
 from edgecvm.cli.progress import Progress
 from edgecvm.device.profiles import load_profile
 from edgecvm.errors import BadInputError
+from edgecvm.eval import open_set
 from edgecvm.eval.feature_cache import LabelledImage, cache_folder, load_features
 from edgecvm.eval.few_shot_curve import DEFAULT_SHOTS, run_curve
 from edgecvm.eval.folder_dataset import DEFAULT_TEST_FRACTION, check_class_sizes, class_counts, list_images
@@ -76,12 +77,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "'wnid', a row per anchor; ../shared/data/imagenet-21k-concepts.tsv for imagenet-21k), "
                              "so an image counts as right when the answer is its own class folder's WordNet id; "
                              "without it, by name")
-    parser.add_argument("--scenario", choices=SCENARIOS, default="class-incremental")
+    parser.add_argument("--scenario", choices=(*SCENARIOS, open_set.OPEN_SET), default="class-incremental",
+                        help="open-set: teach --known-fraction of the classes, test known against unknown "
+                             "(eval/open_set.py)")
+    parser.add_argument("--known-fraction", type=float, default=0.5,
+                        help="open-set: share of the classes taught (a seeded choice); the rest are unknown")
     parser.add_argument("--tasks", type=positive_int, default=argparse.SUPPRESS,
                         help=f"classes are split into this many tasks (default {DEFAULT_TASKS}, or one per class if fewer)")
     parser.add_argument("--seed", type=int, default=0, help="class order, stream order, replay draws")
-    parser.add_argument("--methods", default=",".join(DEFAULT_METHODS),
-                        help=f"comma-separated; cvm[:HEAD] and cvm-noreplay[:HEAD] use the device learner with head "
+    parser.add_argument("--methods",
+                        help=f"comma-separated (default {','.join(DEFAULT_METHODS)}; open-set: "
+                             f"{','.join(open_set.OPEN_SET_METHODS)}); cvm[:HEAD] and cvm-noreplay[:HEAD] use the device learner with head "
                              f"method HEAD (default {CVM_HEAD_METHOD}; one of {', '.join(head_method_names())}: the "
                              f"device's methods, then research variants only the evaluation runs)")
     parser.add_argument("--shots", type=_shots, metavar="K[,K...]", default=argparse.SUPPRESS,
@@ -95,13 +101,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--cache", "--cache-dir", dest="cache", type=Path, metavar="DIR", default=argparse.SUPPRESS,
                         help="where extracted features are kept (default: $XDG_CACHE_HOME/edgecvm, or "
                              "~/.cache/edgecvm when XDG_CACHE_HOME is unset)")
+    add_unknown_arguments(parser)
     parser.add_argument("--json", type=Path, metavar="FILE", help="write every figure as JSON")
     parser.add_argument("--plot", type=Path, metavar="FILE.png", help="write the accuracy-vs-tasks plot")
     parser.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
-    names = method_names(args.methods)
+    open_set_run = args.scenario == open_set.OPEN_SET
+    names = method_names(args.methods or ",".join(open_set.OPEN_SET_METHODS if open_set_run else DEFAULT_METHODS))
     broad = args.scenario == "zero-shot" and args.anchors is not None
     if args.wordnet_ids and not broad:
         raise BadInputError("--wordnet-ids goes with --scenario zero-shot and --anchors")
@@ -124,7 +132,8 @@ def main(args: argparse.Namespace) -> int:
                                  features.concepts, images)
     shots = vars(args).get("shots") or (DEFAULT_SHOTS if args.scenario == "few-shot" else None)
     config = HarnessConfig(profile=profile, backbone_bytes=bundle.backbone_bytes, input_size=bundle.manifest.input_size,
-                           seed=args.seed, joint_epochs=args.joint_epochs)
+                           seed=args.seed, joint_epochs=args.joint_epochs,
+                           unknown_tpr=_unknown_tpr(args, profile.unknown_tpr))
     ctx = MethodContext(config, head, anchors, features.concepts, bundle.manifest.feature_dim)
     document: dict[str, object] = {}
     if args.scenario == "few-shot" and shots is not None and len(shots) > 1:
@@ -136,6 +145,16 @@ def main(args: argparse.Namespace) -> int:
         document["curve"] = [p.as_dict() for p in points]
         if args.plot:
             plot_curve(args.plot, points, title)
+    elif open_set_run:
+        scenario, known = open_set.build_open_set(features, args.known_fraction, tasks, args.seed, args.holdout)
+        results = open_set.run_open_set(scenario, known, names, ctx, progress=Progress)
+        title = _title(args, tasks, shots, len(features.concepts))
+        print(f"{title}\n")
+        print(open_set.table(results))
+        document["results"] = [r.as_dict() for r in results]
+        document["known_classes"] = [features.concepts[i] for i in known]
+        if args.plot:
+            open_set.plot(args.plot, results, title)
     else:
         scenario = build_scenario(features, args.scenario, tasks, args.seed, args.epochs, shots[0] if shots else None,
                                   args.holdout)
@@ -217,6 +236,10 @@ def _broad_vocabulary(args: argparse.Namespace, bundle: Bundle, head: HeadParams
 def _title(args: argparse.Namespace, tasks: int, shots: tuple[int, ...] | None, n_classes: int) -> str:
     if args.scenario == "zero-shot":
         return f"zero-shot, {n_classes} classes, {args.holdout} images"
+    if args.scenario == open_set.OPEN_SET:
+        n_known = round(args.known_fraction * n_classes)
+        return (f"open-set, {n_known} known / {n_classes - n_known} unknown classes, {tasks} tasks, online "
+                f"(1 pass), seed {args.seed}, tested on {args.holdout} images")
     shots_text = ""
     if shots:
         shots_text = f", {shots[0]} shots per class" if len(shots) == 1 else f", K = {', '.join(map(str, shots))}"
@@ -224,3 +247,9 @@ def _title(args: argparse.Namespace, tasks: int, shots: tuple[int, ...] | None, 
     per_task = f"{n_classes // tasks}" + (f"-{n_classes // tasks + 1}" if n_classes % tasks else "")
     return (f"{args.scenario}, {tasks} tasks x {per_task} classes{shots_text}, {passes}, "
             f"seed {args.seed}, tested on {args.holdout} images")
+
+
+def _unknown_tpr(args: argparse.Namespace, profile_tpr: float) -> float | None:
+    if args.unknown == "off":
+        return None
+    return profile_tpr if args.unknown_tpr is None else args.unknown_tpr

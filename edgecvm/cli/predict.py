@@ -1,7 +1,8 @@
 """`edgecvm predict`: name what each frame of a stream shows; accuracy when the source is labelled.
 
 With ``--state`` the learned head answers among the taught concepts
-(``--vocab known``, the default) or the whole anchor file (``--vocab all``).
+(``--vocab known``, the default; ``unknown`` for a frame that is none of them
+unless ``--unknown off``) or the whole anchor file (``--vocab all``).
 Without it the bundle's initial head answers zero-shot over every anchor: a
 ConSE-initialised bundle names concepts before any teaching. The state is
 only read, never written.
@@ -20,6 +21,7 @@ from edgecvm.cli.common import (
     StopOnSignal,
     add_device_arguments,
     add_stream_arguments,
+    add_unknown_arguments,
     json_line,
     positive_int,
     stream_from_args,
@@ -42,7 +44,7 @@ class Accuracy:
     per_concept: dict[str, list[int]] = field(default_factory=dict)  # label -> [correct, total]
 
     def update(self, label: str, prediction: Prediction, same: Callable[[str, str], bool]) -> bool:
-        hit = same(prediction.concept, label)
+        hit = not prediction.unknown and same(prediction.concept, label)
         self.total += 1
         self.correct += hit
         self.correct_top_k += any(same(name, label) for name, _ in prediction.top_k)
@@ -66,7 +68,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from edgecvm.device.pipeline import FramePipeline
     from edgecvm.errors import BadInputError
 
-    device = open_device(args.bundle, args.profile, args.state, read_only=True, tune_process=True)
+    device = open_device(args.bundle, args.profile, args.state, read_only=True, tune_process=True,
+                         unknown=args.unknown == "on", unknown_tpr=args.unknown_tpr)
     learner = device.learner
     vocab = args.vocab or ("known" if args.state else "all")
     if vocab == "known" and not learner.known:
@@ -78,7 +81,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         return anchors.index_of(a) == anchors.index_of(b)
 
     accuracy = Accuracy()
-    frames = bad = 0
+    frames = bad = unknown_answers = 0
     started, cpu_started = time.monotonic(), time.process_time()
     with stream_from_args(args) as stream, StopOnSignal(stream) as stop, \
             FramePipeline(stream, device.extractor.preprocess) as pipeline:
@@ -99,6 +102,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                     log.warning("skipping %s: %s", frame.origin, frame.error)
                     continue
                 prediction = learner.predict_features(device.extractor.run(prepared.batch), args.top_k, vocab)[0]
+                unknown_answers += prediction.unknown
                 label = frame.label if score else None
                 hit = accuracy.update(label, prediction, same) if label is not None else None
                 _print_frame(frame.origin, label, prediction, hit, args.json)
@@ -106,7 +110,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     summary = {
         "event": "summary", "frames": frames, "bad_frames": bad, "predicted": frames - bad, "vocab": vocab,
         "vocab_size": len(learner.known) if vocab == "known" else len(anchors), "labelled": accuracy.total,
-        "correct": accuracy.correct, "accuracy": accuracy.top1, f"top{args.top_k}_accuracy": accuracy.top_k,
+        "correct": accuracy.correct, "accuracy": accuracy.top1, "unknown": unknown_answers,
+        "unknown_threshold": learner.open_set_threshold(), f"top{args.top_k}_accuracy": accuracy.top_k,
         "per_concept": {k: {"correct": c, "total": t} for k, (c, t) in sorted(accuracy.per_concept.items())},
         "elapsed_s": round(elapsed, 3), "frames_per_s": round(frames / elapsed, 2) if elapsed > 0 else None,
         "cpu_s": round(time.process_time() - cpu_started, 3),  # all threads of the process, user + system
@@ -117,7 +122,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(json_line(summary), flush=True)
     else:
         print(f"{frames} frames ({bad} bad, skipped) in {elapsed:.1f} s, vocabulary {vocab} "
-              f"({summary['vocab_size']} concepts)")
+              f"({summary['vocab_size']} concepts){f', {unknown_answers} unknown' if unknown_answers else ''}")
         if no_accuracy:
             print(f"no accuracy: {no_accuracy}")
         elif accuracy.total:
@@ -137,12 +142,14 @@ def _why_no_accuracy(spec: str, unknown: list[str], anchors_name: str) -> str:
 
 def _print_frame(origin: str, label: str | None, prediction: Prediction, hit: bool | None, as_json: bool) -> None:
     if as_json:
+        margin = None if prediction.known_margin is None else round(prediction.known_margin, 4)
         print(json_line({"event": "frame", "origin": origin, "concept": prediction.concept,
                          "score": round(prediction.score, 4), "top_k": [[n, round(s, 4)] for n, s in prediction.top_k],
-                         "label": label, "correct": hit}))
+                         "unknown": prediction.unknown, "known_margin": margin, "label": label, "correct": hit}))
         return
     mark = "" if label is None else f"  [{'ok' if hit else 'WRONG'}: {label}]"
-    print(f"{origin}: {prediction.concept} ({prediction.score:.2f}){mark}")
+    nearest = f", nearest taught: {prediction.top_k[0][0]}" if prediction.unknown else ""
+    print(f"{origin}: {prediction.concept} ({prediction.score:.2f}{nearest}){mark}")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -153,6 +160,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "whole anchor file. Labelled sources (folders, zips, manifests) also report accuracy.")
     add_device_arguments(parser)
     add_stream_arguments(parser)
+    add_unknown_arguments(parser)
     parser.add_argument("--state", metavar="DIR", help="state dir written by `edgecvm learn` (read only)")
     parser.add_argument("--top-k", type=positive_int, default=5, metavar="K", help="alternatives per frame (default 5)")
     parser.add_argument("--vocab", choices=("known", "all"),

@@ -19,6 +19,7 @@ from edgecvm.cli.common import (
     StopOnSignal,
     add_device_arguments,
     add_stream_arguments,
+    add_unknown_arguments,
     json_line,
     positive_int,
     stream_from_args,
@@ -48,7 +49,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise BadInputError(f"--max-upload-mb must be > 0, got {args.max_upload_mb}")
     policy = AccessPolicy(token, loopback, max_body_bytes=int(args.max_upload_mb * 1024 * 1024))
     device = open_device(args.bundle, args.profile, args.state, head_method=args.head_method,
-                         checkpoint_every=args.checkpoint_every, tune_process=True)
+                         checkpoint_every=args.checkpoint_every, tune_process=True, unknown=args.unknown == "on",
+                         unknown_tpr=args.unknown_tpr)
     sock = bind(args.host, args.port)
     with stream_from_args(args, loop=args.loop, realtime=args.realtime) as stream, StopOnSignal(stream) as stop:
         session = ServeSession(device, stream, top_k=args.top_k, should_stop=lambda: stop.stopped)
@@ -93,6 +95,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "2 bad input, 3 memory budget exceeded, 130 interrupted (after a clean checkpoint).")
     add_device_arguments(parser)
     add_stream_arguments(parser)
+    add_unknown_arguments(parser)
     parser.add_argument("--state", required=True, metavar="DIR", help="state dir: created, or resumed when it exists")
     parser.add_argument("--host", default=DEFAULT_HOST,
                         help=f"address to listen on (default {DEFAULT_HOST}: this machine only; 0.0.0.0: every "

@@ -115,7 +115,8 @@ class Device:
     # ---- predicting -----------------------------------------------------------------------------
 
     def predict(self, image: ImageInput, top_k: int = 5, vocab: Vocab | None = None) -> Prediction:
-        """The nearest concept for one image, with its cosine score and the ``top_k`` best.
+        """The nearest concept for one image, with its cosine score and the ``top_k`` best; ``unknown`` (and
+        ``prediction.unknown``) when the image is none of the taught concepts (``open_device(unknown=...)``).
 
         ``vocab``: "known" answers among the taught concepts, "all" among every
         concept of the anchor file (zero-shot); default: known once something
@@ -207,6 +208,8 @@ def open_device(
     head_method: str | None = None,
     checkpoint_every: int | None = None,
     tune_process: bool = False,
+    unknown: bool = True,
+    unknown_tpr: float | None = None,
 ) -> Device:
     """Open a bundle on a device profile, with the learner resumed from (or created in) the ``state`` dir.
 
@@ -217,6 +220,9 @@ def open_device(
     "lda" (default) or "sgd"; fixed once a state exists. ``tune_process``:
     apply the process-wide settings of process_tuning.py (the CLI does; they
     change the whole host process, so a program embedding edgecvm opts in).
+    ``unknown``: answer "unknown" for a frame judged none of the taught concepts,
+    accepting ``unknown_tpr`` of the frames of taught ones (default: the profile's
+    ``unknown_tpr``); False: always a taught concept (learning/open_set.py).
     """
     # First, before any large buffer is freed: glibc raises its mmap threshold to the size of each large block
     # freed (reading the bundle frees 1-9 MB blocks), after which ORT's activations would come from the heap and
@@ -230,7 +236,7 @@ def open_device(
     if own is not None:
         anchors = anchors.extended(own)
     identity = StateIdentity.of_bundle(bundle_)
-    config = learner_config(profile_, method=head_method)
+    config = learner_config(profile_, method=head_method, unknown=unknown, unknown_tpr=unknown_tpr)
     if state is None:
         learner = Learner(head, anchors, config)
     else:

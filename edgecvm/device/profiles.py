@@ -22,6 +22,7 @@ from edgecvm.errors import BadInputError
 from edgecvm.formats.schema import from_dict
 from edgecvm.learning.head_methods import DEFAULT_METHOD, HEAD_METHODS
 from edgecvm.learning.learner import LearnerConfig
+from edgecvm.learning.open_set import DEFAULT_TARGET_TPR
 
 PROFILE_DIR = resources.profiles_dir()
 
@@ -58,6 +59,8 @@ class DeviceProfile:
     # how the head learns when neither --head-method nor a saved state says (head_methods.py); a profile too small
     # for the default's statistics names a lighter one
     head_method: str = DEFAULT_METHOD
+    # open set: the share of frames of taught concepts answered as taught, the rest "unknown" (learning/open_set.py)
+    unknown_tpr: float = DEFAULT_TARGET_TPR
 
     def __post_init__(self) -> None:
         positive = ("cpu_cores", "threads", "ram_mb", "memory_budget_mb", "resolution", "batch_size",
@@ -86,6 +89,9 @@ class DeviceProfile:
             close = difflib.get_close_matches(self.head_method, list(HEAD_METHODS), n=1)
             hint = f"did you mean {close[0]!r}?" if close else f"available: {', '.join(HEAD_METHODS)}"
             raise BadInputError(f"profile {self.name}: unknown head_method {self.head_method!r}; {hint}")
+        if not 0.0 < self.unknown_tpr < 1.0:
+            raise BadInputError(f"profile {self.name}: unknown_tpr must be between 0 and 1 (exclusive), "
+                                f"got {self.unknown_tpr}")
         if self.precision == "fp16" and not set(self.execution_providers) & set(GPU_PROVIDERS):
             raise BadInputError(f"profile {self.name}: precision fp16 needs a GPU provider ({', '.join(GPU_PROVIDERS)}); "
                                 "on a CPU use fp32 or int8")
@@ -136,7 +142,10 @@ def profile_as_dict(profile: DeviceProfile) -> dict[str, object]:
     return data
 
 
-def learner_config(profile: DeviceProfile, method: str | None = None, seed: int = 0) -> LearnerConfig:
-    """What the learner takes from a profile: its replay size, batch and default head method."""
+def learner_config(profile: DeviceProfile, method: str | None = None, seed: int = 0, unknown: bool = True,
+                   unknown_tpr: float | None = None) -> LearnerConfig:
+    """What the learner takes from a profile: its replay size, batch, default head method and open-set target
+    (``unknown_tpr`` overrides the profile's; ``unknown=False``: always a taught concept)."""
+    tpr = (profile.unknown_tpr if unknown_tpr is None else unknown_tpr) if unknown else None
     return LearnerConfig(method=method, default_method=profile.head_method, replay_bytes=profile.replay_bytes,
-                         batch_size=profile.batch_size, seed=seed)
+                         batch_size=profile.batch_size, seed=seed, unknown_tpr=tpr)

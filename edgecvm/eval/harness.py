@@ -16,9 +16,13 @@ Method names (``--methods``):
 
 For every method: the accuracy matrix over tasks, wall time and peak traced
 memory of learning, the bytes of state it keeps; for CVM methods also the
-learner's memory plan against the profile's budget and zero-shot accuracy on
+learner's memory plan against the profile's budget, zero-shot accuracy on
 the concepts not taught yet (answered among those concepts only), to show
-that learning did not destroy the zero-shot map.
+that learning did not destroy the zero-shot map, and the generalised
+zero-shot S, U and H answered over the whole anchor file (gzsl.py). The
+closed-set accuracy is the device's answer among the taught concepts with
+the open-set decision left out (the best taught concept even when it answers
+"unknown").
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import numpy as np
 from edgecvm.device.memory_plan import plan_for_learner
 from edgecvm.device.profiles import DeviceProfile
 from edgecvm.errors import BadInputError
+from edgecvm.eval import gzsl
 from edgecvm.eval.metrics import Accuracy, AccuracyMatrix, ResourceMeter
 from edgecvm.eval.peers import ContinualMethod, NearestClassMean, SoftmaxHead, StreamingLDA, train_joint
 from edgecvm.eval.scenarios import Scenario, TestSet
@@ -40,6 +45,7 @@ from edgecvm.formats.anchors import AnchorSet
 from edgecvm.formats.head_file import HeadParams
 from edgecvm.learning.head_methods import DEFAULT_METHOD
 from edgecvm.learning.learner import Learner, LearnerConfig
+from edgecvm.learning.open_set import DEFAULT_TARGET_TPR
 from edgecvm.learning.replay import ReplayBuffer
 from edgecvm.reporting import ProgressFactory, silent
 
@@ -60,6 +66,7 @@ class HarnessConfig:
     softmax_lr: float = 1e-3
     joint_epochs: int = 10
     joint_batch: int = 32
+    unknown_tpr: float | None = DEFAULT_TARGET_TPR  # the CVM learners' open-set target; None: always a taught concept
 
 
 @dataclass
@@ -92,7 +99,7 @@ class LearnerMethod:
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         predictions = self.learner.predict_features(features, top_k=1, vocab="known")
-        return np.array([self._ids[p.concept.casefold()] for p in predictions], dtype=np.int64)
+        return np.array([self._ids[p.top_k[0][0].casefold()] for p in predictions], dtype=np.int64)
 
     def predict_among(self, features: np.ndarray, class_ids: np.ndarray, anchors: np.ndarray) -> np.ndarray:
         """Nearest of the given concepts' anchors (rows of ``anchors``, one per class id) to the head's embedding."""
@@ -150,7 +157,8 @@ def _learner(ctx: MethodContext, head_method: str, replay_bytes: int) -> Learner
     (the device's Learner resolves names from the product registry only, so it can never run or resume one)."""
     variant = is_variant(head_method)
     config = LearnerConfig(method=None if variant else head_method, replay_bytes=replay_bytes,
-                           batch_size=ctx.config.profile.batch_size, seed=ctx.config.seed)
+                           batch_size=ctx.config.profile.batch_size, seed=ctx.config.seed,
+                           unknown_tpr=ctx.config.unknown_tpr)
     return Learner(ctx.head, ctx.anchors, config, method=make_variant(head_method, ctx.head) if variant else None)
 
 
@@ -165,11 +173,12 @@ def run(scenario: Scenario, names: Sequence[str], ctx: MethodContext,
     # Before any teaching every head method answers with the exported head: measured once.
     before = [_unseen_accuracy(_untaught(ctx, cvm[0]), scenario, t, ctx) for t in range(len(scenario.tasks) - 1)
               ] if cvm else []
-    return [run_method(name, scenario, ctx, before, progress) for name in names]
+    gzsl_before = gzsl.untaught_before(_untaught(ctx, cvm[0]).learner, scenario) if cvm else []
+    return [run_method(name, scenario, ctx, before, progress, gzsl_before) for name in names]
 
 
 def run_method(name: str, scenario: Scenario, ctx: MethodContext, unseen_before: Sequence[float] = (),
-               progress: ProgressFactory = silent) -> MethodResult:
+               progress: ProgressFactory = silent, gzsl_before: Sequence[float] = ()) -> MethodResult:
     meter = ResourceMeter()
     meter.start()
     method = build_method(name, ctx)
@@ -177,6 +186,7 @@ def run_method(name: str, scenario: Scenario, ctx: MethodContext, unseen_before:
     tasks = scenario.tasks
     matrix = AccuracyMatrix(len(tasks))
     unseen_zero_shot: list[float] = []
+    gzsl_after: list[dict[str, float]] = []
     total = sum(len(t.train) for t in tasks) * (ctx.config.joint_epochs if name == "joint" else 1)
     with progress(total, f"{name:>14}", "samples") as bar:
         if name == "joint":
@@ -192,6 +202,8 @@ def run_method(name: str, scenario: Scenario, ctx: MethodContext, unseen_before:
                     bar.update(labels.size)
                 meter.stop()
                 _evaluate(method, scenario, task.index, matrix)
+                if isinstance(method, LearnerMethod):
+                    gzsl_after.append(gzsl.after_task(method.learner, scenario, task.index))
                 if isinstance(method, LearnerMethod) and task.index < len(tasks) - 1:
                     unseen_zero_shot.append(_unseen_accuracy(method, scenario, task.index, ctx))
     usage = meter.result()
@@ -201,7 +213,8 @@ def run_method(name: str, scenario: Scenario, ctx: MethodContext, unseen_before:
         result.memory_plan_mb = plan.total_bytes / 2**20
         result.fits_budget = plan.total_bytes <= ctx.config.profile.memory_budget_mb * 2**20
         result.zero_shot = {"unseen_after_task": unseen_zero_shot, "unseen_before_learning": list(unseen_before),
-                            "unseen_mean": _nanmean(unseen_zero_shot), "unseen_before_mean": _nanmean(unseen_before)}
+                            "unseen_mean": _nanmean(unseen_zero_shot), "unseen_before_mean": _nanmean(unseen_before),
+                            "gzsl": gzsl.summary(gzsl_after, gzsl_before)}
     return result
 
 

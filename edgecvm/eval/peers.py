@@ -58,11 +58,15 @@ class NearestClassMean:
         np.add.at(self.sums, labels, features)  # order-independent: the same as one sample at a time
         self.counts += np.bincount(labels, minlength=self.counts.size)
 
-    def predict(self, features: np.ndarray) -> np.ndarray:
+    def scores(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The seen class ids and, per frame and seen class, minus the squared distance to its mean."""
         seen = np.flatnonzero(self.counts)
         means = self.sums[seen] / self.counts[seen, None]
-        # argmin |x - m|^2 = argmax (2 x.m - |m|^2)
-        scores = 2.0 * features @ means.T - np.einsum("cf,cf->c", means, means)
+        return seen, (2.0 * features @ means.T - np.einsum("cf,cf->c", means, means)
+                      - np.einsum("nf,nf->n", features, features)[:, None])
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        seen, scores = self.scores(features)
         return seen[np.argmax(scores, axis=1)]
 
     def nbytes(self) -> int:
@@ -102,14 +106,19 @@ class StreamingLDA:
     def covariance(self) -> np.ndarray:
         return self.scatter / max(self.n, 1)
 
-    def predict(self, features: np.ndarray) -> np.ndarray:
+    def scores(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The seen class ids and the discriminant score of each frame for each of them."""
         if self._precision is None:
             eye = np.eye(self.scatter.shape[0])
             self._precision = np.linalg.inv((1 - self.shrinkage) * self.covariance() + self.shrinkage * eye)
         seen = np.flatnonzero(self.counts)
         w = self.means[seen] @ self._precision  # (C, F)
         c = 0.5 * np.einsum("cf,cf->c", w, self.means[seen])
-        return seen[np.argmax(features @ w.T - c, axis=1)]
+        return seen, features @ w.T - c
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        seen, scores = self.scores(features)
+        return seen[np.argmax(scores, axis=1)]
 
     def nbytes(self) -> int:
         return self.means.nbytes + self.counts.nbytes + self.scatter.nbytes
@@ -156,6 +165,13 @@ class SoftmaxHead:
         if self.replay is not None:
             self.replay.add(features, labels)
         return loss
+
+    def probabilities(self, features: np.ndarray) -> np.ndarray:
+        """(n, classes) softmax over the seen classes (0 for the others)."""
+        logits = self._logits(features).astype(np.float64)
+        logits -= logits.max(axis=1, keepdims=True)
+        p = np.exp(logits)
+        return p / p.sum(axis=1, keepdims=True)
 
     def _logits(self, features: np.ndarray) -> np.ndarray:
         logits = features @ self.params["w"] + self.params["b"]

@@ -55,6 +55,7 @@ import numpy as np
 from edgecvm.formats.head_file import ConseBranch, HeadParams
 from edgecvm.learning.blend_calibration import CHUNK, CalibrationPool, distinct_rows, fit_blend, leave_one_out
 from edgecvm.learning.conse import conse_embed
+from edgecvm.learning.open_set import Evidence, load_evidence
 from edgecvm.learning.optim import Adam
 from edgecvm.learning.projection_head import ProjectionHead
 from edgecvm.learning.replay import ReplayBatch
@@ -317,6 +318,7 @@ class AnalyticHead:
         self._since_refit = 0  # updates since the last scheduled solve, which also refits the blend
         self._solved: _Solved | None = None
         self._projection: ProjectionHead | None = None  # the exported head until the first solve
+        self._calibration: Evidence | None = None  # the pooled samples' leave-one-out evidence at the last blend fit
 
     # ---- learning -------------------------------------------------------------------------------
 
@@ -450,23 +452,44 @@ class AnalyticHead:
         if not np.isfinite(scores).all():  # a near-singular downdate: keep the blend the head has
             return
         # in chunks: the classifier's (m, 1000) logits and their argpartition would be ~5 MB for the 256 pooled samples
-        prior = np.concatenate([conse_embed(distinct[i: i + CHUNK], self.base.conse)
-                                for i in range(0, len(distinct), CHUNK)])
-        prior = (prior @ self.anchors[: counts.size].T)[column]
+        conse_distinct = np.concatenate([conse_embed(distinct[i: i + CHUNK], self.base.conse)
+                                         for i in range(0, len(distinct), CHUNK)])
+        prior = (conse_distinct @ self.anchors[: counts.size].T)[column]
         spread = float(np.std(scores))
         start = (1.0 / spread if spread > 0 else 1.0, self.base.conse.weight * self.base.temperature)
         scale, gain = fit_blend(scores, prior, y, start)
         self.blend["log_scale"][0], self.blend["conse_gain"][0] = math.log(scale), gain
         self._scale_set = True
+        # The open-set threshold is set on the same samples (open_set.py): their logits as the device would answer,
+        # with the discriminant centred across the known concepts as _solve centres it.
+        logits = scale * (scores - scores.mean(axis=1, keepdims=True)) + gain * prior
+        self._calibration = Evidence(logits.astype(np.float32), conse_distinct[column], gain)
 
     # ---- predicting -----------------------------------------------------------------------------
 
     def embed(self, features: np.ndarray) -> np.ndarray:
         if self._projection is None:
-            if self.stats.n and (self._solved is None or self._since_solve):
-                self._solve()
+            self._solve_if_stale()
             self._projection = ProjectionHead(self.as_head_params())
         return self._projection.embed_unit(features)
+
+    def _solve_if_stale(self) -> None:
+        if self.stats.n and (self._solved is None or self._since_solve):
+            self._solve()
+
+    def evidence(self, features: np.ndarray) -> Evidence | None:
+        """The blended logits over the known concepts and the ConSE embedding (open_set.py); None without a solve."""
+        self._solve_if_stale()
+        solved = self._solved
+        if solved is None or not self.use_conse:
+            return None
+        scale = math.exp(self.blend["log_scale"][0]) if self._scale_set else 1.0
+        gain = float(self.blend["conse_gain"][0])
+        zero_shot = conse_embed(features, self.base.conse)
+        return Evidence(scale * solved.discriminant(features) + gain * (zero_shot @ solved.anchors.T), zero_shot, gain)
+
+    def calibration_evidence(self) -> Evidence | None:
+        return self._calibration
 
     def as_head_params(self) -> HeadParams:
         """The current solution as an ordinary linear head (what ``embed`` evaluates); the exported head before any teaching."""
@@ -494,6 +517,8 @@ class AnalyticHead:
         arrays.update({f"opt.{k}": v for k, v in self.optimizer.state_arrays().items()})
         arrays.update({f"pool.{k}": v for k, v in self.pool.state_arrays().items()})
         arrays["anchors"] = self.anchors
+        if self._calibration is not None:
+            arrays.update(self._calibration.state_arrays("openset."))
         arrays["scale_set"] = np.array([self._scale_set])
         arrays["since_refit"] = np.array([self._since_refit])
         return arrays
@@ -517,6 +542,7 @@ class AnalyticHead:
         self.anchors = anchors.astype(np.float32)
         self._scale_set = bool(arrays.get("scale_set", np.array([False]))[0])
         self._since_refit = int(arrays.get("since_refit", np.array([0]))[0])
+        self._calibration = load_evidence(arrays, "openset.", self.base.concept_dim)
         self._solved, self._projection = None, None
         if self.stats.n:
             self._solve()
@@ -540,8 +566,9 @@ class AnalyticHead:
         # predicting turns the solution into a linear head (float64 weights, then the float32 head it keeps), after
         # the solve's temporaries are gone: the larger of the two phases counts, not their sum
         projection = f * d * 8 + f * d * 4 + d * 4
+        calibration = self.pool.capacity * (classes + d) * 4  # the open-set evidence of the pooled samples
         return (self.stats.nbytes(classes) + exported + solved + max(solve + fit, projection)
-                + self.pool.nbytes())
+                + self.pool.nbytes() + calibration)
 
 
 class _Solved:

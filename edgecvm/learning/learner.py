@@ -19,6 +19,10 @@ Teaching one example:
 Predicting: the head embeds the frame, and the answer is the nearest anchor by
 cosine similarity, among the known concepts or (``vocab="all"``) among every
 concept in the anchor file: the zero-shot mode of a ConSE-initialised head.
+With a head that can weigh its evidence (open_set.py, the ``lda`` head) and a
+target true-positive rate (``unknown_tpr``), a frame judged none of the known
+concepts is answered ``unknown`` among them, and over every concept by the
+zero-shot branch among the concepts not taught (generalised zero-shot).
 Persistence lives in state.py; this module never touches the disk.
 """
 
@@ -35,12 +39,21 @@ from edgecvm.errors import BadInputError
 from edgecvm.formats.anchors import AnchorSet
 from edgecvm.formats.head_file import HeadParams
 from edgecvm.learning.head_methods import DEFAULT_METHOD, HeadMethod, make_head_method
+from edgecvm.learning.open_set import (
+    DEFAULT_TARGET_TPR,
+    UNKNOWN,
+    OpenSetHead,
+    calibrate_threshold,
+    known_score,
+    validate_target_tpr,
+)
 from edgecvm.learning.replay import ReplayBuffer
 
 if TYPE_CHECKING:  # images come in through the extractor; learning itself needs only numpy
     from PIL import Image
 
 Vocab = Literal["known", "all"]
+UNTAUGHT_ROWS = 64  # frames or replayed samples scored against every anchor at once (open set)
 
 
 class FeatureExtractor(Protocol):
@@ -58,6 +71,12 @@ class LearnerConfig:
     replay_bytes: int = 5_120_000  # 2,000 features of 1,280 dims in float16
     batch_size: int = 32  # replay samples mixed into every update
     seed: int = 0
+    # open set: the share of frames of known concepts answered as known (open_set.py); None: always a known concept
+    unknown_tpr: float | None = DEFAULT_TARGET_TPR
+
+    def __post_init__(self) -> None:
+        if self.unknown_tpr is not None:
+            validate_target_tpr(self.unknown_tpr)
 
 
 @dataclass
@@ -79,9 +98,13 @@ class UpdateResult:
 
 @dataclass(frozen=True)
 class Prediction:
-    concept: str
+    concept: str  # "unknown" when ``unknown``
     score: float  # cosine similarity in [-1, 1] between the frame's embedding and the concept's anchor
-    top_k: list[tuple[str, float]]  # best first, including ``concept``
+    top_k: list[tuple[str, float]]  # best first; the nearest known concepts when ``unknown``
+    unknown: bool = False  # judged none of the known concepts (vocabulary "known")
+    # open-set score minus the calibrated threshold: < 0 is none of the known concepts; None: not decided (open-set
+    # answers off, a head method without them, or not calibrated yet)
+    known_margin: float | None = None
 
 
 class Learner:
@@ -110,6 +133,7 @@ class Learner:
         self.known: list[str] = []  # in teaching order; row i of known_anchors
         self.known_anchors = np.zeros((0, anchors.dim), dtype=np.float32)
         self._known_rows: dict[int, int] = {}  # anchor index -> row in known_anchors
+        self._threshold: tuple[object, int, float | None] | None = None  # (calibration, known count, threshold)
 
     # ---- teaching -------------------------------------------------------------------------------
 
@@ -170,29 +194,73 @@ class Learner:
         return self.predict_features(self._extract(image), top_k=top_k, vocab=vocab)[0]
 
     def predict_features(self, features: np.ndarray, top_k: int = 5, vocab: Vocab = "known") -> list[Prediction]:
-        """Nearest anchors by cosine similarity for each feature row, best first."""
+        """Nearest anchors by cosine similarity for each feature row, best first (open set: module docstring)."""
         features = self._as_features(features)
         bad = np.flatnonzero(~np.isfinite(features).all(axis=1))
         if bad.size:
             raise BadInputError(f"feature rows {bad.tolist()} contain NaN/Inf; drop those frames before predicting")
-        names, sims = self._similarities(self.method.embed(features), vocab)
-        k = max(1, min(top_k, len(names)))
-        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        top_sims = np.take_along_axis(sims, top, axis=1)
-        order = np.argsort(-top_sims, axis=1, kind="stable")
-        top, top_sims = np.take_along_axis(top, order, axis=1), np.take_along_axis(top_sims, order, axis=1)
-        predictions = []
-        for idx_row, sim_row in zip(top, top_sims, strict=True):
-            ranked = [(names[i], float(s)) for i, s in zip(idx_row, sim_row, strict=True)]
-            predictions.append(Prediction(concept=ranked[0][0], score=ranked[0][1], top_k=ranked))
-        return predictions
+        if vocab not in ("known", "all"):
+            raise BadInputError(f"unknown vocabulary {vocab!r}; choose 'known' or 'all'")
+        decided = self._open_set(features)
+        if decided is None:
+            names, sims = self._similarities(self.method.embed(features), vocab)
+            return [Prediction(r[0][0], r[0][1], r) for r in _ranked(sims, names, top_k)]
+        margins, zero_shot = decided
+        known_names, known_sims = self._similarities(self.method.embed(features), "known")
+        known = _ranked(known_sims, known_names, top_k)
+        if vocab == "known":
+            return [Prediction(UNKNOWN if m < 0 else r[0][0], r[0][1], r, unknown=m < 0, known_margin=m)
+                    for r, m in zip(known, margins.tolist(), strict=True)]
+        # over every concept: a frame judged none of the known ones is named by the zero-shot branch among the others
+        rejected = np.flatnonzero(margins < 0)
+        if rejected.size:
+            untaught = self._untaught_similarities(_unit(zero_shot[rejected]))
+            k = min(top_k, len(self.anchors) - len(self.known))
+            for row, ranked in zip(rejected.tolist(), _ranked(untaught, self.anchors.names, k), strict=True):
+                known[row] = ranked
+        return [Prediction(r[0][0], r[0][1], r, known_margin=m) for r, m in zip(known, margins.tolist(), strict=True)]
+
+    def _open_set(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """(open-set score minus threshold, ConSE embedding) per frame; None when nothing decides (see
+        ``Prediction.known_margin``)."""
+        threshold = self.open_set_threshold()
+        if threshold is None:
+            return None
+        evidence = self.method.evidence(features)  # type: ignore[attr-defined]  # an OpenSetHead: open_set_threshold checked
+        if evidence is None:
+            return None
+        return known_score(evidence, self._best_untaught(evidence.zero_shot)) - threshold, evidence.zero_shot
+
+    def open_set_threshold(self) -> float | None:
+        """The calibrated open-set threshold for the known concepts now; None when open-set answers are off, the
+        head method has none, nothing is known, every concept is, or the head has not calibrated yet."""
+        if self.config.unknown_tpr is None or not self.known or not isinstance(self.method, OpenSetHead):
+            return None
+        calibration = self.method.calibration_evidence()
+        if calibration is None or len(self.known) == len(self.anchors):
+            return None
+        if self._threshold is None or self._threshold[0] is not calibration or self._threshold[1] != len(self.known):
+            scores = known_score(calibration, self._best_untaught(calibration.zero_shot))
+            self._threshold = (calibration, len(self.known), calibrate_threshold(scores, self.config.unknown_tpr))
+        return self._threshold[2]
+
+    def _untaught_similarities(self, embeddings: np.ndarray) -> np.ndarray:
+        """(n, N) cosines with every anchor, -inf at the taught concepts (scored as the anchors are held: an int8
+        file is never expanded to float32)."""
+        sims = self.anchors.similarities(embeddings)
+        sims[:, list(self._known_rows)] = -np.inf
+        return sims
+
+    def _best_untaught(self, zero_shot: np.ndarray) -> np.ndarray:
+        """(n,) each ConSE embedding's best cosine with an untaught concept, UNTAUGHT_ROWS rows at a time, so a
+        replay buffer scored against 21,843 anchors needs no (n, 21,843) matrix."""
+        return np.concatenate([self._untaught_similarities(zero_shot[start : start + UNTAUGHT_ROWS]).max(axis=1)
+                               for start in range(0, len(zero_shot), UNTAUGHT_ROWS)] or [np.zeros(0, np.float32)])
 
     def _similarities(self, embeddings: np.ndarray, vocab: Vocab) -> tuple[Sequence[str], np.ndarray]:
         """The vocabulary's names and each embedding's cosine with each of them."""
         if vocab == "all":
             return self.anchors.names, self.anchors.similarities(embeddings)
-        if vocab != "known":
-            raise BadInputError(f"unknown vocabulary {vocab!r}; choose 'known' or 'all'")
         if not self.known:
             raise BadInputError(
                 "no concepts have been taught yet, so the vocabulary of taught concepts ('known') is empty; "
@@ -218,3 +286,18 @@ class Learner:
         if self.extractor is None:
             raise BadInputError("this learner has no feature extractor; build it with extractor=FeatureExtractor(...)")
         return self.extractor.extract([image])
+
+
+def _ranked(sims: np.ndarray, names: Sequence[str], top_k: int) -> list[list[tuple[str, float]]]:
+    """Per row of similarities (n, V), the ``top_k`` best (name, similarity), best first."""
+    k = max(1, min(top_k, len(names)))
+    top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+    top_sims = np.take_along_axis(sims, top, axis=1)
+    order = np.argsort(-top_sims, axis=1, kind="stable")
+    top, top_sims = np.take_along_axis(top, order, axis=1), np.take_along_axis(top_sims, order, axis=1)
+    return [[(names[i], float(s)) for i, s in zip(idx_row, sim_row, strict=True)]
+            for idx_row, sim_row in zip(top, top_sims, strict=True)]
+
+
+def _unit(rows: np.ndarray) -> np.ndarray:
+    return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)

@@ -148,7 +148,7 @@ class ServeSession:
         counts = dict(self.device.learner.counters.per_concept)
         answer = {"concept": prediction.concept, "score": round(prediction.score, 4),
                   "top_k": [[name, round(score, 4)] for name, score in prediction.top_k],
-                  "frame": frame.origin, "among": "known" if counts else "all"}
+                  "frame": frame.origin, "among": "known" if counts else "all", "unknown": prediction.unknown}
         with self._guard:
             self.answer, self.answer_seq = answer, self.answer_seq + 1
             self._frame, self._frame_seq = frame.image, self._frame_seq + 1

@@ -57,10 +57,14 @@ def test_predict_after_teaching_is_accurate(capsys, taught: dict, test_bundle: P
     assert len(frames) == summary["labelled"] == 100 and summary["vocab"] == "known" and summary["vocab_size"] == 10
     assert summary["accuracy"] == sum(f["correct"] for f in frames) / 100
     assert summary["accuracy"] >= 0.7  # chance is 0.1; measured 0.92 with 20 images per concept
-    assert all(len(f["top_k"]) == 5 and f["top_k"][0][0] == f["concept"] for f in frames)
+    # "unknown": none of the taught concepts, with the nearest taught ones as its top-k
+    assert all(len(f["top_k"]) == 5 and f["concept"] == ("unknown" if f["unknown"] else f["top_k"][0][0])
+               for f in frames)
+    assert summary["unknown"] == sum(f["unknown"] for f in frames) and summary["unknown_threshold"] is not None
     text = run_cli(capsys, "predict", "--bundle", test_bundle, "--stream", samples_dir / "val", "--every", "10",
-                   "--state", taught["state"], "--profile", profile, "--top-k", "2")
+                   "--state", taught["state"], "--profile", profile, "--top-k", "2", "--unknown", "off")
     assert text.code == 0 and re.search(r"accuracy: \d+\.\d % \(\d+/10 labelled frames\), top-2", text.stdout)
+    assert "unknown" not in text.stdout
     assert re.search(r"val_\d+\.JPEG: goldfish \(\d\.\d\d\)  \[(ok|WRONG): goldfish\]", text.stdout)
 
 

@@ -73,6 +73,7 @@ def test_unknown_key_is_refused_with_a_hint(tmp_path: Path) -> None:
     ({"precision": "bf16"}, "'precision' must be one of 'fp32', 'int8', 'fp16'"),
     ({"memory_budget_mb": "100 MB"}, "'memory_budget_mb' must be int"),
     ({"head_method": "lad"}, "unknown head_method 'lad'; did you mean 'lda'"),
+    ({"unknown_tpr": 1.5}, "unknown_tpr must be between 0 and 1"),
 ])
 def test_out_of_range_values_are_refused(tmp_path: Path, changes: dict, message: str) -> None:
     with pytest.raises(BadInputError, match=message):

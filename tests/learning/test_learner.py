@@ -156,6 +156,9 @@ def test_anchors_held_as_int8_teach_and_predict_like_their_float32_rows(tmp_path
         got, want = (learner.predict_features(frames, top_k=3, vocab=vocab) for learner in learners)
         assert [p.top_k[0][0] for p in got] == [p.top_k[0][0] for p in want]
         np.testing.assert_allclose([p.score for p in got], [p.score for p in want], atol=1e-5)
+        assert all(p.known_margin is not None for p in got)  # the open-set decision ran, over int8 rows too
+        np.testing.assert_allclose([p.known_margin for p in got], [p.known_margin for p in want], atol=1e-4)
+    assert learners[0].open_set_threshold() == pytest.approx(learners[1].open_set_threshold(), abs=1e-4)
 
 
 def test_zero_shot_conse_head_names_the_concept_nearest_to_the_conse_embedding():
