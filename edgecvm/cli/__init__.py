@@ -29,6 +29,7 @@ COMMANDS = {
     "learn": ("edgecvm.cli.learn", "teach concepts from a stream into a state dir (resumes it)"),
     "predict": ("edgecvm.cli.predict", "name the concept in each frame of a stream"),
     "serve": ("edgecvm.cli.serve", "teach and watch the device from a web page (and its JSON API) while it learns"),
+    "state": ("edgecvm.cli.state", "merge what several devices learned into one state dir (no server)"),
     "profiles": ("edgecvm.cli.profiles", "list the device profiles or show one"),
     "bench": ("edgecvm.cli.bench", "measure latency, frames/s and memory per device profile"),
     "eval": ("edgecvm.cli.eval",
