@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed
 BUILD   := export/build
 DEMO    := $(BUILD)/demo
 
-.PHONY: setup test demo lint bench bench-serve eval soak clean
+.PHONY: setup test demo lint bench bench-serve eval fleet soak clean
 
 setup: $(STAMP)
 
@@ -76,3 +76,10 @@ eval: setup $(BUILD)/lite0-224/manifest.json
 	$(BIN)/edgecvm eval --bundle $(BUILD)/lite0-224 --data $(EVAL_DATA) --scenario class-incremental --tasks 10 \
 		--seed 0 --methods cvm,cvm-noreplay,ncm,slda,softmax,softmax-replay,joint \
 		--json $(BUILD)/eval.json --plot $(BUILD)/eval-class-incremental.png
+
+# The exact merge at fleet size (docs/deploy.md, section 5): the training images split over 20 and 200 devices
+# (each class on one device, and dealt at random), merged, against one learner taught every image; needs the
+# evaluation's features (make eval). One JSON line per case, also in export/build/fleet.json.
+fleet: setup $(BUILD)/lite0-224/manifest.json
+	$(BIN)/python tests/learning/bench_merge.py --bundle $(BUILD)/lite0-224 --data $(EVAL_DATA) --devices 20 200 \
+		--json $(BUILD)/fleet.json

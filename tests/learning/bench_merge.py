@@ -1,0 +1,137 @@
+"""Benchmark: Tiny-ImageNet's 40,000 training images split over N devices, their statistics merged, against one
+learner taught every image, in the same run.
+
+    python tests/learning/bench_merge.py --bundle B --data ZIP [--devices 20 200] [--json OUT]
+
+For each N and each split (``disjoint``: every class on one device; ``mix``: the images dealt at random)
+each device's class statistics are built as on a device (float32) and merged one after the other, as
+``edgecvm state merge`` does. Reported per case: the largest difference of the merged counts, means and
+scatter from the single learner's (relative to the largest value), the accuracy on the 10,000 val images
+of a head solved from each (the discriminant alone, Ledoit-Wolf shrinkage), the seconds and the peak
+memory allocated (tracemalloc) while merging, and the bytes of one device's statistics in a compact form
+(counts, class means and the covariance's upper triangle) in float32 and in float16, with the accuracy of
+the head solved from statistics rounded to float16 that way. Features come from the evaluation's cache
+(``make eval`` fills it). One JSON line per case on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+
+from edgecvm import resources
+from edgecvm.device.profiles import load_profile
+from edgecvm.eval.feature_cache import FeatureTable, load_features
+from edgecvm.formats.anchors import AnchorSet
+from edgecvm.formats.bundle import load_bundle, load_head_and_anchors
+from edgecvm.formats.head_file import HeadParams
+from edgecvm.learning.analytic_head import AnalyticHead, ClassStatistics
+from edgecvm.learning.fleet import adopt_fleet
+from edgecvm.learning.learner import Learner
+from edgecvm.learning.merge import NamedStatistics, from_class_statistics, merge
+
+
+def device_statistics(table: FeatureTable, rows: np.ndarray) -> NamedStatistics:
+    """One device's statistics: float32, its classes numbered in the order it met them."""
+    labels = table.labels[rows]
+    order = list(dict.fromkeys(labels.tolist()))
+    number = np.zeros(len(table.concepts), np.int64)
+    number[order] = np.arange(len(order))
+    stats = ClassStatistics(table.features.shape[1])
+    stats.add(table.features[rows], number[labels])
+    return from_class_statistics(stats, [table.concepts[y] for y in order])
+
+
+def rounded_to_float16(named: NamedStatistics) -> NamedStatistics:
+    """What arrives of ``named`` sent compactly in float16: means and covariance (sums and scatter overflow it)."""
+    n = named.n
+    means = (named.sums / named.counts[:, None]).astype(np.float16).astype(np.float64)
+    covariance = np.triu(named.scatter / n).astype(np.float16).astype(np.float64)
+    scatter = (covariance + np.triu(covariance, 1).T) * n
+    return NamedStatistics(named.concepts, named.counts, means * named.counts[:, None], scatter, named.fourth)
+
+
+def compact_bytes(named: NamedStatistics, itemsize: int) -> int:
+    f = named.feature_dim
+    return named.counts.nbytes + named.sums.size * itemsize + f * (f + 1) // 2 * itemsize
+
+
+def accuracy(head: HeadParams, anchors: AnchorSet, named: NamedStatistics, table: FeatureTable,
+             val: np.ndarray) -> float:
+    learner = Learner(head, anchors, method=AnalyticHead("lda", head, use_conse=False))
+    adopt_fleet(learner, named)
+    predictions = learner.predict_features(table.features[val], top_k=1)
+    truth = [table.concepts[y] for y in table.labels[val]]
+    return float(np.mean([p.concept == t for p, t in zip(predictions, truth, strict=True)]))
+
+
+def largest_difference(merged: NamedStatistics, single: NamedStatistics) -> dict[str, float]:
+    rows = [merged.concepts.index(c) for c in single.concepts]
+    means_m = merged.sums[rows] / merged.counts[rows, None]
+    means_s = single.sums / single.counts[:, None]
+    return {"counts": float(np.abs(merged.counts[rows] - single.counts).max()),
+            "means": float(np.abs(means_m - means_s).max() / np.abs(means_s).max()),
+            "scatter": float(np.abs(merged.scatter - single.scatter).max() / np.abs(single.scatter).max())}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bundle", required=True)
+    parser.add_argument("--data", required=True, help="the Tiny-ImageNet zip the evaluation's features came from")
+    parser.add_argument("--devices", type=int, nargs="+", default=[20, 200])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, help="also write the lines to this file")
+    args = parser.parse_args()
+    bundle = load_bundle(args.bundle)
+    head, anchors = load_head_and_anchors(bundle)
+    table = load_features(bundle, load_profile("host"), Path(args.data), resources.user_cache_dir())
+    rng = np.random.default_rng(args.seed)
+    train = rng.permutation(np.flatnonzero(table.is_train))
+    val = np.flatnonzero(~table.is_train)
+    single = device_statistics(table, train)
+    single_accuracy = accuracy(head, anchors, single, table, val)
+    lines = []
+    for n in args.devices:
+        for split in ("disjoint", "mix"):
+            if split == "disjoint":
+                groups = np.array_split(rng.permutation(len(table.concepts)), n)
+                owner = np.zeros(len(table.concepts), np.int64)
+                for device, group in enumerate(groups):
+                    owner[group] = device
+                parts = [train[owner[table.labels[train]] == d] for d in range(n)]
+            else:
+                parts = np.array_split(train, n)
+            tracemalloc.start()
+            start = time.perf_counter()
+            merged = merged16 = NamedStatistics.empty(table.features.shape[1])
+            for part in parts:  # as they arrive: one device's statistics held at a time
+                own = device_statistics(table, part)
+                merged, merged16 = merge(merged, own), merge(merged16, rounded_to_float16(own))
+            seconds = time.perf_counter() - start
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+            line = {"devices": n, "split": split, "images": int(train.size),
+                    "largest_difference": largest_difference(merged, single),
+                    "accuracy_single": round(single_accuracy, 4),
+                    "accuracy_merged": round(accuracy(head, anchors, merged, table, val), 4),
+                    "accuracy_merged_float16": round(accuracy(head, anchors, merged16, table, val), 4),
+                    "merge_seconds_with_device_statistics": round(seconds, 1),
+                    "merge_peak_mb": round(peak / 2**20, 1),
+                    "compact_mb_float32": round(compact_bytes(own, 4) / 2**20, 2),
+                    "compact_mb_float16": round(compact_bytes(own, 2) / 2**20, 2)}
+            lines.append(line)
+            print(json.dumps(line), flush=True)
+    if args.json:
+        args.json.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    print(f"bundle {args.bundle}, {len(table.concepts)} classes, {train.size} training and {val.size} val images",
+          file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
