@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO
 
 from edgecvm import resources
 from edgecvm.device.profiles import load_profile
@@ -26,7 +25,7 @@ from edgecvm.learning.merge import NamedStatistics, from_class_statistics, merge
 
 pytestmark = [pytest.mark.data, pytest.mark.slow]
 CLASSES, TRAIN, DEVICES = 20, 100, 20
-EVAL_BUNDLE = REPO / "export" / "build" / "lite0-224"
+EVAL_BUNDLE = Path(__file__).resolve().parents[2] / "export" / "build" / "lite0-224"  # make eval's
 
 
 @pytest.fixture(scope="module")
