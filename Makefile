@@ -77,9 +77,10 @@ eval: setup $(BUILD)/lite0-224/manifest.json
 		--seed 0 --methods cvm,cvm-noreplay,ncm,slda,softmax,softmax-replay,joint \
 		--json $(BUILD)/eval.json --plot $(BUILD)/eval-class-incremental.png
 
-# The exact merge at fleet size (docs/deploy.md, section 5): the training images split over 20 and 200 devices
-# (each class on one device, and dealt at random), merged, against one learner taught every image; needs the
-# evaluation's features (make eval). One JSON line per case, also in export/build/fleet.json.
+# The exact merge at fleet size (docs/deploy.md, section 5; ~40 min on 2 shared cores): the training images split
+# over 20 and 200 devices (each class on one device, and dealt at random), merged, against one learner taught every
+# image; then the product head taught as on a device, 50 classes over 10 devices. Needs the evaluation's features
+# (make eval). One JSON line per case, also in export/build/fleet.json.
 fleet: setup $(BUILD)/lite0-224/manifest.json
 	$(BIN)/python tests/learning/bench_merge.py --bundle $(BUILD)/lite0-224 --data $(EVAL_DATA) --devices 20 200 \
-		--json $(BUILD)/fleet.json
+		--taught 50 10 --json $(BUILD)/fleet.json

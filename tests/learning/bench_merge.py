@@ -10,8 +10,14 @@ scatter from the single learner's (relative to the largest value), the accuracy 
 of a head solved from each (the discriminant alone, Ledoit-Wolf shrinkage), the seconds and the peak
 memory allocated (tracemalloc) while merging, and the bytes of one device's statistics in a compact form
 (counts, class means and the covariance's upper triangle) in float32 and in float16, with the accuracy of
-the head solved from statistics rounded to float16 that way. Features come from the evaluation's cache
-(``make eval`` fills it). One JSON line per case on stdout.
+the head solved from statistics rounded to float16 that way.
+
+``--taught CLASSES DEVICES``: the product head as a device runs it (with the ConSE blend, whose two numbers
+each device fits on its own replay buffer), taught 16 frames per update: one learner on CLASSES classes x
+100 images, and DEVICES devices on their shares, each then merged with the others' statistics; reported:
+the single learner's accuracy on those classes' val images and each merged device's.
+
+Features come from the evaluation's cache (``make eval`` fills it). One JSON line per case on stdout.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from edgecvm.formats.anchors import AnchorSet
 from edgecvm.formats.bundle import load_bundle, load_head_and_anchors
 from edgecvm.formats.head_file import HeadParams
 from edgecvm.learning.analytic_head import AnalyticHead, ClassStatistics
-from edgecvm.learning.fleet import adopt_fleet
+from edgecvm.learning.fleet import adopt_fleet, own_statistics
 from edgecvm.learning.learner import Learner
 from edgecvm.learning.merge import NamedStatistics, from_class_statistics, merge
 
@@ -71,6 +77,51 @@ def accuracy(head: HeadParams, anchors: AnchorSet, named: NamedStatistics, table
     return float(np.mean([p.concept == t for p, t in zip(predictions, truth, strict=True)]))
 
 
+def teach(learner: Learner, table: FeatureTable, rows: np.ndarray) -> None:
+    for start in range(0, rows.size, 16):
+        batch = rows[start: start + 16]
+        learner.observe_features(table.features[batch], [table.concepts[y] for y in table.labels[batch]])
+
+
+def taught_devices(head: HeadParams, anchors: AnchorSet, table: FeatureTable, classes: int, devices: int,
+                   rng: np.random.Generator) -> list[dict[str, object]]:
+    """The product head taught as on a device, alone and as ``devices`` merged devices (module docstring)."""
+    chosen = rng.permutation(len(table.concepts))[:classes]
+    train = rng.permutation(np.flatnonzero(table.is_train & np.isin(table.labels, chosen) & (table.numbers < 100)))
+    val = np.flatnonzero(~table.is_train & np.isin(table.labels, chosen))
+    truth = [table.concepts[y] for y in table.labels[val]]
+
+    def score(learner: Learner) -> float:
+        predictions = learner.predict_features(table.features[val], top_k=1)
+        return float(np.mean([p.concept == t for p, t in zip(predictions, truth, strict=True)]))
+
+    single = Learner(head, anchors)
+    teach(single, table, train)
+    lines = []
+    for split in ("disjoint", "mix"):
+        if split == "disjoint":
+            groups = np.array_split(chosen, devices)
+            parts = [train[np.isin(table.labels[train], group)] for group in groups]
+        else:
+            parts = np.array_split(train, devices)
+        learners = []
+        for part in parts:
+            learners.append(Learner(head, anchors))
+            teach(learners[-1], table, part)
+        owns = [own_statistics(learner) for learner in learners]
+        merged_accuracy = []
+        for i, learner in enumerate(learners):
+            others = NamedStatistics.empty(table.features.shape[1])
+            for j, own in enumerate(owns):
+                if j != i:
+                    others = merge(others, own)
+            adopt_fleet(learner, others)
+            merged_accuracy.append(round(score(learner), 4))
+        lines.append({"taught_devices": devices, "classes": classes, "split": split, "images": int(train.size),
+                      "accuracy_single": round(score(single), 4), "accuracy_merged_devices": merged_accuracy})
+    return lines
+
+
 def largest_difference(merged: NamedStatistics, single: NamedStatistics) -> dict[str, float]:
     rows = [merged.concepts.index(c) for c in single.concepts]
     means_m = merged.sums[rows] / merged.counts[rows, None]
@@ -84,19 +135,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bundle", required=True)
     parser.add_argument("--data", required=True, help="the Tiny-ImageNet zip the evaluation's features came from")
-    parser.add_argument("--devices", type=int, nargs="+", default=[20, 200])
+    parser.add_argument("--devices", type=int, nargs="*", default=[20, 200])
+    parser.add_argument("--taught", type=int, nargs=2, metavar=("CLASSES", "DEVICES"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="also write the lines to this file")
     args = parser.parse_args()
     bundle = load_bundle(args.bundle)
     head, anchors = load_head_and_anchors(bundle)
     table = load_features(bundle, load_profile("host"), Path(args.data), resources.user_cache_dir())
+    lines = taught_devices(head, anchors, table, *args.taught, np.random.default_rng(args.seed)) if args.taught else []
+    for line in lines:
+        print(json.dumps(line), flush=True)
     rng = np.random.default_rng(args.seed)
     train = rng.permutation(np.flatnonzero(table.is_train))
     val = np.flatnonzero(~table.is_train)
-    single = device_statistics(table, train)
-    single_accuracy = accuracy(head, anchors, single, table, val)
-    lines = []
+    if args.devices:
+        single = device_statistics(table, train)
+        single_accuracy = accuracy(head, anchors, single, table, val)
     for n in args.devices:
         for split in ("disjoint", "mix"):
             if split == "disjoint":
