@@ -12,9 +12,10 @@ from device_cli import run_cli, write_profile
 from synthetic_data import Clusters
 
 import edgecvm
-from edgecvm.device.state import state_path
+from edgecvm.device.state import StateIdentity, load_state, save_state, state_path
 from edgecvm.formats.bundle import load_bundle, load_head_and_anchors
 from edgecvm.learning.fleet import own_statistics
+from edgecvm.learning.learner import Learner, LearnerConfig
 
 
 @pytest.fixture(scope="module")
@@ -22,18 +23,21 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, test_bundle: Path) -> dict:
     """Three devices' state dirs, each taught two of six concepts (one shared by two devices), and an sgd one."""
     root = tmp_path_factory.mktemp("fleet")
     profile = write_profile(root)
-    _, anchors = load_head_and_anchors(load_bundle(str(test_bundle)))
+    head, anchors = load_head_and_anchors(load_bundle(str(test_bundle)))
     names = list(anchors.names[:6])
     clusters = Clusters(6, 1280, seed=0)
-    lessons = {"a": [0, 1], "b": [2, 3], "c": [3, 4, 5]}
-    for device, concepts in lessons.items():
-        with edgecvm.open_device(test_bundle, profile=profile, state=root / device) as opened:
-            labels = np.repeat(concepts, 12)
-            opened.teach_features(clusters.draw(labels), [names[i] for i in labels])
-    with edgecvm.open_device(test_bundle, profile=profile, state=root / "sgd", head_method="sgd") as opened:
-        opened.teach_features(clusters.draw(np.zeros(4, np.int64)), names[0])
+    lessons = {"a": [0, 1], "b": [2, 3], "c": [3, 4, 5], "sgd": [0]}
+    for device, concepts in lessons.items():  # taught features, as open_device's teach_features does, and saved
+        learner = Learner(head, anchors, LearnerConfig(method="sgd" if device == "sgd" else "lda"))
+        labels = np.repeat(concepts, 12)
+        learner.observe_features(clusters.draw(labels), [names[i] for i in labels])
+        save_state(root / device, learner, _identity(test_bundle))
     test_y = np.repeat(np.arange(6), 5)
     return {"root": root, "profile": profile, "names": names, "test_x": clusters.draw(test_y), "test_y": test_y}
+
+
+def _identity(bundle: Path) -> StateIdentity:
+    return StateIdentity.of_bundle(load_bundle(str(bundle)))
 
 
 def _copy(fleet: dict, tmp_path: Path, *devices: str) -> list[Path]:
@@ -77,13 +81,17 @@ def test_the_merge_can_go_to_a_new_dir_and_says_what_it_did(capsys, fleet: dict,
     assert state_path(a).read_bytes() == before
 
 
-@pytest.mark.parametrize("case", ["sgd head", "corrupt", "given twice", "out holds another state", "no state",
-                                  "one input"])
+@pytest.mark.parametrize("case", ["another bundle", "sgd head", "corrupt", "given twice", "out holds another state",
+                                  "no state", "one input"])
 def test_inputs_that_do_not_merge_are_refused_by_name_and_nothing_is_written(capsys, fleet: dict, tmp_path: Path,
                                                                              test_bundle: Path, case: str):
     a, b, c, sgd = _copy(fleet, tmp_path, "a", "b", "c", "sgd")
     inputs, out, named = [a, b, c], a, None
-    if case == "sgd head":
+    if case == "another bundle":  # a sound state file, learned with another bundle
+        learner = load_state(b, *load_head_and_anchors(load_bundle(str(test_bundle))), _identity(test_bundle))
+        save_state(b, learner, StateIdentity("0" * 64, _identity(test_bundle).anchors_sha256))
+        named = f"{state_path(b)}: this state was learned with a different bundle"
+    elif case == "sgd head":
         inputs, named = [a, b, sgd], f"{sgd}: only the 'lda' head"
     elif case == "corrupt":
         data = bytearray(state_path(b).read_bytes())
