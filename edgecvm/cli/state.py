@@ -15,9 +15,9 @@ def cmd_merge(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report.as_dict()))
     else:
-        first = args.states[0]
+        first, own = next(iter(report.own_samples.items()))  # the device that keeps the result
         print(f"{report.out}: {len(report.concepts)} concepts from {report.samples:,} samples of "
-              f"{len(report.own_samples)} devices ({report.own_samples[first]:,} of them taught to {first} itself)")
+              f"{len(report.own_samples)} devices ({own:,} of them taught to {first} itself)")
     return 0
 
 
