@@ -17,10 +17,10 @@ analytic_head.py) depends on the order of the samples even on one device: a
 merge adds the corrections to it as increments like any other, and a
 concept learned on one device only contributes exactly what it would there.
 
-Statistics travel between devices by concept *name* (each device numbers
-its concepts in the order it was taught them), in float64, and anything
-received is checked before it is merged (``check``): a merge must never
-turn one bad peer into a bad fleet.
+Statistics are merged by concept *name* (each device numbers its concepts
+in the order it was taught them), in float64, and whatever comes from
+another device is checked before it is merged (``check``): a merge must
+never turn one bad peer into a bad fleet.
 """
 
 from __future__ import annotations

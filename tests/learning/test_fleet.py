@@ -97,7 +97,10 @@ def test_the_own_statistics_are_saved_and_resumed_apart():
     a, b = _learner(), _learner()
     _teach(a, x[:150], y[:150])
     _teach(b, x[150:], y[150:])
+    before = a.method.nbytes()
     _fleet_merge([a, b])
+    # the memory plan counts the second set of statistics (and the concepts learned from b)
+    assert a.method.nbytes() - before >= a.method.own.nbytes(a.method.stats.counts.size) > 0
     resumed = _learner()
     resumed.method.load_state_arrays(a.method.state_arrays())
     resumed.restore_known(a.known)
