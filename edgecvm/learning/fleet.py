@@ -35,7 +35,24 @@ def adopt_fleet(learner: Learner, others: NamedStatistics) -> None:
     checked: merge.check); concepts only the others were taught join the known ones, after this device's."""
     head = _analytic_head(learner)
     own = head.own if head.own is not None else head.stats
-    total = merge(from_class_statistics(own, learner.known), others)
+    _solve_from(learner, head, merge(from_class_statistics(own, learner.known), others))
+
+
+def adopt_total(learner: Learner, total: NamedStatistics) -> None:
+    """Solve ``learner``'s head from ``total``: every device's own statistics summed, this device's as they are now
+    among them (a fleet server's sum); ``BadInputError`` when ``total`` holds fewer samples of a concept than this
+    device was taught itself (then it cannot include them)."""
+    head = _analytic_head(learner)
+    own = from_class_statistics(head.own if head.own is not None else head.stats, learner.known)
+    counts = dict(zip(total.concepts, total.counts.tolist(), strict=True))
+    short = [c for c, n in zip(own.concepts, own.counts.tolist(), strict=True) if counts.get(c, 0) < n]
+    if short:
+        raise BadInputError(f"the fleet total holds fewer samples of {short[0]!r} than this device was taught itself")
+    _solve_from(learner, head, total)
+
+
+def _solve_from(learner: Learner, head: AnalyticHead, total: NamedStatistics) -> None:
+    own = head.own if head.own is not None else head.stats
     known = set(learner.known)
     learner.restore_known([*learner.known, *(c for c in total.concepts if c not in known)])
     head.adopt_statistics(to_class_statistics(total, learner.known, own.dtype), own, learner.known_anchors)
