@@ -30,6 +30,7 @@ COMMANDS = {
     "predict": ("edgecvm.cli.predict", "name the concept in each frame of a stream"),
     "serve": ("edgecvm.cli.serve", "teach and watch the device from a web page (and its JSON API) while it learns"),
     "state": ("edgecvm.cli.state", "merge what several devices learned into one state dir (no server)"),
+    "fleet": ("edgecvm.cli.fleet", "fleet learning on Flower: what one device learns, every device knows"),
     "profiles": ("edgecvm.cli.profiles", "list the device profiles or show one"),
     "bench": ("edgecvm.cli.bench", "measure latency, frames/s and memory per device profile"),
     "eval": ("edgecvm.cli.eval",

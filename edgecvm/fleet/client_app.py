@@ -14,6 +14,7 @@ Imported only by Flower: the rest of edgecvm runs without flwr.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
@@ -45,27 +46,32 @@ def _refusal(msg: Message, exc: Exception) -> Message:
     return Message(RecordDict({"meta": ConfigRecord({"error": str(exc)})}), reply_to=msg)
 
 
-app = ClientApp()
+def make_client_app(device: Callable[[Context], DeviceNode] = node_of) -> ClientApp:
+    """The ClientApp, its device found by ``device`` (default: from the node and run config, module docstring)."""
+    app = ClientApp()
+
+    @app.train()
+    def share(msg: Message, context: Context) -> Message:
+        """Send this device's own statistics."""
+        try:
+            arrays, meta = device(context).share(str(msg.content.config_records["config"]["dtype"]))
+        except (EdgeCVMError, OSError, ValueError) as exc:
+            return _refusal(msg, exc)
+        record = ArrayRecord({k: Array(v) for k, v in arrays.items()})
+        return Message(RecordDict({"update": record, "meta": ConfigRecord(meta)}), reply_to=msg)
+
+    @app.train("adopt")
+    def adopt(msg: Message, context: Context) -> Message:
+        """Solve the head from the fleet total and save the state."""
+        meta = dict(msg.content.config_records["meta"])
+        arrays = {k: a.numpy() for k, a in msg.content.array_records["total"].items()}
+        try:
+            adopted = device(context).adopt(arrays, meta, str(meta["shared-digest"]), str(meta["dtype"]))
+        except (EdgeCVMError, OSError, ValueError) as exc:
+            return _refusal(msg, exc)
+        return Message(RecordDict({"meta": ConfigRecord(adopted.as_dict())}), reply_to=msg)
+
+    return app
 
 
-@app.train()
-def share(msg: Message, context: Context) -> Message:
-    """Send this device's own statistics."""
-    try:
-        arrays, meta = node_of(context).share(str(msg.content.config_records["config"]["dtype"]))
-    except (EdgeCVMError, OSError, ValueError) as exc:
-        return _refusal(msg, exc)
-    record = ArrayRecord({k: Array(v) for k, v in arrays.items()})
-    return Message(RecordDict({"update": record, "meta": ConfigRecord(meta)}), reply_to=msg)
-
-
-@app.train("adopt")
-def adopt(msg: Message, context: Context) -> Message:
-    """Solve the head from the fleet total and save the state."""
-    meta = dict(msg.content.config_records["meta"])
-    arrays = {k: a.numpy() for k, a in msg.content.array_records["total"].items()}
-    try:
-        adopted = node_of(context).adopt(arrays, meta, str(meta["shared-digest"]), str(meta["dtype"]))
-    except (EdgeCVMError, OSError, ValueError) as exc:
-        return _refusal(msg, exc)
-    return Message(RecordDict({"meta": ConfigRecord(adopted.as_dict())}), reply_to=msg)
+app = make_client_app()

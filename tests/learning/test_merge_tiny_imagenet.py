@@ -8,15 +8,13 @@ on each device's own replay buffer) must score the same on the classes' 1,000 va
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
+import eval_features
 import numpy as np
 import pytest
 
-from edgecvm import resources
-from edgecvm.device.profiles import load_profile
-from edgecvm.eval.feature_cache import CHUNK, FeatureTable, cache_folder, list_dataset, load_features
+from edgecvm.eval.feature_cache import FeatureTable
 from edgecvm.formats.bundle import load_bundle, load_head_and_anchors
 from edgecvm.learning.analytic_head import AnalyticHead, ClassStatistics
 from edgecvm.learning.fleet import adopt_fleet
@@ -25,24 +23,16 @@ from edgecvm.learning.merge import NamedStatistics, from_class_statistics, merge
 
 pytestmark = [pytest.mark.data, pytest.mark.slow]
 CLASSES, TRAIN, DEVICES = 20, 100, 20
-EVAL_BUNDLE = Path(__file__).resolve().parents[2] / "export" / "build" / "lite0-224"  # make eval's
 
 
 @pytest.fixture(scope="module")
 def eval_bundle() -> Path:
-    if not (EVAL_BUNDLE / "manifest.json").is_file():
-        pytest.skip(f"no bundle in {EVAL_BUNDLE} (make eval exports it)")
-    return EVAL_BUNDLE
+    return eval_features.eval_bundle()
 
 
 @pytest.fixture(scope="module")
 def table(tiny_zip: Path, eval_bundle: Path) -> FeatureTable:
-    bundle = load_bundle(str(eval_bundle))
-    images = list_dataset(tiny_zip)
-    folder = cache_folder(resources.user_cache_dir(), bundle, tiny_zip, images)
-    if len(list(folder.glob("chunk-*.npz"))) < math.ceil(len(images) / CHUNK):
-        pytest.skip(f"Tiny-ImageNet features are not cached in {folder} (make eval extracts them)")
-    return load_features(bundle, load_profile("host"), tiny_zip, resources.user_cache_dir(), images)
+    return eval_features.cached_features(tiny_zip, eval_bundle)
 
 
 def _learner(bundle: Path) -> Learner:

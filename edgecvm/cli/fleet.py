@@ -1,0 +1,199 @@
+"""`edgecvm fleet server | join | round`: fleet learning on Flower, by commands a device owner can type.
+
+``server`` runs Flower's SuperLink on the workstation, ``join`` a SuperNode on
+each device (its ClientApp reads and writes the device's state dir), and
+``round`` starts a run: every node's own statistics summed, the total sent
+back (edgecvm/fleet). Each wraps a Flower program started offline
+(fleet/launch.py) in a session of its own, stopped with everything it started
+when the command is interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from edgecvm.cli.common import DEFAULT_PROFILE, positive_int
+from edgecvm.errors import EdgeCVMError
+
+_TLS_EPILOG = ("TLS is the default: the SuperLink needs a certificate and key signed by a CA whose certificate every "
+               "node and `fleet round` get (--ca-cert); --insecure turns it off (a trusted LAN, or a test).")
+
+
+def _tls(args: argparse.Namespace, server: bool = False):  # -> launch.Tls
+    from edgecvm.fleet.launch import Tls
+
+    if args.insecure:
+        return Tls(insecure=True)
+    return Tls(ca_certfile=args.ca_cert, certfile=getattr(args, "cert", None) if server else None,
+               keyfile=getattr(args, "key", None) if server else None)
+
+
+def _run_foreground(cmd: list[str], env: dict[str, str], what: str) -> int:
+    """Run a long-lived Flower program until it ends or this command is interrupted; then stop its whole tree."""
+    from edgecvm.fleet.processes import stop_tree
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+    print(f"edgecvm: {what} (pid {proc.pid}); Ctrl-C stops it", file=sys.stderr)
+    previous = signal.signal(signal.SIGTERM, interrupt)  # a service manager's stop, like Ctrl-C: sweep the tree
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        stop_tree(proc.pid)
+        proc.wait()
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if proc.poll() is None:
+            stop_tree(proc.pid)
+
+
+def _short_tmp() -> str:
+    return tempfile.mkdtemp(prefix="edgecvm-ray-", dir="/tmp")  # Ray's socket path limit: not a long $TMPDIR
+
+
+def cmd_server(args: argparse.Namespace) -> int:
+    from edgecvm.fleet.launch import offline_env, superlink_command
+
+    cmd = superlink_command(args.address, _tls(args, server=True), database=args.database, node_auth=args.node_keys)
+    mode = "insecure" if args.insecure else "TLS"
+    return _run_foreground(cmd, offline_env(os.environ, ray_tmpdir=_short_tmp()),
+                           f"SuperLink on {args.address} ({mode})")
+
+
+def cmd_join(args: argparse.Namespace) -> int:
+    from edgecvm.fleet.launch import offline_env, supernode_command
+    from edgecvm.fleet.node import DeviceNode
+
+    state = Path(args.state).resolve()
+    DeviceNode(state, args.bundle, args.profile).share()  # refuse a state that cannot take part, before connecting
+    node_config = {"state-dir": str(state), "bundle": str(Path(args.bundle).resolve()), "profile": args.profile}
+    keys = (args.auth_private_key, args.auth_public_key) if args.auth_private_key else None
+    cmd = supernode_command(args.superlink, args.port, node_config, _tls(args), auth_keys=keys, max_wait=args.max_wait)
+    return _run_foreground(cmd, offline_env(os.environ, ray_tmpdir=_short_tmp()),
+                           f"SuperNode for {state}, connecting to {args.superlink}")
+
+
+def cmd_round(args: argparse.Namespace) -> int:
+    from edgecvm.fleet.launch import (
+        RESULT_FILE,
+        offline_env,
+        run_command,
+        write_app,
+        write_connection,
+        write_run_config,
+    )
+    from edgecvm.formats.bundle import load_bundle, load_head_and_anchors
+
+    bundle = load_bundle(str(args.bundle))
+    head, _ = load_head_and_anchors(bundle)
+    with tempfile.TemporaryDirectory(prefix="edgecvm-fleet-") as tmp:
+        home, result = Path(tmp) / "flwr-home", Path(tmp) / RESULT_FILE
+        write_connection(home, args.superlink, _tls(args))
+        app = write_app(Path(tmp) / "app")
+        config = write_run_config(Path(tmp) / "run.toml", {
+            "rounds": args.rounds, "min-nodes": args.min_nodes, "wait": args.wait, "timeout": args.timeout,
+            "dtype": args.dtype, "result-file": str(result), "bundle-sha256": bundle.sha256,
+            "anchors-sha256": bundle.manifest.anchors_sha256, "feature-dim": head.feature_dim})
+        env = offline_env(os.environ, flwr_home=str(home))
+        done = subprocess.run(run_command(app, config), env=env, stdout=sys.stderr, stderr=sys.stderr)
+        if not result.exists():  # `flwr run --stream` exits 0 even when the run failed
+            raise EdgeCVMError(f"the fleet run did not finish (flwr exit code {done.returncode}; the SuperLink's "
+                               f"log says why; run `fleet round` on the machine of `fleet server`)")
+        rounds = json.loads(result.read_text())
+    for r in rounds:
+        if args.json:
+            print(json.dumps(r))
+        else:
+            print(f"round {r['round']}: {len(r['accepted'])} of {r['nodes']} nodes added ({r['samples']:,} samples, "
+                  f"{r['concepts']} concepts); {len(r['adopted'])} adopted the total; refused "
+                  f"{len(r['refused'])}, no answer {len(r['dropped'])}, declined {len(r['declined'])}")
+            for node, why in {**r["refused"], **r["declined"]}.items():
+                print(f"  {node}: {why}")
+    return 0 if all(r["accepted"] for r in rounds) else 1
+
+
+def _add_tls(parser: argparse.ArgumentParser, server: bool = False) -> None:
+    parser.add_argument("--insecure", action="store_true", help="no TLS (a trusted network, or a test)")
+    parser.add_argument("--ca-cert", metavar="FILE",
+                        help="the CA certificate that signed the SuperLink's certificate" +
+                        (" (Flower's --ssl-ca-certfile)" if server else " (Flower's --root-certificates)"))
+    if server:
+        parser.add_argument("--cert", metavar="FILE", help="the SuperLink's certificate (Flower's --ssl-certfile)")
+        parser.add_argument("--key", metavar="FILE", help="its private key (Flower's --ssl-keyfile)")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "fleet", help="fleet learning on Flower: what one device learns, every device knows",
+        description="Fleet learning on Flower (pip install 'edgecvm[fleet]'): a SuperLink on a workstation "
+        "(`fleet server`), a SuperNode on each device (`fleet join`), and rounds (`fleet round`) in which every "
+        "device sends the class statistics it was taught itself (lda head), the server sums them and every device "
+        "solves its head from the total, exactly as one learner taught everything. Devices keep learning between "
+        "rounds; a round never counts a sample twice. Flower runs offline: no dependency installation, update "
+        "check or telemetry. See docs/deploy.md, section 5.", epilog=_TLS_EPILOG)
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    server = actions.add_parser("server", help="run the fleet's SuperLink (on the workstation)",
+                                description="Run Flower's SuperLink, which nodes join and rounds run on, until "
+                                "interrupted.", epilog="example: edgecvm fleet server --address 0.0.0.0:9092 "
+                                "--ca-cert ca.crt --cert server.pem --key server.key")
+    server.add_argument("--address", default="0.0.0.0:9092", metavar="HOST:PORT",
+                        help="where nodes and `fleet round` reach it (default 0.0.0.0:9092)")
+    _add_tls(server, server=True)
+    server.add_argument("--node-keys", metavar="CSV",
+                        help="only nodes whose public key is in this CSV may join (node authentication; needs TLS)")
+    server.add_argument("--database", metavar="FILE", help="keep the SuperLink's state in this file (default: memory)")
+    server.set_defaults(func=cmd_server)
+
+    join = actions.add_parser("join", help="run a SuperNode for this device's state dir (on the device)",
+                              description="Run Flower's SuperNode for a device: in each round it sends the state "
+                              "dir's own statistics and saves the head solved from the fleet's total (atomically, "
+                              "the previous checkpoint kept). Stop the device's learning service while a round "
+                              "runs: a state that changed since it was sent does not take the total that round.",
+                              epilog="example: edgecvm fleet join --state /var/lib/edgecvm/state --bundle bundle "
+                              "--superlink workstation:9092 --ca-cert ca.crt")
+    join.add_argument("--state", required=True, metavar="DIR", help="the device's state dir")
+    join.add_argument("--bundle", required=True, help="the bundle the state was learned with")
+    join.add_argument("--profile", default=DEFAULT_PROFILE, help=f"the device's profile (default {DEFAULT_PROFILE})")
+    join.add_argument("--superlink", required=True, metavar="HOST:PORT", help="the fleet server's address")
+    _add_tls(join)
+    join.add_argument("--port", type=positive_int, default=9094,
+                      help="local port of the SuperNode's own API (default 9094)")
+    join.add_argument("--auth-private-key", metavar="FILE", help="this node's private key (node authentication)")
+    join.add_argument("--auth-public-key", metavar="FILE", help="this node's public key (node authentication)")
+    join.add_argument("--max-wait", type=float, metavar="S",
+                      help="give up connecting after S seconds (default: keep trying)")
+    join.set_defaults(func=cmd_join)
+
+    round_ = actions.add_parser("round", help="run fleet rounds (on the server's machine)",
+                                description="Start a run on the SuperLink: every node sends its own statistics, "
+                                "the server adds them as they arrive (a bad update or a silent node is named and left "
+                                "out, the round goes on) and sends the total back. Exit code 1 when a round added "
+                                "nothing.", epilog="example: edgecvm fleet round --superlink 127.0.0.1:9092 "
+                                "--ca-cert ca.crt --bundle bundle --min-nodes 3")
+    round_.add_argument("--superlink", default="127.0.0.1:9092", metavar="HOST:PORT",
+                        help="the SuperLink (default 127.0.0.1:9092)")
+    _add_tls(round_)
+    round_.add_argument("--bundle", required=True, help="the fleet's bundle: updates from another one are refused")
+    round_.add_argument("--rounds", type=positive_int, default=1, help="rounds in this run (default 1)")
+    round_.add_argument("--min-nodes", type=positive_int, default=2,
+                        help="wait for this many connected nodes before the first round (default 2)")
+    round_.add_argument("--wait", type=float, default=120.0, metavar="S",
+                        help="wait at most S seconds for them (default 120)")
+    round_.add_argument("--timeout", type=float, default=300.0, metavar="S",
+                        help="a round waits at most S seconds for replies (default 300)")
+    round_.add_argument("--dtype", choices=("float32", "float16"), default="float32",
+                        help="what nodes send their statistics in (float16: half the bytes; default float32)")
+    round_.add_argument("--json", action="store_true", help="print one JSON object per round")
+    round_.set_defaults(func=cmd_round)
+
