@@ -64,7 +64,7 @@ def _short_tmp() -> str:
 def cmd_server(args: argparse.Namespace) -> int:
     from edgecvm.fleet.launch import offline_env, superlink_command
 
-    cmd = superlink_command(args.address, _tls(args, server=True), database=args.database, node_auth=args.node_keys)
+    cmd = superlink_command(args.address, _tls(args, server=True), database=args.database, node_auth=args.node_auth)
     mode = "insecure" if args.insecure else "TLS"
     return _run_foreground(cmd, offline_env(os.environ, ray_tmpdir=_short_tmp()),
                            f"SuperLink on {args.address} ({mode})")
@@ -77,34 +77,49 @@ def cmd_join(args: argparse.Namespace) -> int:
     state = Path(args.state).resolve()
     DeviceNode(state, args.bundle, args.profile).share()  # refuse a state that cannot take part, before connecting
     node_config = {"state-dir": str(state), "bundle": str(Path(args.bundle).resolve()), "profile": args.profile}
-    keys = (args.auth_private_key, args.auth_public_key) if args.auth_private_key else None
-    cmd = supernode_command(args.superlink, args.port, node_config, _tls(args), auth_keys=keys, max_wait=args.max_wait)
+    cmd = supernode_command(args.superlink, args.port, node_config, _tls(args), auth_key=args.auth_key,
+                            max_wait=args.max_wait)
     return _run_foreground(cmd, offline_env(os.environ, ray_tmpdir=_short_tmp()),
                            f"SuperNode for {state}, connecting to {args.superlink}")
 
 
+def _flwr_env(args: argparse.Namespace, home: Path) -> dict[str, str]:
+    """A FLWR_HOME of our own holding one connection to ``args.superlink``: never the user's ~/.flwr, never Flower's
+    detached local SuperLink."""
+    from edgecvm.fleet.launch import offline_env, write_connection
+
+    write_connection(home, args.superlink, _tls(args))
+    return offline_env(os.environ, flwr_home=str(home))
+
+
+def cmd_register(args: argparse.Namespace) -> int:
+    from edgecvm.fleet.launch import register_command
+
+    if not Path(args.public_key).is_file():
+        raise EdgeCVMError(f"{args.public_key}: no such public key file")
+    with tempfile.TemporaryDirectory(prefix="edgecvm-fleet-") as tmp:
+        done = subprocess.run(register_command(args.public_key, args.name), env=_flwr_env(args, Path(tmp)),
+                              capture_output=True, text=True)
+    if done.returncode:
+        lines = [ln.strip(" │╭╮╰╯─") for ln in (done.stdout + done.stderr).splitlines()]
+        raise EdgeCVMError(f"the SuperLink did not register {args.public_key}: {' '.join(ln for ln in lines if ln)}")
+    print(f"{args.public_key}: registered")
+    return 0
+
+
 def cmd_round(args: argparse.Namespace) -> int:
-    from edgecvm.fleet.launch import (
-        RESULT_FILE,
-        offline_env,
-        run_command,
-        write_app,
-        write_connection,
-        write_run_config,
-    )
+    from edgecvm.fleet.launch import RESULT_FILE, run_command, write_app, write_run_config
     from edgecvm.formats.bundle import load_bundle, load_head_and_anchors
 
     bundle = load_bundle(str(args.bundle))
     head, _ = load_head_and_anchors(bundle)
     with tempfile.TemporaryDirectory(prefix="edgecvm-fleet-") as tmp:
-        home, result = Path(tmp) / "flwr-home", Path(tmp) / RESULT_FILE
-        write_connection(home, args.superlink, _tls(args))
+        env, result = _flwr_env(args, Path(tmp) / "flwr-home"), Path(tmp) / RESULT_FILE
         app = write_app(Path(tmp) / "app")
         config = write_run_config(Path(tmp) / "run.toml", {
             "rounds": args.rounds, "min-nodes": args.min_nodes, "wait": args.wait, "timeout": args.timeout,
             "dtype": args.dtype, "result-file": str(result), "bundle-sha256": bundle.sha256,
             "anchors-sha256": bundle.manifest.anchors_sha256, "feature-dim": head.feature_dim})
-        env = offline_env(os.environ, flwr_home=str(home))
         done = subprocess.run(run_command(app, config), env=env, stdout=sys.stderr, stderr=sys.stderr)
         if not result.exists():  # `flwr run --stream` exits 0 even when the run failed
             raise EdgeCVMError(f"the fleet run did not finish (flwr exit code {done.returncode}; the SuperLink's "
@@ -150,8 +165,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     server.add_argument("--address", default="0.0.0.0:9092", metavar="HOST:PORT",
                         help="where nodes and `fleet round` reach it (default 0.0.0.0:9092)")
     _add_tls(server, server=True)
-    server.add_argument("--node-keys", metavar="CSV",
-                        help="only nodes whose public key is in this CSV may join (node authentication; needs TLS)")
+    server.add_argument("--node-auth", action="store_true",
+                        help="only nodes whose public key was registered (`fleet register`) may join (needs TLS)")
     server.add_argument("--database", metavar="FILE", help="keep the SuperLink's state in this file (default: memory)")
     server.set_defaults(func=cmd_server)
 
@@ -169,11 +184,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_tls(join)
     join.add_argument("--port", type=positive_int, default=9094,
                       help="local port of the SuperNode's own API (default 9094)")
-    join.add_argument("--auth-private-key", metavar="FILE", help="this node's private key (node authentication)")
-    join.add_argument("--auth-public-key", metavar="FILE", help="this node's public key (node authentication)")
+    join.add_argument("--auth-key", metavar="FILE",
+                      help="this node's private key, when the server lets in registered nodes only (`fleet register`)")
     join.add_argument("--max-wait", type=float, metavar="S",
                       help="give up connecting after S seconds (default: keep trying)")
     join.set_defaults(func=cmd_join)
+
+    register_ = actions.add_parser(
+        "register", help="let a node in (a SuperLink started with --node-auth)",
+        description="Register a device's public key with the SuperLink (Flower's `flwr supernode register`); the "
+        "device joins with the matching private key (`fleet join --auth-key`). Make the pair on the device: "
+        "ssh-keygen -t ecdsa -b 384 -N '' -f node-key (node-key is the private key, node-key.pub the public one).",
+        epilog="example: edgecvm fleet register node-key.pub --name barn1 --ca-cert ca.crt")
+    register_.add_argument("public_key", metavar="PUBLIC_KEY", help="the node's public key file (OpenSSH ECDSA)")
+    register_.add_argument("--name", help="a name for the node")
+    register_.add_argument("--superlink", default="127.0.0.1:9092", metavar="HOST:PORT",
+                           help="the SuperLink (default 127.0.0.1:9092)")
+    _add_tls(register_)
+    register_.set_defaults(func=cmd_register)
 
     round_ = actions.add_parser("round", help="run fleet rounds (on the server's machine)",
                                 description="Start a run on the SuperLink: every node sends its own statistics, "

@@ -109,10 +109,9 @@ class Tls:
     keyfile: str | None = None
 
 
-def superlink_command(address: str, tls: Tls, database: str | None = None, node_auth: str | None = None,
-                      log_file: str | None = None) -> list[str]:
-    """``flower-superlink`` serving on ``address`` (HOST:PORT) with ``tls``; ``node_auth`` a CSV of the public
-    keys of the nodes allowed in (node whitelisting)."""
+def superlink_command(address: str, tls: Tls, database: str | None = None, node_auth: bool = False) -> list[str]:
+    """``flower-superlink`` serving on ``address`` (HOST:PORT) with ``tls``; with ``node_auth`` only nodes whose
+    public key was registered (``register_command``) may join."""
     host, _, port = address.rpartition(":")
     cmd = [flower_program("flower-superlink"), "--host", host or "0.0.0.0", "--port", port,
            "--disable-runtime-dependency-installation"]
@@ -123,26 +122,24 @@ def superlink_command(address: str, tls: Tls, database: str | None = None, node_
                 "--ssl-certfile", _need(tls.certfile, "--ssl-certfile"),
                 "--ssl-keyfile", _need(tls.keyfile, "--ssl-keyfile")]
     if node_auth:
-        cmd += ["--enable-supernode-auth", "--auth-list-public-keys", node_auth]
+        cmd.append("--enable-supernode-auth")
     if database:
         cmd += ["--database", database]
-    if log_file:
-        cmd += ["--log-file", log_file]
     return cmd
 
 
 def supernode_command(superlink: str, port: int, node_config: Mapping[str, str], tls: Tls,
-                      auth_keys: tuple[str, str] | None = None, max_wait: float | None = None) -> list[str]:
-    """``flower-supernode`` connecting to ``superlink``; its own Runtime API on 127.0.0.1:``port``; ``auth_keys``
-    (private, public) when the SuperLink whitelists nodes; ``max_wait`` seconds to keep trying to connect."""
+                      auth_key: str | None = None, max_wait: float | None = None) -> list[str]:
+    """``flower-supernode`` connecting to ``superlink``; its own Runtime API on 127.0.0.1:``port``; ``auth_key``
+    its private key when the SuperLink lets in registered nodes only; ``max_wait`` seconds to keep trying."""
     config = " ".join(f"{key}={json.dumps(value)}" for key, value in node_config.items())
     cmd = [flower_program("flower-supernode"), "--superlink", superlink, "--port", str(port), "--node-config", config]
     if tls.insecure:
         cmd.append("--insecure")
     else:
         cmd += ["--root-certificates", _need(tls.ca_certfile, "--root-certificates")]
-    if auth_keys:
-        cmd += ["--auth-supernode-private-key", auth_keys[0], "--auth-supernode-public-key", auth_keys[1]]
+    if auth_key:
+        cmd += ["--auth-supernode-private-key", auth_key]
     if max_wait is not None:
         cmd += ["--max-wait-time", str(max_wait)]
     return cmd
@@ -161,6 +158,12 @@ def run_command(app_dir: Path, run_config: Path, stream: bool = True) -> list[st
     """``flwr run`` of the app in ``app_dir`` on ``CONNECTION`` with the run config file ``run_config``."""
     cmd = [flower_program("flwr"), "run", str(app_dir), CONNECTION, "--run-config", str(run_config)]
     return cmd + (["--stream"] if stream else [])
+
+
+def register_command(public_key: str, name: str | None = None) -> list[str]:
+    """``flwr supernode register``: let the node with ``public_key`` (an OpenSSH ECDSA public key file) into
+    ``CONNECTION``."""
+    return [flower_program("flwr"), "supernode", "register", public_key, CONNECTION, *(["--name", name] if name else [])]
 
 
 def write_run_config(path: Path, values: Mapping[str, object]) -> Path:

@@ -1,8 +1,10 @@
 """A fleet on localhost as real processes, through the `edgecvm fleet` commands: a SuperLink with TLS (certificates
-made here), three SuperNodes on three devices' state dirs, one of which sends forged statistics, and a round.
+made here) letting in registered nodes only, three registered SuperNodes on three devices' state dirs, one of
+which sends forged statistics, a fourth node nobody registered, and a round.
 
-The forged update is refused naming its node, the two others take each other's concepts, and when the commands
-are stopped every process they started (Flower starts some in sessions of their own) is gone. Skipped without flwr.
+The stranger never takes part, the forged update is refused naming its node, the two others take each other's
+concepts, and when the commands are stopped every process they started (Flower starts some in sessions of their
+own) is gone. Skipped without flwr.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +63,16 @@ def _certificates(folder: Path) -> dict[str, Path]:
     return files
 
 
+def _node_key(path: Path) -> Path:
+    """An ECDSA P-384 key pair in OpenSSH form, as ssh-keygen makes it: ``path`` and ``path``.pub."""
+    key = ec.generate_private_key(ec.SECP384R1())
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                       serialization.NoEncryption()))
+    path.with_name(path.name + ".pub").write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH))
+    return path
+
+
 def _free_ports(n: int) -> list[int]:
     sockets = [socket.socket() for _ in range(n)]
     for s in sockets:
@@ -92,7 +105,8 @@ def test_a_tls_fleet_on_localhost_refuses_the_forged_node(tmp_path: Path, test_b
         save_state(tmp_path / device, learner, identity)
 
     tls = _certificates(tmp_path)
-    link, *node_ports = _free_ports(4)
+    link, *node_ports = _free_ports(5)
+    keys = {device: _node_key(tmp_path / f"{device}-key") for device in [*lessons, "stranger"]}
     env = {**os.environ, "FLWR_HOME": str(tmp_path / "flwr-home")}
     cli = [sys.executable, "-m", "edgecvm", "fleet"]
     started: list[subprocess.Popen] = []
@@ -104,11 +118,21 @@ def test_a_tls_fleet_on_localhost_refuses_the_forged_node(tmp_path: Path, test_b
     swept: set[int] = set()
     try:
         start("server", "--address", f"127.0.0.1:{link}", "--ca-cert", str(tls["ca"]), "--cert", str(tls["cert"]),
-              "--key", str(tls["key"]), log="server.log")
-        for device, port in zip(lessons, node_ports, strict=True):
-            start("join", "--state", str(tmp_path / device), "--bundle", str(test_bundle), "--superlink",
-                  f"127.0.0.1:{link}", "--ca-cert", str(tls["ca"]), "--port", str(port), "--max-wait", "120",
-                  log=f"{device}.log")
+              "--key", str(tls["key"]), "--node-auth", log="server.log")
+        for device in lessons:  # registered once the SuperLink answers
+            register = [*cli, "register", f"{keys[device]}.pub", "--name", device, "--superlink", f"127.0.0.1:{link}",
+                        "--ca-cert", str(tls["ca"])]
+            for _ in range(60):
+                done = subprocess.run(register, env=env, capture_output=True, text=True, timeout=60)
+                if done.returncode == 0 or "Connection" not in done.stderr:
+                    break
+                time.sleep(0.5)
+            assert done.returncode == 0, done.stderr
+        for device, port in zip([*lessons, "stranger"], node_ports, strict=True):
+            state = tmp_path / ("a" if device == "stranger" else device)
+            start("join", "--state", str(state), "--bundle", str(test_bundle), "--superlink", f"127.0.0.1:{link}",
+                  "--ca-cert", str(tls["ca"]), "--port", str(port), "--max-wait", "120", "--auth-key",
+                  str(keys[device]), log=f"{device}.log")
         run = subprocess.run([*cli, "round", "--superlink", f"127.0.0.1:{link}", "--ca-cert", str(tls["ca"]),
                               "--bundle", str(test_bundle), "--min-nodes", "3", "--timeout", "120", "--json"],
                              env=env, capture_output=True, text=True, timeout=300)

@@ -52,10 +52,10 @@ def test_tls_is_asked_for_unless_turned_off(tmp_path: Path):
         superlink_command("0.0.0.0:9092", Tls(ca_certfile="ca.crt"))
     with pytest.raises(EdgeCVMError, match="--root-certificates"):
         supernode_command("host:9092", 9094, {"state-dir": "/s"}, Tls())
-    cmd = superlink_command("127.0.0.1:9", Tls(ca_certfile="c", certfile="s", keyfile="k"), node_auth="keys.csv")
+    cmd = superlink_command("127.0.0.1:9", Tls(ca_certfile="c", certfile="s", keyfile="k"), node_auth=True)
     assert cmd[1:] == ["--host", "127.0.0.1", "--port", "9", "--disable-runtime-dependency-installation",
                        "--ssl-ca-certfile", "c", "--ssl-certfile", "s", "--ssl-keyfile", "k",
-                       "--enable-supernode-auth", "--auth-list-public-keys", "keys.csv"]
+                       "--enable-supernode-auth"]
     node = supernode_command("h:9", 9094, {"state-dir": "/s d", "bundle": "/b"}, Tls(insecure=True), max_wait=5)
     assert node[node.index("--node-config") + 1] == 'state-dir="/s d" bundle="/b"' and "--insecure" in node
     write_connection(tmp_path, "h:9", Tls(ca_certfile=str(tmp_path / "ca.crt")))
