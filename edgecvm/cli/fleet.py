@@ -120,9 +120,12 @@ def cmd_round(args: argparse.Namespace) -> int:
             "rounds": args.rounds, "min-nodes": args.min_nodes, "wait": args.wait, "timeout": args.timeout,
             "dtype": args.dtype, "result-file": str(result), "bundle-sha256": bundle.sha256,
             "anchors-sha256": bundle.manifest.anchors_sha256, "feature-dim": head.feature_dim})
-        done = subprocess.run(run_command(app, config), env=env, stdout=sys.stderr, stderr=sys.stderr)
+        with subprocess.Popen(run_command(app, config), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, errors="replace") as flwr:
+            for line in flwr.stdout:  # Flower's log of the run, as progress
+                print(line, end="", file=sys.stderr)
         if not result.exists():  # `flwr run --stream` exits 0 even when the run failed
-            raise EdgeCVMError(f"the fleet run did not finish (flwr exit code {done.returncode}; the SuperLink's "
+            raise EdgeCVMError(f"the fleet run did not finish (flwr exit code {flwr.returncode}; the SuperLink's "
                                f"log says why; run `fleet round` on the machine of `fleet server`)")
         rounds = json.loads(result.read_text())
     for r in rounds:

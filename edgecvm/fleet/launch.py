@@ -118,9 +118,9 @@ def superlink_command(address: str, tls: Tls, database: str | None = None, node_
     if tls.insecure:
         cmd.append("--insecure")
     else:
-        cmd += ["--ssl-ca-certfile", _need(tls.ca_certfile, "--ssl-ca-certfile"),
-                "--ssl-certfile", _need(tls.certfile, "--ssl-certfile"),
-                "--ssl-keyfile", _need(tls.keyfile, "--ssl-keyfile")]
+        cmd += ["--ssl-ca-certfile", _need(tls.ca_certfile, "--ca-cert"),
+                "--ssl-certfile", _need(tls.certfile, "--cert"),
+                "--ssl-keyfile", _need(tls.keyfile, "--key")]
     if node_auth:
         cmd.append("--enable-supernode-auth")
     if database:
@@ -137,7 +137,7 @@ def supernode_command(superlink: str, port: int, node_config: Mapping[str, str],
     if tls.insecure:
         cmd.append("--insecure")
     else:
-        cmd += ["--root-certificates", _need(tls.ca_certfile, "--root-certificates")]
+        cmd += ["--root-certificates", _need(tls.ca_certfile, "--ca-cert")]
     if auth_key:
         cmd += ["--auth-supernode-private-key", auth_key]
     if max_wait is not None:
@@ -150,7 +150,7 @@ def write_connection(flwr_home: Path, superlink: str, tls: Tls) -> None:
     flwr_home.mkdir(parents=True, exist_ok=True)
     lines = [f"[superlink.{CONNECTION}]", f"address = {json.dumps(superlink)}"]
     lines.append("insecure = true" if tls.insecure else
-                 f"root-certificates = {json.dumps(str(Path(_need(tls.ca_certfile, '--root-certificates')).resolve()))}")
+                 f"root-certificates = {json.dumps(str(Path(_need(tls.ca_certfile, '--ca-cert')).resolve()))}")
     (flwr_home / "config.toml").write_text("\n".join(lines) + "\n")
 
 

@@ -48,9 +48,9 @@ def test_the_app_dir_is_one_flwr_accepts(tmp_path: Path):
 
 def test_tls_is_asked_for_unless_turned_off(tmp_path: Path):
     pytest.importorskip("flwr")
-    with pytest.raises(EdgeCVMError, match="--ssl-certfile.*--insecure"):
+    with pytest.raises(EdgeCVMError, match="--cert.*--insecure"):
         superlink_command("0.0.0.0:9092", Tls(ca_certfile="ca.crt"))
-    with pytest.raises(EdgeCVMError, match="--root-certificates"):
+    with pytest.raises(EdgeCVMError, match="--ca-cert"):
         supernode_command("host:9092", 9094, {"state-dir": "/s"}, Tls())
     cmd = superlink_command("127.0.0.1:9", Tls(ca_certfile="c", certfile="s", keyfile="k"), node_auth=True)
     assert cmd[1:] == ["--host", "127.0.0.1", "--port", "9", "--disable-runtime-dependency-installation",
