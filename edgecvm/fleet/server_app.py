@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 SHARE, ADOPT = "train", "train.adopt"  # message types: a node's own statistics up, the fleet total down
 _POLL = 0.5  # seconds between pulls of the replies that arrived
+_IN_FLIGHT = 16  # messages out at a time (_exchange)
 
 
 @dataclass(frozen=True)
@@ -83,18 +84,25 @@ def _node(message: Message) -> str:
     return f"node {message.metadata.src_node_id}"
 
 
-def _exchange(grid: Grid, messages: list[Message], timeout: float, take: Callable[[Message], None]) -> list[int]:
-    """Push ``messages`` and hand each reply to ``take`` as it arrives; the destination nodes that did not answer
-    within ``timeout``."""
-    pending = {mid: m.metadata.dst_node_id for mid, m in zip(grid.push_messages(messages), messages, strict=True)}
+def _exchange(grid: Grid, nodes: list[int], message_for: Callable[[int], Message], timeout: float,
+              take: Callable[[Message], None]) -> list[int]:
+    """Send each node its message and hand each reply to ``take`` as it arrives; the nodes that did not answer
+    within ``timeout``. At most ``_IN_FLIGHT`` messages are out at a time: the SuperLink holds every message and
+    reply until it is pulled, and a fleet total sent to every node at once would take memory in proportion to
+    the fleet."""
+    queue, pending = list(nodes), {}
     deadline = time.monotonic() + timeout
-    while pending and time.monotonic() < deadline:
+    while (queue or pending) and time.monotonic() < deadline:
+        wave = [message_for(node) for node in queue[: _IN_FLIGHT - len(pending)]]
+        del queue[: len(wave)]
+        if wave:
+            pending.update(zip(grid.push_messages(wave), (m.metadata.dst_node_id for m in wave), strict=True))
         for reply in grid.pull_messages(list(pending)):
             pending.pop(reply.metadata.reply_to_message_id, None)
             take(reply)
         if pending:
             time.sleep(_POLL)
-    return sorted(pending.values())
+    return sorted([*pending.values(), *queue])
 
 
 def _wait_for_nodes(grid: Grid, settings: RoundSettings) -> None:
@@ -129,8 +137,11 @@ def run_round(grid: Grid, settings: RoundSettings, number: int) -> RoundResult:
             result.upload_bytes = max(result.upload_bytes, upload_bytes(arrays))
 
     config = ConfigRecord({"round": number, "dtype": settings.dtype})
-    asks = [Message(RecordDict({"config": config}), dst_node_id=n, message_type=SHARE) for n in nodes]
-    result.dropped += [f"node {n}" for n in _exchange(grid, asks, settings.timeout, take_update)]
+
+    def ask(node: int) -> Message:
+        return Message(RecordDict({"config": config}), dst_node_id=node, message_type=SHARE)
+
+    result.dropped += [f"node {n}" for n in _exchange(grid, nodes, ask, settings.timeout, take_update)]
     result.accepted, result.refused = list(total.accepted), dict(total.refused)
     if total.statistics is None or total.identity is None:
         result.seconds = time.monotonic() - start
@@ -138,9 +149,10 @@ def run_round(grid: Grid, settings: RoundSettings, number: int) -> RoundResult:
     result.samples, result.concepts = total.statistics.n, len(total.statistics.concepts)
     arrays, meta = encode(Update(total.identity, total.statistics), "float32")
     record = ArrayRecord({k: Array(v) for k, v in arrays.items()})
-    sends = [Message(RecordDict({"total": record, "meta": ConfigRecord({**meta, "shared-digest": total.accepted[
-        f"node {n}"], "dtype": settings.dtype, "total-dtype": "float32"})}), dst_node_id=n, message_type=ADOPT)
-        for n in nodes if f"node {n}" in total.accepted]
+
+    def send(node: int) -> Message:
+        shared = ConfigRecord({**meta, "shared-digest": total.accepted[f"node {node}"], "dtype": settings.dtype})
+        return Message(RecordDict({"total": record, "meta": shared}), dst_node_id=node, message_type=ADOPT)
 
     def take_adoption(reply: Message) -> None:
         node = _node(reply)
@@ -151,7 +163,8 @@ def run_round(grid: Grid, settings: RoundSettings, number: int) -> RoundResult:
         else:
             result.adopted.append(node)
 
-    silent = _exchange(grid, sends, settings.timeout, take_adoption)
+    accepted = [n for n in nodes if f"node {n}" in total.accepted]
+    silent = _exchange(grid, accepted, send, settings.timeout, take_adoption)
     result.declined.update({f"node {n}": "no answer in time" for n in silent})
     result.seconds = time.monotonic() - start
     log.info("round %d: %d of %d nodes added (%d samples, %d concepts), %d adopted the total in %.1f s", number,
