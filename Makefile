@@ -77,10 +77,13 @@ eval: setup $(BUILD)/lite0-224/manifest.json
 		--seed 0 --methods cvm,cvm-noreplay,ncm,slda,softmax,softmax-replay,joint \
 		--json $(BUILD)/eval.json --plot $(BUILD)/eval-class-incremental.png
 
-# The exact merge at fleet size (docs/deploy.md, section 5; ~40 min on 2 shared cores): the training images split
+# The exact merge at fleet size (docs/deploy.md, section 5; ~50 min on 2 shared cores): the training images split
 # over 20 and 200 devices (each class on one device, and dealt at random), merged, against one learner taught every
-# image; then the product head taught as on a device, 50 classes over 10 devices. Needs the evaluation's features
-# (make eval). One JSON line per case, also in export/build/fleet.json.
+# image; then the product head taught as on a device, 50 classes over 10 devices; then one Flower round in the
+# Simulation Engine over 20 and 200 devices' state dirs (round time, peak RSS, bytes uploaded, equality). Needs the
+# evaluation's features (make eval). One JSON line per case, also in export/build/fleet.json and fleet-flower.json.
 fleet: setup $(BUILD)/lite0-224/manifest.json
 	$(BIN)/python tests/learning/bench_merge.py --bundle $(BUILD)/lite0-224 --data $(EVAL_DATA) --devices 20 200 \
 		--taught 50 10 --json $(BUILD)/fleet.json
+	$(BIN)/python tests/fleet/bench_fleet.py --bundle $(BUILD)/lite0-224 --data $(EVAL_DATA) --devices 20 200 \
+		--json $(BUILD)/fleet-flower.json

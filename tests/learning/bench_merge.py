@@ -34,6 +34,7 @@ import numpy as np
 from edgecvm import resources
 from edgecvm.device.profiles import load_profile
 from edgecvm.eval.feature_cache import FeatureTable, load_features
+from edgecvm.fleet.update import Identity, Update, decode, encode, upload_bytes
 from edgecvm.formats.anchors import AnchorSet
 from edgecvm.formats.bundle import load_bundle, load_head_and_anchors
 from edgecvm.formats.head_file import HeadParams
@@ -54,18 +55,10 @@ def device_statistics(table: FeatureTable, rows: np.ndarray) -> NamedStatistics:
     return from_class_statistics(stats, [table.concepts[y] for y in order])
 
 
-def rounded_to_float16(named: NamedStatistics) -> NamedStatistics:
-    """What arrives of ``named`` sent compactly in float16: means and covariance (sums and scatter overflow it)."""
-    n = named.n
-    means = (named.sums / named.counts[:, None]).astype(np.float16).astype(np.float64)
-    covariance = np.triu(named.scatter / n).astype(np.float16).astype(np.float64)
-    scatter = (covariance + np.triu(covariance, 1).T) * n
-    return NamedStatistics(named.concepts, named.counts, means * named.counts[:, None], scatter, named.fourth)
-
-
-def compact_bytes(named: NamedStatistics, itemsize: int) -> int:
-    f = named.feature_dim
-    return named.counts.nbytes + named.sums.size * itemsize + f * (f + 1) // 2 * itemsize
+def as_sent(named: NamedStatistics, dtype: str) -> tuple[NamedStatistics, int]:
+    """What arrives of ``named`` sent as a fleet update in ``dtype`` (edgecvm/fleet/update.py), and its bytes."""
+    arrays, config = encode(Update(Identity("-", "-", named.feature_dim), named), dtype)  # no bundle is checked here
+    return decode(arrays, config, "bench").statistics, upload_bytes(arrays)
 
 
 def accuracy(head: HeadParams, anchors: AnchorSet, named: NamedStatistics, table: FeatureTable,
@@ -167,7 +160,7 @@ def main() -> None:
             merged = merged16 = NamedStatistics.empty(table.features.shape[1])
             for part in parts:  # as they arrive: one device's statistics held at a time
                 own = device_statistics(table, part)
-                merged, merged16 = merge(merged, own), merge(merged16, rounded_to_float16(own))
+                merged, merged16 = merge(merged, own), merge(merged16, as_sent(own, "float16")[0])
             seconds = time.perf_counter() - start
             peak = tracemalloc.get_traced_memory()[1]
             tracemalloc.stop()
@@ -178,8 +171,8 @@ def main() -> None:
                     "accuracy_merged_float16": round(accuracy(head, anchors, merged16, table, val), 4),
                     "merge_seconds_with_device_statistics": round(seconds, 1),
                     "merge_peak_mb": round(peak / 2**20, 1),
-                    "compact_mb_float32": round(compact_bytes(own, 4) / 2**20, 2),
-                    "compact_mb_float16": round(compact_bytes(own, 2) / 2**20, 2)}
+                    "compact_mb_float32": round(as_sent(own, "float32")[1] / 2**20, 2),
+                    "compact_mb_float16": round(as_sent(own, "float16")[1] / 2**20, 2)}
             lines.append(line)
             print(json.dumps(line), flush=True)
     if args.json:
