@@ -15,22 +15,23 @@ import time
 from pathlib import Path
 
 
-def _parents() -> dict[int, int]:
-    parents = {}
+def _parent_ids() -> dict[int, int]:
+    """Every process id -> its parent's."""
+    found = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 stat = (entry / "stat").read_text()
             except OSError:  # gone meanwhile
                 continue
-            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-    return parents
+            found[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    return found
 
 
 def tree(pid: int) -> list[int]:
     """``pid`` and every process below it, parents first."""
     children: dict[int, list[int]] = {}
-    for child, parent in _parents().items():
+    for child, parent in _parent_ids().items():
         children.setdefault(parent, []).append(child)
     found, queue = [], [pid]
     while queue:
