@@ -45,19 +45,19 @@ def stop_tree(pid: int, grace: float = 5.0) -> list[int]:
     """SIGTERM ``pid`` and its descendants, SIGKILL whatever is left after ``grace`` seconds; the ids signalled."""
     pids = tree(pid)
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        alive = [p for p in pids if _alive(p)]
-        for p in alive:
+        running = [p for p in pids if alive(p)]
+        for p in running:
             try:
                 os.kill(p, sig)
             except ProcessLookupError:
                 pass
         deadline = time.monotonic() + grace
-        while sig == signal.SIGTERM and any(_alive(p) for p in alive) and time.monotonic() < deadline:
+        while sig == signal.SIGTERM and any(alive(p) for p in running) and time.monotonic() < deadline:
             time.sleep(0.1)
     return pids
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     """Running (a zombie, finished and waiting for its parent to read its exit code, is not)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()

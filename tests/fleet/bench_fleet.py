@@ -40,6 +40,8 @@ from edgecvm.learning.learner import Learner, LearnerConfig
 from edgecvm.learning.merge import NamedStatistics, from_class_statistics
 
 SIMULATE = Path(__file__).resolve().parent / "simulate.py"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "learning"))
+from bench_merge import largest_difference  # noqa: E402 - the merge benchmark's measure, beside it in tests/
 
 
 def accuracy(learner: Learner, table: FeatureTable, val: np.ndarray) -> float:
@@ -51,14 +53,6 @@ def discriminant(head: HeadParams, anchors: AnchorSet, stats: NamedStatistics) -
     learner = Learner(head, anchors, method=AnalyticHead("lda", head, use_conse=False))
     adopt_total(learner, stats)
     return learner
-
-
-def largest_difference(got: NamedStatistics, want: NamedStatistics) -> dict[str, float]:
-    rows = [got.concepts.index(c) for c in want.concepts]
-    means_g, means_w = got.sums[rows] / got.counts[rows, None], want.sums / want.counts[:, None]
-    return {"counts": float(np.abs(got.counts[rows] - want.counts).max()),
-            "means": float(np.abs(means_g - means_w).max() / np.abs(means_w).max()),
-            "scatter": float(np.abs(got.scatter - want.scatter).max() / np.abs(want.scatter).max())}
 
 
 def main() -> None:

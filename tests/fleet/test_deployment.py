@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 from cryptography.x509.oid import NameOID  # noqa: E402
 
 from edgecvm.device.state import StateIdentity, load_state, save_state  # noqa: E402
-from edgecvm.fleet.processes import stop_tree, tree  # noqa: E402
+from edgecvm.fleet.processes import alive, stop_tree, tree  # noqa: E402
 from edgecvm.formats.bundle import load_bundle, load_head_and_anchors  # noqa: E402
 from edgecvm.learning.fleet import own_statistics  # noqa: E402
 from edgecvm.learning.learner import Learner, LearnerConfig  # noqa: E402
@@ -81,13 +81,6 @@ def _free_ports(n: int) -> list[int]:
     for s in sockets:
         s.close()
     return ports
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def test_a_tls_fleet_on_localhost_refuses_the_forged_node(tmp_path: Path, test_bundle: Path):
@@ -157,4 +150,4 @@ def test_a_tls_fleet_on_localhost_refuses_the_forged_node(tmp_path: Path, test_b
         learner = load_state(tmp_path / device, head, anchors, identity)
         assert set(learner.known) == {names[i] for i in lessons["a"] + lessons["b"]}
         assert own_statistics(learner).n == 24 and learner.method.stats.n == 48
-    assert len(swept) > 3 * 2 and not [pid for pid in swept if _alive(pid)]
+    assert len(swept) > 3 * 2 and not [pid for pid in swept if alive(pid)]
