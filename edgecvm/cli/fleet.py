@@ -18,15 +18,19 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgecvm.cli.common import DEFAULT_PROFILE, positive_int
 from edgecvm.errors import EdgeCVMError
+
+if TYPE_CHECKING:  # the fleet package is imported when a command runs, not for --help
+    from edgecvm.fleet.launch import Tls
 
 _TLS_EPILOG = ("TLS is the default: the SuperLink needs a certificate and key signed by a CA whose certificate every "
                "node and `fleet round` get (--ca-cert); --insecure turns it off (a trusted LAN, or a test).")
 
 
-def _tls(args: argparse.Namespace, server: bool = False):  # -> launch.Tls
+def _tls(args: argparse.Namespace, server: bool = False) -> Tls:
     from edgecvm.fleet.launch import Tls
 
     if args.insecure:
@@ -35,43 +39,46 @@ def _tls(args: argparse.Namespace, server: bool = False):  # -> launch.Tls
                keyfile=getattr(args, "key", None) if server else None)
 
 
-def _run_foreground(cmd: list[str], env: dict[str, str], what: str) -> int:
-    """Run a long-lived Flower program until it ends or this command is interrupted; then stop its whole tree."""
-    from edgecvm.fleet.processes import stop_tree
+def _run_foreground(cmd: list[str], what: str) -> int:
+    """Run a long-lived Flower program, offline (fleet/launch.py), until it ends or this command is interrupted
+    (Ctrl-C, or SIGTERM from a service manager); then stop every process it started, by PID."""
+    from edgecvm.fleet.launch import offline_env
+    from edgecvm.fleet.processes import alive, stop_tree, tree
 
     def interrupt(_signum: int, _frame: object) -> None:
         raise KeyboardInterrupt
 
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
-    print(f"edgecvm: {what} (pid {proc.pid}); Ctrl-C stops it", file=sys.stderr)
-    previous = signal.signal(signal.SIGTERM, interrupt)  # a service manager's stop, like Ctrl-C: sweep the tree
-    try:
-        return proc.wait()
-    except KeyboardInterrupt:
-        stop_tree(proc.pid)
-        proc.wait()
-        raise
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        if proc.poll() is None:
+    with tempfile.TemporaryDirectory(prefix="edgecvm-ray-", dir="/tmp") as ray_tmp:  # Ray's socket path: short
+        proc = subprocess.Popen(cmd, env=offline_env(os.environ, ray_tmpdir=ray_tmp), start_new_session=True)
+        print(f"edgecvm: {what} (pid {proc.pid}); Ctrl-C stops it", file=sys.stderr)
+        previous = signal.signal(signal.SIGTERM, interrupt)
+        started: set[int] = set()
+        try:
+            while True:
+                started.update(tree(proc.pid))  # known while their parent lives: Flower starts some in own sessions
+                try:
+                    return proc.wait(timeout=2)
+                except subprocess.TimeoutExpired:
+                    continue
+        finally:
+            signal.signal(signal.SIGTERM, previous)
             stop_tree(proc.pid)
-
-
-def _short_tmp() -> str:
-    return tempfile.mkdtemp(prefix="edgecvm-ray-", dir="/tmp")  # Ray's socket path limit: not a long $TMPDIR
+            proc.wait()
+            for pid in started - {proc.pid}:
+                if alive(pid):
+                    stop_tree(pid)
 
 
 def cmd_server(args: argparse.Namespace) -> int:
-    from edgecvm.fleet.launch import offline_env, superlink_command
+    from edgecvm.fleet.launch import superlink_command
 
     cmd = superlink_command(args.address, _tls(args, server=True), database=args.database, node_auth=args.node_auth)
     mode = "insecure" if args.insecure else "TLS"
-    return _run_foreground(cmd, offline_env(os.environ, ray_tmpdir=_short_tmp()),
-                           f"SuperLink on {args.address} ({mode})")
+    return _run_foreground(cmd, f"SuperLink on {args.address} ({mode})")
 
 
 def cmd_join(args: argparse.Namespace) -> int:
-    from edgecvm.fleet.launch import offline_env, supernode_command
+    from edgecvm.fleet.launch import supernode_command
     from edgecvm.fleet.node import DeviceNode
 
     state = Path(args.state).resolve()
@@ -79,8 +86,7 @@ def cmd_join(args: argparse.Namespace) -> int:
     node_config = {"state-dir": str(state), "bundle": str(Path(args.bundle).resolve()), "profile": args.profile}
     cmd = supernode_command(args.superlink, args.port, node_config, _tls(args), auth_key=args.auth_key,
                             max_wait=args.max_wait)
-    return _run_foreground(cmd, offline_env(os.environ, ray_tmpdir=_short_tmp()),
-                           f"SuperNode for {state}, connecting to {args.superlink}")
+    return _run_foreground(cmd, f"SuperNode for {state}, connecting to {args.superlink}")
 
 
 def _flwr_env(args: argparse.Namespace, home: Path) -> dict[str, str]:
