@@ -80,10 +80,13 @@ eval: setup $(BUILD)/lite0-224/manifest.json
 # The exact merge at fleet size (docs/deploy.md, section 5; ~50 min on 2 shared cores): the training images split
 # over 20 and 200 devices (each class on one device, and dealt at random), merged, against one learner taught every
 # image; then the product head taught as on a device, 50 classes over 10 devices; then one Flower round in the
-# Simulation Engine over 20 and 200 devices' state dirs (round time, peak RSS, bytes uploaded, equality). Needs the
-# evaluation's features (make eval). One JSON line per case, also in export/build/fleet.json and fleet-flower.json.
+# Simulation Engine over 20 and 200 devices' state dirs (round time, memory, bytes uploaded, equality), and its
+# peer, Flower's FedAvg over sgd heads on 20 devices for 10 rounds. Needs the evaluation's features (make eval).
+# One JSON line per case, also in export/build/fleet.json, fleet-flower.json and fleet-fedavg.json.
 fleet: setup $(BUILD)/lite0-224/manifest.json
 	$(BIN)/python tests/learning/bench_merge.py --bundle $(BUILD)/lite0-224 --data $(EVAL_DATA) --devices 20 200 \
 		--taught 50 10 --json $(BUILD)/fleet.json
 	$(BIN)/python tests/fleet/bench_fleet.py --bundle $(BUILD)/lite0-224 --data $(EVAL_DATA) --devices 20 200 \
 		--json $(BUILD)/fleet-flower.json
+	$(BIN)/python tests/fleet/bench_fedavg.py --bundle $(BUILD)/lite0-224 --data $(EVAL_DATA) --devices 20 \
+		--rounds 10 --json $(BUILD)/fleet-fedavg.json

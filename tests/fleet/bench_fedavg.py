@@ -85,9 +85,8 @@ def main() -> None:
         accuracy = float(np.mean([p.concept == t for p, t in zip(predictions, truth, strict=True)]))
         line = {"peer": "fedavg-sgd", "devices": args.devices, "round": server_round, "accuracy": round(accuracy, 4),
                 "seconds": round(time.perf_counter() - started, 1)}
-        if server_round:
-            lines.append(line)
-            print(json.dumps(line), flush=True)
+        lines.append(line)  # round 0: the exported head before any round
+        print(json.dumps(line), flush=True)
         return MetricRecord({"accuracy": accuracy})
 
     server = ServerApp()

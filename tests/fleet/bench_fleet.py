@@ -6,8 +6,8 @@ every image, in the same run.
 Tiny-ImageNet's 40,000 training images (the evaluation's cached features) are dealt at random over N devices;
 each device is taught its share (the lda head, as on a device) and saved; one round runs (tests/fleet/simulate.py,
 a process of its own with Flower's offline environment). Reported per N: the round's seconds (the server's
-clock, nodes asked to totals adopted), the simulation process's peak RSS (the ServerApp and Flower's in-process
-SuperLink run there, the ClientApps in Ray's workers), the bytes one device uploads, the largest difference of
+clock, nodes asked to totals adopted), the simulation process's peak RSS and peak memory allocated during the run
+(tracemalloc; the ServerApp and Flower's in-process SuperLink run there, the ClientApps in Ray's workers), the bytes one device uploads, the largest difference of
 every device's statistics from the single learner's (relative to the largest value), and the accuracy on the
 10,000 val images of the discriminant solved from them (first and last device) against the single learner's.
 """
@@ -107,7 +107,7 @@ def main() -> None:
                     accuracies.append(round(accuracy(discriminant(head, anchors, got), table, val), 4))
         line = {"devices": n, "dtype": args.dtype, "images": int(train.size), "accepted": len(round_["accepted"]),
                 "adopted": len(round_["adopted"]), "round_seconds": round(round_["seconds"], 1),
-                "simulation_peak_rss_mb": json.loads(out.strip().splitlines()[-1])["server_peak_rss_mb"],
+                **{f"simulation_{k[7:]}": v for k, v in json.loads(out.strip().splitlines()[-1]).items()},
                 "upload_mb_per_device": round(round_["upload_bytes"] / 2**20, 2),
                 "largest_difference": {k: max(d[k] for d in differences) for k in differences[0]},
                 "accuracy_single": round(single_accuracy, 4), "accuracy_devices_first_last": accuracies,

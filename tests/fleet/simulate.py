@@ -5,7 +5,8 @@ Run as a program of its own (Ray starts workers and changes its host process; th
 the offline environment of edgecvm/fleet/launch.py. ``--forge I`` makes device I send an update no device could
 have learned (class means beyond any feature value): it must be refused while the round completes. Writes the
 server's round results (server_app.RoundResult) to ``--result`` and prints one JSON line with this process's peak
-RSS (the ServerApp runs here; the ClientApps in Ray's workers).
+RSS and the peak of the memory allocated in it during the run (tracemalloc): the ServerApp and Flower's in-process
+SuperLink run here, the ClientApps in Ray's workers.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -53,9 +55,12 @@ def main() -> None:
         i = int(context.node_config["partition-id"])
         return (ForgedNode if i == args.forge else DeviceNode)(args.states / f"device-{i}", args.bundle)
 
+    tracemalloc.start()
     run_simulation(make_server_app(settings), make_client_app(device), num_supernodes=args.nodes,
                    backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}})
-    print(json.dumps({"server_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
+    traced = tracemalloc.get_traced_memory()[1]
+    print(json.dumps({"server_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                      "server_peak_allocated_mb": round(traced / 2**20, 1)}))
 
 
 if __name__ == "__main__":
