@@ -3,7 +3,8 @@ partition id), for the tests and `make fleet`.
 
 Run as a program of its own (Ray starts workers and changes its host process; the tests' process stays clean) with
 the offline environment of edgecvm/fleet/launch.py. ``--forge I`` makes device I send an update no device could
-have learned (class means beyond any feature value): it must be refused while the round completes. Writes the
+have learned (class means beyond any feature value): it must be refused while the round completes. ``--crash J``
+makes device J's ClientApp fail (an error reply from Flower, as when a node drops out mid-round). Writes the
 server's round results (server_app.RoundResult) to ``--result`` and prints one JSON line with this process's peak
 RSS and the peak of the memory allocated in it during the run (tracemalloc): the ServerApp and Flower's in-process
 SuperLink run here, the ClientApps in Ray's workers.
@@ -27,6 +28,11 @@ from edgecvm.fleet.server_app import RoundSettings, make_server_app
 from edgecvm.formats.bundle import load_bundle, load_head_and_anchors
 
 
+class CrashingNode(DeviceNode):
+    def share(self, dtype: str = "float32") -> tuple[dict[str, np.ndarray], dict[str, object]]:
+        raise RuntimeError("this device went away mid-round")
+
+
 class ForgedNode(DeviceNode):
     def share(self, dtype: str = "float32") -> tuple[dict[str, np.ndarray], dict[str, object]]:
         arrays, meta = super().share(dtype)
@@ -42,6 +48,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--forge", type=int, default=-1)
+    parser.add_argument("--crash", type=int, default=-1)
     parser.add_argument("--result", type=Path, required=True)
     args = parser.parse_args()
 
@@ -53,7 +60,8 @@ def main() -> None:
 
     def device(context: Context) -> DeviceNode:
         i = int(context.node_config["partition-id"])
-        return (ForgedNode if i == args.forge else DeviceNode)(args.states / f"device-{i}", args.bundle)
+        kind = {args.forge: ForgedNode, args.crash: CrashingNode}.get(i, DeviceNode)
+        return kind(args.states / f"device-{i}", args.bundle)
 
     tracemalloc.start()
     run_simulation(make_server_app(settings), make_client_app(device), num_supernodes=args.nodes,

@@ -1,10 +1,11 @@
-"""A fleet round in Flower's Simulation Engine on real features: five devices' state dirs, one of them forged.
+"""A fleet round in Flower's Simulation Engine on real features: six devices' state dirs, one forged, one failing.
 
 Tiny-ImageNet features from `make eval`'s cache (20 classes x 100 training images, dealt at random over four
 honest devices; skipped without them or without flwr[simulation]). After one round every honest device's state
 holds one learner's statistics on all their images (float32 rounding) and answers as that learner within 0.1
 point (the discriminant alone: the ConSE blend is fitted on each device's own replay buffer); the forged update
-is refused by the server, naming its node, and the round completes with the others.
+is refused by the server, naming its node, a node whose ClientApp fails mid-round is left out, and the round
+completes with the others.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from edgecvm.learning.learner import Learner, LearnerConfig  # noqa: E402
 from edgecvm.learning.merge import from_class_statistics  # noqa: E402
 
 pytestmark = [pytest.mark.data, pytest.mark.slow]
-CLASSES, TRAIN, HONEST, FORGED = 20, 100, 4, 4  # device 4 (the fifth) is forged
+CLASSES, TRAIN, HONEST, FORGED, FAILING = 20, 100, 4, 4, 5  # devices 4 and 5 come after the honest ones
 SIMULATE = Path(__file__).resolve().parent / "simulate.py"
 
 
@@ -66,7 +67,7 @@ def test_one_round_teaches_every_device_what_the_fleet_was_taught(table: Feature
         return [table.concepts[y] for y in table.labels[rows]]
 
     parts = np.array_split(train, HONEST)
-    for i, part in enumerate([*parts, parts[0][:50]]):  # the forged device was taught a little of device 0's
+    for i, part in enumerate([*parts, parts[0][:50], parts[1][:50]]):  # the last two: a little of devices 0, 1
         device = Learner(head, anchors, LearnerConfig(method="lda"))
         device.observe_features(table.features[part], names(part))
         save_state(tmp_path / f"device-{i}", device, identity)
@@ -76,7 +77,8 @@ def test_one_round_teaches_every_device_what_the_fleet_was_taught(table: Feature
     result = tmp_path / "result.json"
     with tempfile.TemporaryDirectory(prefix="r", dir="/tmp") as ray_tmp:  # Ray's socket path: short
         proc = subprocess.Popen([sys.executable, str(SIMULATE), "--states", str(tmp_path), "--bundle", str(bundle),
-                                 "--nodes", str(HONEST + 1), "--forge", str(FORGED), "--result", str(result)],
+                                 "--nodes", str(HONEST + 2), "--forge", str(FORGED), "--crash", str(FAILING),
+                                 "--result", str(result)],
                                 env=offline_env(os.environ, ray_tmpdir=ray_tmp), start_new_session=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
@@ -89,7 +91,7 @@ def test_one_round_teaches_every_device_what_the_fleet_was_taught(table: Feature
     ((node, why),) = round_["refused"].items()
     assert node.startswith("node ") and node in why and "absurdly large" in why
     assert round_["samples"] == train.size and round_["concepts"] == CLASSES
-    assert not round_["dropped"] and not round_["declined"]
+    assert len(round_["dropped"]) == 1 and not round_["declined"]
 
     truth = names(val)
     want = single.method.stats
@@ -108,3 +110,5 @@ def test_one_round_teaches_every_device_what_the_fleet_was_taught(table: Feature
             _discriminant(bundle, device).predict_features(table.features[val]), truth, strict=True)])
         assert abs(accuracy - single_accuracy) <= 0.001, (i, accuracy, single_accuracy)
     assert single_accuracy > 0.5
+    for i in (FORGED, FAILING):  # left out of the round: their states as they were
+        assert load_state(tmp_path / f"device-{i}", head, anchors, identity).method.stats.n == 50
