@@ -35,14 +35,14 @@ def devices(tmp_path: Path, test_bundle: Path) -> dict:
             "clusters": clusters, "nodes": {d: DeviceNode(tmp_path / d, test_bundle) for d in "ab"}}
 
 
-def _round(nodes: dict[str, DeviceNode]) -> None:
+def _round(nodes: dict[str, DeviceNode], dtype: str = "float32") -> None:
     """What the server and the nodes do in one round (server_app.py without Flower)."""
     total = FleetTotal()
     for name, node in nodes.items():
-        assert total.add(*node.share(), name)
+        assert total.add(*node.share(dtype), name)
     arrays, config = encode(Update(total.identity, total.statistics))
     for name, node in nodes.items():
-        node.adopt(arrays, config, total.accepted[name])
+        node.adopt(arrays, config, total.accepted[name], dtype)
 
 
 def _load(devices: dict, name: str) -> Learner:
@@ -62,6 +62,17 @@ def test_rounds_teach_every_device_and_never_count_twice(devices: dict):
     _round(devices["nodes"])
     a = _load(devices, "a")
     assert a.method.stats.n == 45 and own_statistics(a).n == 20 and devices["names"][3] in a.known
+
+
+def test_a_float16_round_gives_the_float32_rounds_statistics_to_its_precision(devices: dict):
+    _round(devices["nodes"], "float16")
+    half = _load(devices, "a").method.stats
+    _round(devices["nodes"])
+    full = _load(devices, "a").method.stats
+    np.testing.assert_array_equal(half.counts, full.counts)
+    np.testing.assert_allclose(half.sums, full.sums, rtol=0, atol=2e-3 * np.abs(full.sums).max())
+    scatter = full.within_scatter()
+    np.testing.assert_allclose(half.within_scatter(), scatter, rtol=0, atol=2e-3 * np.abs(scatter).max())
 
 
 def test_a_total_that_does_not_hold_the_state_as_it_is_now_is_refused(devices: dict, test_bundle: Path):
