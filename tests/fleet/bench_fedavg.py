@@ -44,7 +44,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="also write the lines to this file")
     args = parser.parse_args()
-    os.environ.update(offline_env(os.environ, ray_tmpdir=tempfile.mkdtemp(prefix="r", dir="/tmp")))  # before Ray
+    ray_tmp = tempfile.mkdtemp(prefix="r", dir="/tmp")  # Ray's socket path: short
+    os.environ.update(offline_env(os.environ, ray_tmpdir=ray_tmp))  # this program's own environment, before Ray
     bundle = load_bundle(args.bundle)
     head, anchors = load_head_and_anchors(bundle)
     table = load_features(bundle, load_profile("host"), Path(args.data), resources.user_cache_dir())
@@ -102,6 +103,7 @@ def main() -> None:
                        backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}})
     finally:
         shutil.rmtree(shares)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     if args.json:
         args.json.write_text("".join(json.dumps(line) + "\n" for line in lines))
 
