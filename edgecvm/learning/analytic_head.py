@@ -72,7 +72,7 @@ _LOW_RANK_ROWS = 512  # the first scatter updates, kept as rows (2.6 MB at F = 1
 _ANCHOR_RIDGE = 1e-4  # rho: keeps A A' invertible when two anchors nearly coincide
 _MIN_COUNT = 2  # a sample calibrates the blend only if the solved head knew its class from >= this many
 _CALIBRATION_LR = 0.02
-_MAX_FEATURE = 1e9  # larger |values| would overflow the float32 scatter (squared, summed): the update is skipped
+MAX_FEATURE = 1e9  # larger |values| would overflow the float32 scatter (squared, summed): the update is skipped
 _MIN_SOLVE_EVERY = 16  # samples between solves while few have been seen (an F x F solve is ~0.1 s)
 _MIN_RESCUE_SHRINKAGE = 1e-6  # the first shrinkage tried when the covariance is numerically not positive definite
 _CALIBRATION_POOL = 256  # replayed samples the blend is fitted on (128 / 256 / 512 compared in docs/results.md)
@@ -306,7 +306,9 @@ class AnalyticHead:
         self.base = head
         self.shrinkage = shrinkage
         self.use_conse = use_conse and head.conse is not None
-        self.stats = ClassStatistics(head.feature_dim, dtype)
+        self.stats = ClassStatistics(head.feature_dim, dtype)  # what the head is solved from
+        # In a fleet (learning/fleet.py): what this device learned itself, while ``stats`` also holds the others'
+        self.own: ClassStatistics | None = None
         self.pool = CalibrationPool(calibration_pool if self.use_conse else 0, head.feature_dim)
         self.anchors = np.zeros((0, head.concept_dim), dtype=np.float32)  # the learner's known anchors, by row
         # log of the discriminant's scale, and the ConSE gain; start: the ConSE head as exported
@@ -325,7 +327,7 @@ class AnalyticHead:
     def update(
         self, features: np.ndarray, targets: np.ndarray, known_anchors: np.ndarray, replay: ReplayBatch | None
     ) -> float:
-        if not float(np.max(np.abs(features), initial=0.0)) < _MAX_FEATURE:  # also NaN/Inf: skip, state unchanged
+        if not float(np.max(np.abs(features), initial=0.0)) < MAX_FEATURE:  # also NaN/Inf: skip, state unchanged
             return math.nan
         pooled = self.use_conse and replay is not None and self.pool.capacity > 0
         if pooled:  # the blend is fitted on replayed samples at the next solve (blend_calibration.py)
@@ -333,6 +335,8 @@ class AnalyticHead:
         # Without replay the new samples calibrate it, test-then-train; either way their loss is reported.
         loss = self._calibrate(features, targets, step=not pooled) if self.use_conse else 0.0
         self.stats.add(features.astype(self.stats.dtype, copy=False), targets)
+        if self.own is not None:
+            self.own.add(features.astype(self.own.dtype, copy=False), targets)
         self.anchors = np.array(known_anchors, dtype=np.float32)
         self._since_solve += features.shape[0]
         self._since_refit += features.shape[0]
@@ -343,6 +347,14 @@ class AnalyticHead:
         if self._since_refit >= min(_SOLVE_EVERY, max(_MIN_SOLVE_EVERY, self.stats.n // 8)):
             self._solve(refit=True)
         return loss
+
+    def adopt_statistics(self, stats: ClassStatistics, own: ClassStatistics, known_anchors: np.ndarray) -> None:
+        """Solve from ``stats`` from now on (a fleet's and this device's, learning/fleet.py), while ``own`` goes on
+        adding what this device learns itself: shared again, it never counts anything twice."""
+        self.stats, self.own = stats, own
+        self.anchors = np.array(known_anchors, dtype=np.float32)
+        self._solved, self._projection = None, None
+        self._solve(refit=True)
 
     def _calibrate(self, features: np.ndarray, targets: np.ndarray, step: bool = True) -> float:
         """The last solved head's loss on the new samples, and (``step``) one Adam step on (log_scale, conse_gain) against it."""
@@ -513,6 +525,8 @@ class AnalyticHead:
 
     def state_arrays(self) -> dict[str, np.ndarray]:
         arrays = {f"stats.{k}": v for k, v in self.stats.state_arrays().items()}
+        if self.own is not None:
+            arrays.update({f"own.{k}": v for k, v in self.own.state_arrays().items()})
         arrays.update({f"blend.{k}": v for k, v in self.blend.items()})
         arrays.update({f"opt.{k}": v for k, v in self.optimizer.state_arrays().items()})
         arrays.update({f"pool.{k}": v for k, v in self.pool.state_arrays().items()})
@@ -526,6 +540,13 @@ class AnalyticHead:
     def load_state_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
         try:
             self.stats.load_state_arrays({k[6:]: v for k, v in arrays.items() if k.startswith("stats.")})
+            own = {k[4:]: v for k, v in arrays.items() if k.startswith("own.")}
+            self.own = ClassStatistics(self.stats.feature_dim, self.stats.dtype) if own else None
+            if self.own is not None:
+                self.own.load_state_arrays(own)
+                size = self.own.counts.size
+                if size > self.stats.counts.size or (self.own.counts > self.stats.counts[:size]).any():
+                    raise ValueError("the device's own class statistics hold more samples than the head's")
             anchors, blend = arrays["anchors"], {k: arrays[f"blend.{k}"] for k in self.blend}
             pool = {k[5:]: v for k, v in arrays.items() if k.startswith("pool.")}
             if pool:  # states written before the pool existed have none: it refills from replay
@@ -567,7 +588,8 @@ class AnalyticHead:
         # the solve's temporaries are gone: the larger of the two phases counts, not their sum
         projection = f * d * 8 + f * d * 4 + d * 4
         calibration = self.pool.capacity * (classes + d) * 4  # the open-set evidence of the pooled samples
-        return (self.stats.nbytes(classes) + exported + solved + max(solve + fit, projection)
+        own = self.own.nbytes(classes) if self.own is not None else 0
+        return (self.stats.nbytes(classes) + own + exported + solved + max(solve + fit, projection)
                 + self.pool.nbytes() + calibration)
 
 
