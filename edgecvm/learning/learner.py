@@ -42,6 +42,7 @@ from edgecvm.learning.head_methods import DEFAULT_METHOD, HeadMethod, make_head_
 from edgecvm.learning.open_set import (
     DEFAULT_TARGET_TPR,
     UNKNOWN,
+    Evidence,
     OpenSetHead,
     calibrate_threshold,
     known_score,
@@ -229,7 +230,7 @@ class Learner:
         evidence = self.method.evidence(features)  # type: ignore[attr-defined]  # an OpenSetHead: open_set_threshold checked
         if evidence is None:
             return None
-        return known_score(evidence, self._best_untaught(evidence.zero_shot)) - threshold, evidence.zero_shot
+        return known_score(evidence, self._best_untaught(evidence)) - threshold, evidence.zero_shot
 
     def open_set_threshold(self) -> float | None:
         """The calibrated open-set threshold for the known concepts now; None when open-set answers are off, the
@@ -240,22 +241,24 @@ class Learner:
         if calibration is None or len(self.known) == len(self.anchors):
             return None
         if self._threshold is None or self._threshold[0] is not calibration or self._threshold[1] != len(self.known):
-            scores = known_score(calibration, self._best_untaught(calibration.zero_shot))
+            scores = known_score(calibration, self._best_untaught(calibration))
             self._threshold = (calibration, len(self.known), calibrate_threshold(scores, self.config.unknown_tpr))
         return self._threshold[2]
 
-    def _untaught_similarities(self, embeddings: np.ndarray) -> np.ndarray:
-        """(n, N) cosines with every anchor, -inf at the taught concepts (scored as the anchors are held: an int8
-        file is never expanded to float32)."""
+    def _untaught_similarities(self, embeddings: np.ndarray, scale: float = 1.0) -> np.ndarray:
+        """(n, N) ``scale`` x the cosines with every anchor, -inf at the taught concepts (scored as the anchors are
+        held: an int8 file is never expanded to float32)."""
         sims = self.anchors.similarities(embeddings)
+        sims *= scale
         sims[:, list(self._known_rows)] = -np.inf
         return sims
 
-    def _best_untaught(self, zero_shot: np.ndarray) -> np.ndarray:
-        """(n,) each ConSE embedding's best cosine with an untaught concept, UNTAUGHT_ROWS rows at a time, so a
-        replay buffer scored against 21,843 anchors needs no (n, 21,843) matrix."""
-        return np.concatenate([self._untaught_similarities(zero_shot[start : start + UNTAUGHT_ROWS]).max(axis=1)
-                               for start in range(0, len(zero_shot), UNTAUGHT_ROWS)] or [np.zeros(0, np.float32)])
+    def _best_untaught(self, evidence: Evidence) -> np.ndarray:
+        """(n,) ``max_u gain * conse(f) . a_u``, the best untaught concept's zero-shot logit, UNTAUGHT_ROWS rows at a
+        time, so a replay buffer scored against 21,843 anchors needs no (n, 21,843) matrix."""
+        rows = evidence.zero_shot
+        return np.concatenate([self._untaught_similarities(rows[start : start + UNTAUGHT_ROWS], evidence.gain).max(1)
+                               for start in range(0, len(rows), UNTAUGHT_ROWS)] or [np.zeros(0, np.float32)])
 
     def _similarities(self, embeddings: np.ndarray, vocab: Vocab) -> tuple[Sequence[str], np.ndarray]:
         """The vocabulary's names and each embedding's cosine with each of them."""

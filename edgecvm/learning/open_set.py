@@ -93,11 +93,11 @@ def validate_target_tpr(target_tpr: float) -> float:
 
 def known_score(evidence: Evidence, best_untaught: np.ndarray) -> np.ndarray:
     """(n,) ``known(f)`` of the module docstring: how much more the head believes a taught concept than the
-    zero-shot branch believes an untaught one. ``best_untaught``: (n,) ``max_u conse(f) . a_u``."""
+    zero-shot branch believes an untaught one. ``best_untaught``: (n,) ``max_u gain * conse(f) . a_u``."""
     z = evidence.known_logits.astype(np.float64)
     top = z.max(axis=1)
     score = top + np.log(np.exp(z - top[:, None]).sum(axis=1))
-    return score - ZERO_SHOT_WEIGHT * evidence.gain * best_untaught
+    return score - ZERO_SHOT_WEIGHT * best_untaught
 
 
 def calibrate_threshold(scores: np.ndarray, target_tpr: float) -> float | None:
