@@ -48,6 +48,14 @@ def test_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def real_features(tiny_zip: Path, test_bundle: Path, tmp_path_factory: pytest.TempPathFactory):
+    """(bundle, Tiny-ImageNet features of it): make eval's cache, else a 20-class slice (tests/eval_features.py)."""
+    import eval_features
+
+    return eval_features.features(tiny_zip, test_bundle, tmp_path_factory.mktemp("features"))
+
+
+@pytest.fixture(scope="session")
 def encoder_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``test_bundle`` with the int8 text encoder (``export --text-encoder``), exported once per session (~40 s)."""
     from edgecvm.offline.export import export_bundle

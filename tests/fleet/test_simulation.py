@@ -1,7 +1,8 @@
 """A fleet round in Flower's Simulation Engine on real features: six devices' state dirs, one forged, one failing.
 
-Tiny-ImageNet features from `make eval`'s cache (20 classes x 100 training images, dealt at random over four
-honest devices; skipped without them or without flwr[simulation]). After one round every honest device's state
+Tiny-ImageNet features (`make eval`'s cache, else a 20-class slice extracted for the session: tests/eval_features.py)
+of 20 classes, up to 100 training images each, dealt at random over four honest devices (skipped without the zip or
+without flwr[simulation]). After one round every honest device's state
 holds one learner's statistics on all their images (float32 rounding) and answers as that learner within 0.1
 point (the discriminant alone: the ConSE blend is fitted on each device's own replay buffer); the forged update
 is refused by the server, naming its node, a node whose ClientApp fails mid-round is left out, and the round
@@ -17,7 +18,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import eval_features
 import numpy as np
 import pytest
 
@@ -40,11 +40,6 @@ CLASSES, TRAIN, HONEST, FORGED, FAILING = 20, 100, 4, 4, 5  # devices 4 and 5 co
 SIMULATE = Path(__file__).resolve().parent / "simulate.py"
 
 
-@pytest.fixture(scope="module")
-def table(tiny_zip: Path) -> FeatureTable:
-    return eval_features.cached_features(tiny_zip, eval_features.eval_bundle())
-
-
 def _discriminant(bundle: Path, learner: Learner) -> Learner:
     """A learner solved from ``learner``'s statistics without the ConSE blend (what the merge guarantees)."""
     head, anchors = load_head_and_anchors(load_bundle(str(bundle)))
@@ -53,8 +48,9 @@ def _discriminant(bundle: Path, learner: Learner) -> Learner:
     return alone
 
 
-def test_one_round_teaches_every_device_what_the_fleet_was_taught(table: FeatureTable, tmp_path: Path):
-    bundle = eval_features.eval_bundle()
+def test_one_round_teaches_every_device_what_the_fleet_was_taught(real_features: tuple[Path, FeatureTable],
+                                                                   tmp_path: Path):
+    bundle, table = real_features
     head, anchors = load_head_and_anchors(load_bundle(str(bundle)))
     identity = StateIdentity.of_bundle(load_bundle(str(bundle)))
     rng = np.random.default_rng(0)

@@ -1,16 +1,15 @@
 """Real features: Tiny-ImageNet split over 20 devices, merged, answers as one learner taught everything.
 
-Uses ``make eval``'s bundle and feature cache (extracting here would take minutes; skipped without them), 20 classes
-x 100 training images, either one class per device or a random mix. The merged statistics must equal one
+Uses ``make eval``'s bundle and feature cache, else a 20-class slice extracted for the session
+(tests/eval_features.py): 20 classes x up to 100 training images, either one class per device or a random mix. The merged statistics must equal one
 learner's in float32 rounding, and a head solved from them (the discriminant alone: the ConSE blend is fitted
-on each device's own replay buffer) must score the same on the classes' 1,000 val images within 0.1 point.
+on each device's own replay buffer) must score the same on the classes' val images within 0.1 point.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import eval_features
 import numpy as np
 import pytest
 
@@ -26,13 +25,13 @@ CLASSES, TRAIN, DEVICES = 20, 100, 20
 
 
 @pytest.fixture(scope="module")
-def eval_bundle() -> Path:
-    return eval_features.eval_bundle()
+def eval_bundle(real_features: tuple[Path, FeatureTable]) -> Path:
+    return real_features[0]
 
 
 @pytest.fixture(scope="module")
-def table(tiny_zip: Path, eval_bundle: Path) -> FeatureTable:
-    return eval_features.cached_features(tiny_zip, eval_bundle)
+def table(real_features: tuple[Path, FeatureTable]) -> FeatureTable:
+    return real_features[1]
 
 
 def _learner(bundle: Path) -> Learner:
