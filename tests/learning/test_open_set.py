@@ -8,7 +8,7 @@ from synthetic_data import CONCEPTS, Clusters, anchor_set, head_params
 
 from edgecvm.errors import BadInputError
 from edgecvm.learning.learner import Learner, LearnerConfig
-from edgecvm.learning.open_set import UNKNOWN, calibrate_threshold
+from edgecvm.learning.open_set import UNKNOWN, ZERO_SHOT_WEIGHT, Evidence, calibrate_threshold, known_score
 
 F, D = 32, 16
 HEAD = head_params("linear", F, D, conse=True)
@@ -32,6 +32,15 @@ def test_the_threshold_of_gaussian_scores_accepts_the_target_share_of_new_ones(t
     threshold = calibrate_threshold(rng.normal(size=2000), target)
     assert threshold is not None
     assert np.mean(rng.normal(size=100_000) >= threshold) == pytest.approx(target, abs=0.015)
+
+
+def test_the_score_is_the_energy_of_the_taught_logits_minus_the_weighted_best_untaught_logit():
+    evidence = Evidence(np.array([[0.0, 0.0], [3.0, -50.0]], np.float32), np.zeros((2, D), np.float32), gain=2.0)
+    scores = known_score(evidence, np.array([0.1, 0.0]))
+    np.testing.assert_allclose(scores, [np.log(2.0) - ZERO_SHOT_WEIGHT * 0.1, 3.0], atol=1e-6)
+    # the same taught evidence, more zero-shot evidence for an untaught concept: less likely a taught one
+    assert np.all(np.diff(known_score(Evidence(evidence.known_logits[[0, 0]], evidence.zero_shot, 2.0),
+                                      np.array([0.1, 0.2]))) < 0)
 
 
 def test_too_few_or_non_finite_calibration_scores_set_no_threshold():
