@@ -13,7 +13,8 @@ Why the session is set up this way (figures in docs/benchmarks.md):
   data, so ORT never holds the parsed proto beside the tensors.
 - The CPU arena (``ort_cpu_arena``) pools activations: the backbone runs about
   twice as fast, for several MB more RSS. Profiles with memory to spare turn it
-  on; a 100 MB budget cannot afford it.
+  on; a 100 MB budget cannot afford it in ``learn``. ``predict`` turns it on
+  whenever its own plan with it fits (``device.predict_session``).
 - Not used: disabling MLAS weight pre-packing (saves memory only on an
   untrimmed heap) and pre-optimised ORT-format files (only a CPU-specific file
   keeps the fast NCHWc kernels; the portable one runs the backbone 2x slower).
