@@ -263,14 +263,13 @@ def open_device(
                   read_only, checkpointer, own, tuning is not None)
 
 
-
 def predict_session(profile: DeviceProfile, bundle: Bundle, learner: Learner,
                     heap_trimmed: bool) -> tuple[DeviceProfile, MemoryPlan]:
     """The profile a read-only (``predict``) session runs under, and its memory plan: with ONNX Runtime's CPU
     arena whenever that plan fits the budget, else the profile as it is.
 
     Why: with the arena off, each run's activations are mapped and zeroed afresh (page faults in the kernel),
-    which took about half of ``predict``'s CPU per 640 x 480 frame (docs/benchmarks.md). The arena keeps them
+    which took about 40 % of ``predict``'s CPU per 640 x 480 frame (docs/benchmarks.md). The arena keeps them
     between runs for ~2 MB of peak RSS in ``predict``, which holds no learning state; ``learn`` keeps the
     profile's choice, made for its own peak.
     """
