@@ -250,7 +250,7 @@ def open_device(
     plan.check(profile_)
     if tuning:
         process_tuning.release_clean_file_pages()  # import-time code: lowers the base that the session's transient peak stands on
-    extractor = FeatureExtractor(bundle_, session_profile, spin_between_runs=read_only)  # learning: the update thread needs them
+    extractor = FeatureExtractor(bundle_, session_profile, spin_between_runs=False)  # runtime.py: Spinning
     extractor.warm_up()
     if tuning:
         process_tuning.release_clean_file_pages()  # the graph parser and optimiser and first-run paths, never run again
