@@ -37,7 +37,9 @@ def test_teach_predict_checkpoint_close_and_resume(tmp_path: Path, test_bundle: 
         hits = [device.predict(path).concept == concept for concept in concepts
                 for path in _images(samples_dir, concept, "val")]
         prediction = device.predict(Image.open(_images(samples_dir, "lemon", "val")[0]), top_k=3)
-        assert len(prediction.top_k) == 3 and prediction.top_k[0] == (prediction.concept, prediction.score)
+        assert len(prediction.top_k) == 3 and prediction.top_k[0][1] == prediction.score
+        # the nearest taught concept, or "unknown" when the open-set score is under the calibrated threshold
+        assert prediction.concept == ("unknown" if prediction.unknown else prediction.top_k[0][0])
         assert {name for name, _ in prediction.top_k} <= set(concepts)  # vocabulary: the taught concepts
     assert sum(hits) / len(hits) > 0.8  # three classes: chance is a third
     assert state_path(state).is_file()  # closing checkpointed what was taught
