@@ -111,8 +111,7 @@ def time_stages(device: Device, manifest: Path, label: str,
 
 
 def predict_extractor(bundle: Bundle, profile: DeviceProfile) -> FeatureExtractor:
-    """A backbone session as ``predict`` has it (``profile``: device.predict_session's; pool threads stop spinning
-    when a run returns), warmed up."""
+    """A backbone session as ``predict`` has it (pool threads stop spinning when a run returns), warmed up."""
     extractor = FeatureExtractor(bundle, profile, spin_between_runs=False)
     extractor.warm_up()
     return extractor

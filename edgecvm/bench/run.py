@@ -58,7 +58,7 @@ from edgecvm.bench.rounds import (
     run_round,
     torch_reference_missing,
 )
-from edgecvm.device.device import open_device, predict_session
+from edgecvm.device.device import open_device
 from edgecvm.device.memory_plan import MB
 from edgecvm.device.profiles import DeviceProfile, profile_as_dict
 from edgecvm.errors import BadInputError
@@ -184,8 +184,7 @@ def bench_profile(profile: DeviceProfile, bundles: list[Bundle], manifest: Path,
     file_backed_mb = round(device.plan.file_backed_bytes / MB, 1)
     stages = time_stages(device, manifest, profile.name, progress)
     replay_capacity, head_method = device.learner.replay.capacity, device.learner.method.name  # the default resolved
-    predict_profile = predict_session(device.profile, bundle, device.learner, device.tuned)[0]
-    backbone = predict_extractor(bundle, predict_profile)
+    backbone = predict_extractor(bundle, measured)
     frames_in_manifest = sum(1 for _ in manifest.open()) - 1
 
     missing = torch_reference_missing() if torch_ref else "--no-torch-ref"
@@ -233,7 +232,6 @@ def bench_profile(profile: DeviceProfile, bundles: list[Bundle], manifest: Path,
         "profile": profile.name, "bundle": str(bundle.folder),
         "measured_with": {"resolution": measured.resolution, "precision": measured.precision,
                           "threads": measured.threads, "providers": providers, "ort_cpu_arena": measured.ort_cpu_arena,
-                          "predict_ort_cpu_arena": predict_profile.ort_cpu_arena,
                           "head_method": head_method},
         "notes": notes, "frames": frames, "bad_frames": bad_frames, "repeat": repeat, "stages": stages,
         "backbone_frames_per_s": round(median(r.backbone_fps for r in rounds), 2),  # type: ignore[type-var]

@@ -26,7 +26,7 @@ from PIL import Image
 
 from edgecvm.device import process_tuning
 from edgecvm.device.image_files import decode_image, to_rgb
-from edgecvm.device.memory_plan import MB, MemoryPlan, plan_for_learner
+from edgecvm.device.memory_plan import MemoryPlan, plan_for_learner
 from edgecvm.device.new_concepts import clean_name, embed_new_names, load_new_concepts, save_new_concepts
 from edgecvm.device.profiles import DeviceProfile, learner_config, load_profile
 from edgecvm.device.runtime import FeatureExtractor
@@ -241,16 +241,12 @@ def open_device(
         learner = Learner(head, anchors, config)
     else:
         learner = load_state(state, head, anchors, identity, config, fresh_if_empty=not read_only)
-    if read_only:
-        session_profile, plan = predict_session(profile_, bundle_, learner, heap_trimmed)
-    else:
-        session_profile = profile_
-        plan = plan_for_learner(profile_, bundle_.backbone_bytes, bundle_.manifest.input_size, learner,
-                                heap_trimmed=heap_trimmed)
+    plan = plan_for_learner(profile_, bundle_.backbone_bytes, bundle_.manifest.input_size, learner,
+                            learning=not read_only, heap_trimmed=heap_trimmed)
     plan.check(profile_)
     if tuning:
         process_tuning.release_clean_file_pages()  # import-time code: lowers the base that the session's transient peak stands on
-    extractor = FeatureExtractor(bundle_, session_profile, spin_between_runs=False)  # runtime.py: Spinning
+    extractor = FeatureExtractor(bundle_, profile_, spin_between_runs=False)  # runtime.py: Spinning
     extractor.warm_up()
     if tuning:
         process_tuning.release_clean_file_pages()  # the graph parser and optimiser and first-run paths, never run again
@@ -262,24 +258,3 @@ def open_device(
     return Device(bundle_, profile_, learner, identity, plan, extractor, None if state is None else Path(state),
                   read_only, checkpointer, own, tuning is not None)
 
-
-def predict_session(profile: DeviceProfile, bundle: Bundle, learner: Learner,
-                    heap_trimmed: bool) -> tuple[DeviceProfile, MemoryPlan]:
-    """The profile a read-only (``predict``) session runs under, and its memory plan: with ONNX Runtime's CPU
-    arena whenever that plan fits the budget, else the profile as it is.
-
-    Why: with the arena off, each run's activations are mapped and zeroed afresh (page faults in the kernel),
-    which took about 40 % of ``predict``'s CPU per 640 x 480 frame (docs/benchmarks.md). The arena keeps them
-    between runs for ~2 MB of peak RSS in ``predict``, which holds no learning state; ``learn`` keeps the
-    profile's choice, made for its own peak.
-    """
-    def plan(candidate: DeviceProfile) -> MemoryPlan:
-        return plan_for_learner(candidate, bundle.backbone_bytes, bundle.manifest.input_size, learner,
-                                learning=False, heap_trimmed=heap_trimmed)
-
-    if not profile.ort_cpu_arena:
-        with_arena = dataclasses.replace(profile, ort_cpu_arena=True)
-        arena_plan = plan(with_arena)
-        if arena_plan.total_bytes <= profile.memory_budget_mb * MB:
-            return with_arena, arena_plan
-    return profile, plan(profile)

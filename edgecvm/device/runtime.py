@@ -13,18 +13,18 @@ Why the session is set up this way (figures in docs/benchmarks.md):
   data, so ORT never holds the parsed proto beside the tensors.
 - The CPU arena (``ort_cpu_arena``) pools activations: the backbone runs about
   twice as fast, for several MB more RSS. Profiles with memory to spare turn it
-  on; a 100 MB budget cannot afford it in ``learn``. ``predict`` turns it on
-  whenever its own plan with it fits (``device.predict_session``).
+  on; a 100 MB budget cannot afford it.
 - Not used: disabling MLAS weight pre-packing (saves memory only on an
   untrimmed heap) and pre-optimised ORT-format files (only a CPU-specific file
   keeps the fast NCHWc kernels; the portable one runs the backbone 2x slower).
 - Spinning. ORT's pool threads spin-wait for work by default, also after a run
-  returns. That is ``predict``'s fastest mode, but in ``learn`` the head's
-  update thread needs those cores between runs. ``session.force_spinning_stop``
+  returns: the fastest mode for runs back to back (extracting an evaluation's
+  features), but on the device other threads need those cores between runs
+  (the head's update thread in ``learn``). ``session.force_spinning_stop``
   spins inside a run and stops when it returns, which beats turning spinning
   off (that also sleeps between the operators of a run). ``predict`` stops
   too: its pool thread otherwise spins while the main thread waits for the
-  pipeline's next frame (camera-sized frames: ~12 % of its CPU per frame,
+  pipeline's next frame (camera-sized frames: about a tenth of its CPU per frame,
   docs/benchmarks.md). ``device.open_device`` sets ``spin_between_runs=False``.
 - Threads. numpy's BLAS pool and ORT's pool, each as wide as the cores,
   thrash when the head's matmuls run between backbone calls (100x slower on 2

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import math
 import subprocess
 import sys
 from pathlib import Path
@@ -14,9 +12,6 @@ import pytest
 from PIL import Image
 
 import edgecvm
-from edgecvm.device.device import predict_session
-from edgecvm.device.memory_plan import MB, MemoryPlan
-from edgecvm.device.profiles import DeviceProfile
 from edgecvm.device.state import state_path
 
 
@@ -79,24 +74,6 @@ def test_without_a_state_dir_nothing_is_written_and_checkpoint_says_why(tmp_path
         device.teach(_images(samples_dir, "goldfish")[0], "goldfish")
         with pytest.raises(edgecvm.BadInputError, match="without a state dir"):
             device.checkpoint()
-
-
-def test_predict_pools_activations_when_its_plan_fits_and_learn_keeps_the_profile(test_bundle: Path) -> None:
-    def pooled(plan: MemoryPlan) -> bool:
-        return "with ORT arena" in plan.table()
-
-    reading, learning = edgecvm.open_device(test_bundle, read_only=True), edgecvm.open_device(test_bundle)
-    assert not reading.profile.ort_cpu_arena  # the host profile's own choice, made for learn
-    assert pooled(reading.plan) and not pooled(learning.plan)
-
-    def session_with_budget(mb: float) -> tuple[DeviceProfile, MemoryPlan]:
-        budget = dataclasses.replace(reading.profile, memory_budget_mb=mb)
-        return predict_session(budget, reading.bundle, reading.learner, heap_trimmed=True)
-
-    plain_mb, arena_mb = (session_with_budget(mb)[1].total_bytes / MB for mb in (1, 10_000))
-    assert plain_mb < arena_mb  # the plan counts the pooled activations as held
-    session, plan = session_with_budget(math.ceil(plain_mb))  # room for the plain plan only
-    assert not session.ort_cpu_arena and not pooled(plan)
 
 
 _PROCESS_PROBE = """
