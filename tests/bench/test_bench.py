@@ -84,7 +84,9 @@ def test_bench_reports_every_figure_and_what_it_measured(capsys, tmp_path: Path,
     memory = result["learn_memory"]
     at_peak = memory["at_peak_mb"]
     assert at_peak["anon"] + at_peak["file"] + at_peak["shmem"] == pytest.approx(at_peak["rss"], abs=0.3)
-    assert at_peak["rss"] <= memory["peak_rss_mb"] + 0.1 and at_peak["anon"] > 10 and at_peak["file"] > 1
+    # a sample of /proc's RSS and the kernel's high-water mark come from per-CPU counters summed at different
+    # moments: a sample may exceed the mark by a few hundred kB
+    assert at_peak["rss"] <= memory["peak_rss_mb"] + 1.0 and at_peak["anon"] > 10 and at_peak["file"] > 1
     assert memory["max_anon_mb"] >= at_peak["anon"] and memory["max_file_mb"] >= at_peak["file"]
     assert list(memory["phases"]) == PHASES and memory["peak_phase"] in PHASES
     assert max(p["peak"] for p in memory["phases"].values()) == memory["phases"][memory["peak_phase"]]["peak"]
