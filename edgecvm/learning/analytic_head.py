@@ -47,6 +47,7 @@ learning from them again would only count them twice.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable, Iterator, Mapping
 
@@ -62,9 +63,9 @@ from edgecvm.learning.replay import ReplayBatch
 from edgecvm.learning.spd_solve import (
     CholeskyFactor,
     cholesky_in_place,
+    low_rank_solver,
     panels,
     solve_factored,
-    solve_low_rank,
 )
 
 _PENDING = 64  # scatter updates buffered and added to the stored scatter 64 at a time
@@ -75,7 +76,9 @@ _CALIBRATION_LR = 0.02
 MAX_FEATURE = 1e9  # larger |values| would overflow the float32 scatter (squared, summed): the update is skipped
 _MIN_SOLVE_EVERY = 16  # samples between solves while few have been seen (an F x F solve is ~0.1 s)
 _MIN_RESCUE_SHRINKAGE = 1e-6  # the first shrinkage tried when the covariance is numerically not positive definite
-_CALIBRATION_POOL = 256  # replayed samples the blend is fitted on (128 / 256 / 512 compared in docs/results.md)
+_CALIBRATION_POOL = 1024  # replayed samples the open-set threshold is set on (its 5 % quantile: open_set.py)
+_BLEND_POOL = 256  # the most recent of them, which the blend is fitted on (128 / 256 / 512 compared in docs/results.md)
+_SOLVE_COLUMNS = 256  # pooled samples solved at once
 _SOLVE_EVERY = 256  # samples between scheduled solves once many have been seen
 # Without replay, a class calibrates the blend only if known from >= this x the median count (see _calibration_count)
 _CALIBRATE_FROM = 0.5
@@ -180,9 +183,10 @@ class ClassStatistics:
         self._scatter_into_lower(with_pending=True)
         return np.tril(self._square) + np.tril(self._square, -1).T
 
-    def solve(self, rhs: np.ndarray, shrinkage: float | None) -> tuple[np.ndarray | None, float]:
-        """``C^-1 rhs`` for the shrunk covariance C (see ``covariance_factor``) and the shrinkage used; None when C is
-        not numerically positive definite. Through the buffered rows while they are the whole scatter, else the factor."""
+    def solver(self, shrinkage: float | None) -> tuple[Callable[[np.ndarray], np.ndarray] | None, float]:
+        """A function giving ``C^-1 rhs`` for the shrunk covariance C (see ``covariance_factor``), for as many blocks
+        of right-hand sides as needed until the statistics change, and the shrinkage used; None when C is not
+        numerically positive definite. Through the buffered rows while they are the whole scatter, else the factor."""
         if self.low_rank:
             rows, n = self._pending[: self._n_pending], max(self.n, 1)
             gram = (rows @ rows.T).astype(np.float64)
@@ -191,11 +195,11 @@ class ClassStatistics:
             mu, shrinkage = self._shrinkage(diag, n, shrinkage, lambda: float(np.einsum("ij,ij->", gram, gram)) / (n * n))
             if shrinkage > 0.0:
                 try:
-                    return solve_low_rank(rows, gram, shrinkage * mu, (1.0 - shrinkage) / n, rhs), shrinkage
+                    return low_rank_solver(rows, gram, shrinkage * mu, (1.0 - shrinkage) / n), shrinkage
                 except np.linalg.LinAlgError:  # a numerically singular r x r system: the F x F factor decides
                     pass
         factor, used = self.covariance_factor(shrinkage)
-        return (None if factor is None else solve_factored(factor, rhs)), used
+        return (None if factor is None else functools.partial(solve_factored, factor)), used
 
     def _shrinkage(self, diag: np.ndarray, n: int, shrinkage: float | None,
                    squared_norm: Callable[[], float]) -> tuple[float, float]:
@@ -413,16 +417,11 @@ class AnalyticHead:
             pool_x, pool_y = self.pool.usable(counts)
         else:  # the pool only serves the blend's fit
             pool_x, pool_y = np.zeros((0, self.stats.feature_dim), np.float16), np.zeros(0, np.int64)
-        # Early on the pool holds each stored sample many times (256 replay draws from the few seen so far: 111
-        # distinct at n = 128): each distinct one is solved and scored by ConSE once.
-        distinct, column = distinct_rows(pool_x)
-        # One solve for the class means and the pooled samples: (F, K + u) = S^-1 [mu_1 .. mu_K, x_1 .. x_u]
-        solved, shrinkage = self._solve_covariance(np.concatenate([means, distinct.astype(means.dtype, copy=False)]).T)
-        # weights copied out: kept as a view, they would keep the pooled samples' columns (1.3 MB) alive until the next solve
-        weights, pool_solved = solved[:, : means.shape[0]].copy(), solved[:, means.shape[0]:]
+        solve, shrinkage = self._covariance_solver()
+        weights = solve(means.T)  # (F, K) = S^-1 [mu_1 .. mu_K]
         offsets = 0.5 * np.einsum("fk,kf->k", weights, means)
         if pool_y.size:
-            self._fit_blend(pool_x, pool_y, weights, offsets, pool_solved, means, shrinkage, distinct, column)
+            self._fit_blend(pool_x, pool_y, weights, offsets, solve, means, shrinkage)
         weights[:, ~seen] = 0.0  # a known concept without samples (cannot happen via the learner) scores 0
         # Centred across the known concepts: the same decision, but no shared offset for A+ to spread onto
         # the concepts not taught yet.
@@ -437,8 +436,8 @@ class AnalyticHead:
         if self.base.params:  # once, not at every solve
             self.base = dataclasses.replace(self.base, params={})
 
-    def _solve_covariance(self, rhs: np.ndarray) -> tuple[np.ndarray, float]:
-        """S^-1 rhs for the shrunk covariance S, and the shrinkage used.
+    def _covariance_solver(self) -> tuple[Callable[[np.ndarray], np.ndarray], float]:
+        """A function giving S^-1 rhs for the shrunk covariance S (until the statistics change), and the shrinkage used.
 
         With a tiny shrinkage and fewer samples than dimensions, S is positive
         definite only on paper and its float32 Cholesky can fail; the shrinkage
@@ -447,35 +446,49 @@ class AnalyticHead:
         """
         shrinkage = self.shrinkage
         while True:
-            solved, used = self.stats.solve(rhs, shrinkage)
-            if solved is not None:
-                return solved, used
+            solve, used = self.stats.solver(shrinkage)
+            if solve is not None:
+                return solve, used
             if used >= 1.0:  # a multiple of the identity: only NaN/Inf in the statistics can fail it
                 raise np.linalg.LinAlgError("the shrunk covariance is not positive definite even at shrinkage 1")
             shrinkage = min(1.0, max(10.0 * used, _MIN_RESCUE_SHRINKAGE))
 
-    def _fit_blend(self, x: np.ndarray, y: np.ndarray, weights: np.ndarray, offsets: np.ndarray, s_inv_distinct: np.ndarray,
-                   means: np.ndarray, shrinkage: float, distinct: np.ndarray, column: np.ndarray) -> None:
-        """Set (scale, gain) from the pooled replayed samples ``x`` = ``distinct[column]``, scored leave-one-out
-        (blend_calibration.py); ``s_inv_distinct`` is S^-1 of the distinct samples."""
+    def _fit_blend(self, x: np.ndarray, y: np.ndarray, weights: np.ndarray, offsets: np.ndarray,
+                   solve: Callable[[np.ndarray], np.ndarray], means: np.ndarray, shrinkage: float) -> None:
+        """Set (scale, gain) from the newest ``_BLEND_POOL`` of the pooled replayed samples ``x`` (oldest first) and
+        the open-set calibration from all of them, each scored leave-one-out (blend_calibration.py); ``solve`` gives
+        S^-1 rhs."""
         counts = self.stats.counts
-        scores = leave_one_out(x, y, weights, offsets, s_inv_distinct, means, counts, (1.0 - shrinkage) / self.stats.n,
-                               column)
+        # Early on the pool holds each stored sample many times (1,024 replay draws from the few seen so far): each
+        # distinct one is solved and scored by ConSE once, _SOLVE_COLUMNS at a time so the solve's (F, m) right-hand
+        # sides and solution stay ~1.3 MB each however large the pool.
+        distinct, column = distinct_rows(x)
+        downdate = (1.0 - shrinkage) / self.stats.n
+        scores = np.empty((y.size, counts.size))
+        for start in range(0, len(distinct), _SOLVE_COLUMNS):
+            s_inv = solve(distinct[start: start + _SOLVE_COLUMNS].astype(means.dtype).T)
+            rows = np.flatnonzero((column >= start) & (column < start + _SOLVE_COLUMNS))
+            scores[rows] = leave_one_out(x[rows], y[rows], weights, offsets, s_inv, means, counts, downdate,
+                                         column[rows] - start)
         if not np.isfinite(scores).all():  # a near-singular downdate: keep the blend the head has
             return
-        # in chunks: the classifier's (m, 1000) logits and their argpartition would be ~5 MB for the 256 pooled samples
+        # in chunks: the classifier's (m, 1000) logits and their argpartition would be ~20 MB for 1,024 pooled samples
         conse_distinct = np.concatenate([conse_embed(distinct[i: i + CHUNK], self.base.conse)
                                          for i in range(0, len(distinct), CHUNK)])
         prior = (conse_distinct @ self.anchors[: counts.size].T)[column]
-        spread = float(np.std(scores))
+        fit = slice(-_BLEND_POOL, None)
+        spread = float(np.std(scores[fit]))
         start = (1.0 / spread if spread > 0 else 1.0, self.base.conse.weight * self.base.temperature)
-        scale, gain = fit_blend(scores, prior, y, start)
+        scale, gain = fit_blend(scores[fit], prior[fit], y[fit], start)
         self.blend["log_scale"][0], self.blend["conse_gain"][0] = math.log(scale), gain
         self._scale_set = True
-        # The open-set threshold is set on the same samples (open_set.py): their logits as the device would answer,
-        # with the discriminant centred across the known concepts as _solve centres it.
-        logits = scale * (scores - scores.mean(axis=1, keepdims=True)) + gain * prior
-        self._calibration = Evidence(logits.astype(np.float32), conse_distinct[column], gain)
+        # The open-set threshold is set on every pooled sample (open_set.py; a 5 % quantile of 256 moved the share of
+        # taught frames accepted by +-2.5 points): their logits as the device would answer, with the discriminant
+        # centred across the known concepts as _solve centres it.
+        scores -= scores.mean(axis=1, keepdims=True)  # in place: (n, K) float64, 1.6 MB at 200 concepts
+        scores *= scale
+        scores += gain * prior
+        self._calibration = Evidence(scores.astype(np.float32), conse_distinct[column], gain)
 
     # ---- predicting -----------------------------------------------------------------------------
 
@@ -578,12 +591,14 @@ class AnalyticHead:
         exported = ProjectionHead(self.base).nbytes()  # its weights and the frozen ConSE branch
         solved = classes * (f * item + item + 8 + d * 4)  # LDA weights, offsets, counts, anchors at the last solve
         # the covariance is built and factored in the statistics' own array (no F x F here): the right-hand sides
-        # (means and pooled samples) and their solutions
-        solve = 2 * f * (classes + self.pool.capacity) * item
-        # the blend's fit, CHUNK pooled samples at a time: x, x - mu_y and S^-1 (x - mu_y) in float64, the classifier's
-        # 1,000 logits and their argpartition, the top-T anchors; then every sample's scores
+        # (means, then pooled samples _SOLVE_COLUMNS at a time) and their solutions
+        solve = 2 * f * (classes + min(self.pool.capacity, _SOLVE_COLUMNS)) * item
+        # scoring the pool, CHUNK samples at a time: x, x - mu_y and S^-1 (x - mu_y) in float64, the classifier's
+        # 1,000 logits and their argpartition, the top-T anchors; then every sample's scores, prior and logits, and
+        # the blend's fit on the newest _BLEND_POOL (its (n, K, 2) stack and temporaries)
         top_t = self.base.conse.top_t if self.base.conse is not None else 0
-        fit = min(self.pool.capacity, CHUNK) * (3 * f * 8 + top_t * d * 4 + 1000 * 12) + self.pool.capacity * 4 * classes * 8
+        fit = (min(self.pool.capacity, CHUNK) * (3 * f * 8 + top_t * d * 4 + 1000 * 12)
+               + self.pool.capacity * 4 * classes * 8 + min(self.pool.capacity, _BLEND_POOL) * 6 * classes * 8)
         # predicting turns the solution into a linear head (float64 weights, then the float32 head it keeps), after
         # the solve's temporaries are gone: the larger of the two phases counts, not their sum
         projection = f * d * 8 + f * d * 4 + d * 4

@@ -46,8 +46,8 @@ _RIDGE = 1e-9  # keeps the 2 x 2 Hessian invertible when one of the two scores i
 class CalibrationPool:
     """The most recent replayed samples (a random sample of the replay buffer), in a ring of fixed size.
 
-    float16 like the replay buffer they come from, so 256 rows of 1,280
-    features cost 0.7 MB.
+    float16 like the replay buffer they come from, so 1,024 rows of 1,280
+    features cost 2.6 MB.
     """
 
     def __init__(self, capacity: int, feature_dim: int) -> None:
@@ -67,12 +67,13 @@ class CalibrationPool:
 
     def usable(self, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Features (float16, as stored) and labels of the rows whose class has >= 2 examples (leave-one-out needs
-        one left). Not widened to float32: each use casts them exactly, and a float32 copy was 1.3 MB more at the
-        peak of ``learn`` (the solve, held next to its right-hand sides)."""
-        labels = self.labels[: self.size]
+        one left), oldest first. Not widened to float32: each use casts them exactly, and a float32 copy was 1.3 MB
+        more at the peak of ``learn`` (the solve, held next to its right-hand sides)."""
+        order = np.roll(np.arange(self.size), -self._next) if self.size == self.capacity else np.arange(self.size)
+        labels = self.labels[order]
         keep = labels < counts.size
         keep[keep] = counts[labels[keep]] >= 2
-        return self.features[: self.size][keep], labels[keep]
+        return self.features[order[keep]], labels[keep]
 
     def state_arrays(self) -> dict[str, np.ndarray]:
         return {"features": self.features[: self.size], "labels": self.labels[: self.size],
@@ -86,8 +87,12 @@ class CalibrationPool:
             raise ValueError(f"calibration pool has shapes {features.shape}, {labels.shape}, {nxt.shape}")
         if (labels < 0).any() or not np.isfinite(features).all():
             raise ValueError("calibration pool holds negative labels or NaN/Inf")
+        nxt = int(nxt[0])
+        if size < self.capacity and nxt != size:  # the full ring of a smaller pool: oldest first, then grow from it
+            order = np.roll(np.arange(size), -nxt)
+            features, labels, nxt = features[order], labels[order], size
         self.features[:size], self.labels[:size] = features, labels
-        self.size, self._next = size, int(nxt[0])
+        self.size, self._next = size, nxt
 
     def nbytes(self) -> int:
         return self.features.nbytes + self.labels.nbytes

@@ -19,7 +19,7 @@ by construction, and the factor costs half the flops of LU.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -93,8 +93,9 @@ def solve_factored(factor: CholeskyFactor, b: np.ndarray) -> np.ndarray:
     return x
 
 
-def solve_low_rank(rows: np.ndarray, gram: np.ndarray, alpha: float, gamma: float, b: np.ndarray) -> np.ndarray:
-    """x with ``(alpha I + gamma rows' rows) x = b`` for ``alpha > 0``, through the r x r ``gram`` = rows rows'.
+def low_rank_solver(rows: np.ndarray, gram: np.ndarray, alpha: float, gamma: float) -> Callable[[np.ndarray], np.ndarray]:
+    """A function giving x with ``(alpha I + gamma rows' rows) x = b`` for ``alpha > 0``, through the r x r
+    ``gram`` = rows rows'; raises ``LinAlgError`` here when that r x r system is numerically singular.
 
     Why: while a covariance has been built from r < F rows, Woodbury's
     identity turns the F x F system into an r x r one,
@@ -105,14 +106,23 @@ def solve_low_rank(rows: np.ndarray, gram: np.ndarray, alpha: float, gamma: floa
     measured 21 + 9 ms for the factor and solve of the analytic head's
     1280 x 1280 covariance, against a few ms here for r up to ~200. The
     small system is solved in float64 (``gram`` is float64), so a tiny
-    ``alpha / gamma`` costs accuracy only in the last step. ``b`` is not changed.
+    ``alpha / gamma`` costs accuracy only in the last step. The returned
+    function can be called for several blocks of right-hand sides, and does not change ``b``.
     """
-    x = np.array(b, dtype=np.result_type(rows, b), order="C")
-    x /= alpha
-    if gamma == 0.0 or rows.shape[0] == 0:
+    def scaled(b: np.ndarray) -> np.ndarray:
+        x = np.array(b, dtype=np.result_type(rows, b), order="C")
+        x /= alpha
         return x
-    system = gram + (alpha / gamma) * np.eye(gram.shape[0])
-    coefficients = np.linalg.solve(system, (rows @ b).astype(np.float64))
-    x -= rows.T @ (coefficients / alpha).astype(x.dtype)
-    return x
 
+    if gamma == 0.0 or rows.shape[0] == 0:
+        return scaled
+    system = gram + (alpha / gamma) * np.eye(gram.shape[0])
+    np.linalg.cholesky(system)  # positive definite by construction: failing, it is numerically singular
+
+    def solve(b: np.ndarray) -> np.ndarray:
+        x = scaled(b)
+        coefficients = np.linalg.solve(system, (rows @ b).astype(np.float64))
+        x -= rows.T @ (coefficients / alpha).astype(x.dtype)
+        return x
+
+    return solve

@@ -54,7 +54,7 @@ def test_the_covariance_is_factorised_beside_the_statistics_without_changing_the
 
 @pytest.mark.parametrize("shrinkage", [None, 0.05])
 def test_early_solves_use_the_buffered_rows_and_agree_with_the_factor(shrinkage: float | None):
-    """Until the first flush the scatter is only its buffered rows: ``solve`` goes through them (Woodbury),
+    """Until the first flush the scatter is only its buffered rows: ``solver`` goes through them (Woodbury),
     the square array is not even written, and the answer is the factor's."""
     f = 256  # F/2 = 128 rows are buffered before the first flush
     clusters = Clusters(6, f, seed=1)
@@ -65,7 +65,8 @@ def test_early_solves_use_the_buffered_rows_and_agree_with_the_factor(shrinkage:
     assert stats.low_rank and 64 < stats.state_arrays()["pending"].shape[0] < 128
     assert stats.state_arrays()["scatter"].shape == (0, f)  # a checkpoint holds the rows, not an F x F array of zeros
     rhs = np.random.default_rng(2).standard_normal((f, 9))
-    solved, used = stats.solve(rhs, shrinkage)
+    solve, used = stats.solver(shrinkage)
+    solved = solve(rhs)
     assert not stats._square.any()  # the statistics' square array was never touched
     factor, used_by_factor = stats.covariance_factor(shrinkage)
     assert used == pytest.approx(used_by_factor, rel=1e-9) and (shrinkage is None or used == shrinkage)
@@ -74,7 +75,7 @@ def test_early_solves_use_the_buffered_rows_and_agree_with_the_factor(shrinkage:
     clone = ClassStatistics(f, np.float64)  # a state saved in the low-rank phase resumes in it
     clone.load_state_arrays({k: v.copy() for k, v in stats.state_arrays().items()})
     assert clone.low_rank
-    np.testing.assert_array_equal(clone.solve(rhs, shrinkage)[0], solved)
+    np.testing.assert_array_equal(clone.solver(shrinkage)[0](rhs), solved)
 
     stats.add(x[100:], labels[100:])  # past 128 rows: flushed into the square array, 64-row buffer from then on
     assert not stats.low_rank and stats.state_arrays()["pending"].shape[0] < 64
@@ -82,7 +83,9 @@ def test_early_solves_use_the_buffered_rows_and_agree_with_the_factor(shrinkage:
     centred = x - np.stack([x[labels == c].mean(axis=0) for c in range(6)])[labels]
     np.testing.assert_allclose(stats.within_scatter(), centred.T @ centred, rtol=1e-9, atol=1e-9)
     n = labels.size
-    solved, used = stats.solve(rhs, 0.05)
+    solve, used = stats.solver(0.05)
+    solved = solve(rhs)
+    np.testing.assert_allclose(solve(rhs[:, :4]), solved[:, :4], rtol=1e-9, atol=1e-12 * np.abs(solved).max())  # block after block
     expected = 0.95 * centred.T @ centred / n + 0.05 * np.trace(centred.T @ centred / n) / f * np.eye(f)
     np.testing.assert_allclose(solved, np.linalg.solve(expected, rhs), rtol=1e-7, atol=1e-7 * np.abs(solved).max())
 

@@ -106,7 +106,8 @@ def test_pool_keeps_the_newest_rows_and_round_trips():
     for i in range(6):
         pool.add(np.full((1, F), i, np.float32), np.array([i % 3]))
     x, y = pool.usable(np.array([2, 2, 1]))  # class 2 has one example: left out (nothing would be left)
-    assert sorted(x[:, 0].tolist()) == [3.0, 4.0] and sorted(y.tolist()) == [0, 1]
+    assert x[:, 0].tolist() == [3.0, 4.0] and y.tolist() == [0, 1]  # oldest first
+    assert pool.usable(np.array([2, 2, 2]))[0][:, 0].tolist() == [2.0, 3.0, 4.0, 5.0]
     again = CalibrationPool(4, F)
     again.load_state_arrays(pool.state_arrays())
     pool.add(np.full((1, F), 9, np.float32), np.array([0]))
@@ -115,3 +116,13 @@ def test_pool_keeps_the_newest_rows_and_round_trips():
     broken = {**pool.state_arrays(), "features": np.full((2, F), np.nan, np.float16), "labels": np.zeros(2, np.int64)}
     with pytest.raises(ValueError, match="NaN"):
         CalibrationPool(4, F).load_state_arrays(broken)
+
+
+def test_a_full_pool_saved_at_a_smaller_capacity_resumes_oldest_first_and_grows():
+    small = CalibrationPool(4, F)
+    for i in range(6):  # the ring holds 2, 3, 4, 5 stored as 4, 5, 2, 3
+        small.add(np.full((1, F), i, np.float32), np.array([0]))
+    pool = CalibrationPool(8, F)
+    pool.load_state_arrays(small.state_arrays())
+    pool.add(np.full((2, F), 6, np.float32), np.array([0, 0]))
+    assert pool.usable(np.array([9]))[0][:, 0].tolist() == [2.0, 3.0, 4.0, 5.0, 6.0, 6.0]

@@ -7,7 +7,7 @@ import pytest
 from synthetic_data import Clusters, head_params
 
 from edgecvm.learning.analytic_head import AnalyticHead
-from edgecvm.learning.spd_solve import cholesky_in_place, solve_factored, solve_low_rank
+from edgecvm.learning.spd_solve import cholesky_in_place, low_rank_solver, solve_factored
 
 
 def _spd(n: int, dtype: type[np.floating], seed: int = 0) -> np.ndarray:
@@ -73,7 +73,9 @@ def test_low_rank_solve_equals_the_dense_solve(r: int, alpha: float, gamma: floa
     rows = np.random.default_rng(2).standard_normal((r, f))
     b = np.random.default_rng(3).standard_normal((f, 7))
     b_before = b.copy()
-    x = solve_low_rank(rows, rows @ rows.T, alpha, gamma, b)
+    solve = low_rank_solver(rows, rows @ rows.T, alpha, gamma)
+    x = solve(b)
     expected = np.linalg.solve(alpha * np.eye(f) + gamma * rows.T @ rows, b)
     np.testing.assert_allclose(x, expected, rtol=1e-8, atol=1e-10 * np.abs(expected).max())
     np.testing.assert_array_equal(b, b_before)
+    np.testing.assert_allclose(solve(b[:, 2:5]), expected[:, 2:5], rtol=1e-8, atol=1e-10 * np.abs(expected).max())
