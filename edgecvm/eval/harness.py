@@ -46,7 +46,7 @@ from edgecvm.formats.head_file import HeadParams
 from edgecvm.learning.head_methods import DEFAULT_METHOD
 from edgecvm.learning.learner import Learner, LearnerConfig
 from edgecvm.learning.open_set import DEFAULT_TARGET_TPR
-from edgecvm.learning.replay import ReplayBuffer
+from edgecvm.learning.replay import ReplayBuffer, capacity_for_bytes
 from edgecvm.reporting import ProgressFactory, silent
 
 PEERS = ("ncm", "slda", "softmax", "softmax-replay", "joint")
@@ -159,7 +159,8 @@ def _learner(ctx: MethodContext, head_method: str, replay_bytes: int) -> Learner
     config = LearnerConfig(method=None if variant else head_method, replay_bytes=replay_bytes,
                            batch_size=ctx.config.profile.batch_size, seed=ctx.config.seed,
                            unknown_tpr=ctx.config.unknown_tpr)
-    return Learner(ctx.head, ctx.anchors, config, method=make_variant(head_method, ctx.head) if variant else None)
+    method = make_variant(head_method, ctx.head, capacity_for_bytes(replay_bytes, ctx.head.feature_dim)) if variant else None
+    return Learner(ctx.head, ctx.anchors, config, method=method)
 
 
 def run(scenario: Scenario, names: Sequence[str], ctx: MethodContext,

@@ -19,11 +19,11 @@ from edgecvm.learning.analytic_head import AnalyticHead
 from edgecvm.learning.head_methods import HEAD_METHODS, HeadMethod
 
 # name -> factory, as in HEAD_METHODS; figures for each in docs/results.md
-VARIANTS: dict[str, Callable[[HeadParams], HeadMethod]] = {
+VARIANTS: dict[str, Callable[[HeadParams, int], HeadMethod]] = {
     # the discriminant alone, without the ConSE blend: what the blend adds
-    "lda-noconse": lambda head: AnalyticHead("lda-noconse", head, use_conse=False),
+    "lda-noconse": lambda head, replay_capacity: AnalyticHead("lda-noconse", head, use_conse=False),
     # the blend calibrated test-then-train on the new samples even with replay (what "lda" does without replay)
-    "lda-prequential": lambda head: AnalyticHead("lda-prequential", head, calibration_pool=0),
+    "lda-prequential": lambda head, replay_capacity: AnalyticHead("lda-prequential", head, calibration_pool=0),
 }
 
 
@@ -45,7 +45,8 @@ def check_head_method(name: str) -> None:
         raise BadInputError(f"unknown head method {name!r}; {hint}available: {', '.join(names)}")
 
 
-def make_variant(name: str, head: HeadParams) -> HeadMethod:
-    """A fresh method called ``name``, product or variant (``check_head_method``'s error otherwise)."""
+def make_variant(name: str, head: HeadParams, replay_capacity: int) -> HeadMethod:
+    """A fresh method called ``name``, product or variant (``check_head_method``'s error otherwise), for a learner
+    with a replay buffer of ``replay_capacity`` features."""
     check_head_method(name)
-    return (VARIANTS.get(name) or HEAD_METHODS[name])(head)
+    return (VARIANTS.get(name) or HEAD_METHODS[name])(head, replay_capacity)

@@ -76,12 +76,25 @@ _CALIBRATION_LR = 0.02
 MAX_FEATURE = 1e9  # larger |values| would overflow the float32 scatter (squared, summed): the update is skipped
 _MIN_SOLVE_EVERY = 16  # samples between solves while few have been seen (an F x F solve is ~0.1 s)
 _MIN_RESCUE_SHRINKAGE = 1e-6  # the first shrinkage tried when the covariance is numerically not positive definite
-_CALIBRATION_POOL = 1024  # replayed samples the open-set threshold is set on (its 5 % quantile: open_set.py)
+_CALIBRATION_POOL = 1024  # most replayed samples the open-set threshold is set on (calibration_pool_size)
 _BLEND_POOL = 256  # the most recent of them, which the blend is fitted on (128 / 256 / 512 compared in docs/results.md)
 _SOLVE_COLUMNS = 256  # pooled samples solved at once
 _SOLVE_EVERY = 256  # samples between scheduled solves once many have been seen
 # Without replay, a class calibrates the blend only if known from >= this x the median count (see _calibration_count)
 _CALIBRATE_FROM = 0.5
+
+
+def calibration_pool_size(replay_capacity: int) -> int:
+    """Replayed samples the head pools for a replay buffer of ``replay_capacity``: half of it, within
+    [``_BLEND_POOL``, ``_CALIBRATION_POOL``].
+
+    The open-set threshold is a 5 % quantile of the pooled samples' scores: over 256 it moved the share of taught
+    frames accepted by +-2.5 points from one solve to the next, over about 1,000 by about half that
+    (docs/results.md, "Open set"). The pool is drawn from the replay buffer, and its rows, their scores and ConSE
+    embeddings cost 4.5 KB each, so a profile that holds a smaller buffer holds a smaller pool (the Raspberry Pi
+    Zero 2 W's 1,000 features: 500).
+    """
+    return max(_BLEND_POOL, min(_CALIBRATION_POOL, replay_capacity // 2))
 
 
 class ClassStatistics:

@@ -22,7 +22,7 @@ import numpy as np
 
 from edgecvm.errors import BadInputError
 from edgecvm.formats.head_file import HeadParams
-from edgecvm.learning.analytic_head import AnalyticHead
+from edgecvm.learning.analytic_head import AnalyticHead, calibration_pool_size
 from edgecvm.learning.optim import Adam, Optimizer
 from edgecvm.learning.projection_head import ProjectionHead
 from edgecvm.learning.replay import ReplayBatch, SampleCache
@@ -133,28 +133,29 @@ class GradientHead:
         return self.head.nbytes() + self.optimizer.nbytes() + gradients + cache
 
 
-def _lda_head(head: HeadParams) -> HeadMethod:
-    return AnalyticHead("lda", head)
+def _lda_head(head: HeadParams, replay_capacity: int) -> HeadMethod:
+    return AnalyticHead("lda", head, calibration_pool=calibration_pool_size(replay_capacity))
 
 
-def _adam_head(head: HeadParams) -> HeadMethod:
+def _adam_head(head: HeadParams, replay_capacity: int) -> HeadMethod:
     return GradientHead("sgd", head, lambda params: Adam(params, lr=1e-3))
 
 
-# name -> factory(head params from the bundle) -> a fresh method. "lda" is the default: the best measured
+# name -> factory(head params from the bundle, the learner's replay capacity) -> a fresh method. "lda" is the default: the best measured
 # (docs/results.md); "sgd" is the lighter one for profiles whose budget cannot hold its statistics.
-HEAD_METHODS: dict[str, Callable[[HeadParams], HeadMethod]] = {
+HEAD_METHODS: dict[str, Callable[[HeadParams, int], HeadMethod]] = {
     "lda": _lda_head,  # closed form from streaming class statistics, Ledoit-Wolf shrinkage, fitted ConSE blend
     "sgd": _adam_head,  # gradient descent with Adam, lr 1e-3, temperature from the head file
 }
 DEFAULT_METHOD = "lda"
 
 
-def make_head_method(name: str, head: HeadParams) -> HeadMethod:
-    """Build the method called ``name``; unknown names fail with the closest ones."""
+def make_head_method(name: str, head: HeadParams, replay_capacity: int = 0) -> HeadMethod:
+    """Build the method called ``name`` for a learner with a replay buffer of ``replay_capacity`` features;
+    unknown names fail with the closest ones."""
     factory = HEAD_METHODS.get(name)
     if factory is None:
         close = difflib.get_close_matches(name, list(HEAD_METHODS), n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
         raise BadInputError(f"unknown head method {name!r}; {hint}available: {', '.join(HEAD_METHODS)}")
-    return factory(head)
+    return factory(head, replay_capacity)

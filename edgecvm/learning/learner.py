@@ -127,8 +127,9 @@ class Learner:
         self.feature_dim = head.feature_dim
         self.anchors = anchors
         self.extractor = extractor
-        self.method: HeadMethod = method or make_head_method(self.config.method or self.config.default_method, head)
         self.replay = ReplayBuffer.from_bytes(self.config.replay_bytes, head.feature_dim, self.config.seed)
+        self.method: HeadMethod = method or make_head_method(self.config.method or self.config.default_method, head,
+                                                             self.replay.capacity)
         self.counters = Counters()
         self.rng = np.random.default_rng(self.config.seed)
         self.known: list[str] = []  # in teaching order; row i of known_anchors

@@ -42,7 +42,7 @@ def test_cvm_names_resolve_from_both_registries_and_an_unknown_one_lists_them():
         with pytest.raises(BadInputError, match="lda, sgd, lda-noconse, lda-prequential"):
             method_names(f"cvm:{gone}")
     with pytest.raises(BadInputError, match="did you mean 'lda-noconse'"):
-        make_variant("lda-noconse2", head_params("linear", F, D))
+        make_variant("lda-noconse2", head_params("linear", F, D), 0)
 
 
 @pytest.mark.parametrize(("head_method", "cls", "use_conse"), [

@@ -31,7 +31,15 @@ def test_a_state_learned_with_a_research_variant_is_refused_by_name(tmp_path):
     head, anchors = head_params("linear", F, D, conse=True), anchor_set(D)
     identity = StateIdentity(bundle_sha256="b" * 64, anchors_sha256="a" * 64)
     learner = Learner(head, anchors, LearnerConfig(replay_bytes=50 * F * 2, batch_size=4))
-    learner.method = make_variant("lda-noconse", head)
+    learner.method = make_variant("lda-noconse", head, learner.replay.capacity)
     save_state(tmp_path, learner, identity)
     with pytest.raises(BadInputError, match=r"head method 'lda-noconse'.*\(lda, sgd\)"):
         load_state(tmp_path, head, anchors, identity, LearnerConfig())
+
+
+@pytest.mark.parametrize("features, pooled", [(0, 256), (400, 256), (1000, 500), (2000, 1000), (8000, 1024)])
+def test_the_lda_head_pools_half_the_learners_replay_buffer_within_256_and_1024(features: int, pooled: int):
+    """A profile with a smaller replay budget (the Pi Zero 2 W's 1,000 features) holds a smaller calibration pool."""
+    learner = Learner(head_params("linear", F, D, conse=True), anchor_set(D),
+                      LearnerConfig(replay_bytes=features * F * 2, method="lda"))
+    assert learner.replay.capacity == features and learner.method.pool.capacity == pooled

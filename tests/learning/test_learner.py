@@ -74,7 +74,7 @@ def test_each_update_mixes_the_new_samples_with_a_replay_minibatch(monkeypatch):
                           None if replay is None else (replay.features.copy(), replay.labels.copy())))
             return super().update(features, targets, known_anchors, replay)
 
-    monkeypatch.setitem(HEAD_METHODS, "spy", lambda head: Spy("spy", head, lambda p: Adam(p)))
+    monkeypatch.setitem(HEAD_METHODS, "spy", lambda head, replay_capacity: Spy("spy", head, lambda p: Adam(p)))
     learner, clusters = _learner(method="spy"), Clusters(3, F)
     _teach(learner, clusters, [0, 1, 2], per_class=20)
     assert calls[0][3] is None  # nothing to replay before the first sample
