@@ -31,7 +31,8 @@ many examples the device has seen: with five per class the prior is worth
 more than the noisy means. ``scale`` and ``conse_gain`` are therefore
 fitted at every scheduled solve on the last replayed samples, each scored
 as if it had been left out of the statistics (blend_calibration.py): the
-question the device faces at test time, asked of the head it has now.
+question the device faces at test time, asked of the head it has now. The
+open-set threshold (open_set.py) is set at the same time, on more of them.
 Without replay (a profile with no replay budget) they are learned
 *prequentially* instead: each new sample is first classified by the last
 solved head (test-then-train, before it joins the statistics), and one Adam
@@ -426,15 +427,12 @@ class AnalyticHead:
         seen = counts > 0
         means = np.zeros_like(self.stats.sums)
         means[seen] = self.stats.sums[seen] / counts[seen, None]
-        if refit:
-            pool_x, pool_y = self.pool.usable(counts)
-        else:  # the pool only serves the blend's fit
-            pool_x, pool_y = np.zeros((0, self.stats.feature_dim), np.float16), np.zeros(0, np.int64)
+        pooled = self.pool.usable_rows(counts) if refit else np.zeros(0, np.int64)  # the pool only serves the fit
         solve, shrinkage = self._covariance_solver()
         weights = solve(means.T)  # (F, K) = S^-1 [mu_1 .. mu_K]
         offsets = 0.5 * np.einsum("fk,kf->k", weights, means)
-        if pool_y.size:
-            self._fit_blend(pool_x, pool_y, weights, offsets, solve, means, shrinkage)
+        if pooled.size:
+            self._fit_blend(pooled, weights, offsets, solve, means, shrinkage)
         weights[:, ~seen] = 0.0  # a known concept without samples (cannot happen via the learner) scores 0
         # Centred across the known concepts: the same decision, but no shared offset for A+ to spread onto
         # the concepts not taught yet.
@@ -466,25 +464,28 @@ class AnalyticHead:
                 raise np.linalg.LinAlgError("the shrunk covariance is not positive definite even at shrinkage 1")
             shrinkage = min(1.0, max(10.0 * used, _MIN_RESCUE_SHRINKAGE))
 
-    def _fit_blend(self, x: np.ndarray, y: np.ndarray, weights: np.ndarray, offsets: np.ndarray,
+    def _fit_blend(self, pooled: np.ndarray, weights: np.ndarray, offsets: np.ndarray,
                    solve: Callable[[np.ndarray], np.ndarray], means: np.ndarray, shrinkage: float) -> None:
-        """Set (scale, gain) from the newest ``_BLEND_POOL`` of the pooled replayed samples ``x`` (oldest first) and
-        the open-set calibration from all of them, each scored leave-one-out (blend_calibration.py); ``solve`` gives
-        S^-1 rhs."""
-        counts = self.stats.counts
+        """Set (scale, gain) from the newest ``_BLEND_POOL`` of the pooled replayed samples (rows ``pooled`` of the
+        pool, oldest first) and the open-set calibration from all of them, each scored leave-one-out
+        (blend_calibration.py); ``solve`` gives S^-1 rhs."""
+        counts, x, y = self.stats.counts, self.pool.features, self.pool.labels[pooled]
         # Early on the pool holds each stored sample many times (1,024 replay draws from the few seen so far): each
         # distinct one is solved and scored by ConSE once, _SOLVE_COLUMNS at a time so the solve's (F, m) right-hand
         # sides and solution stay ~1.3 MB each however large the pool.
-        distinct, column = distinct_rows(x)
+        distinct, column = distinct_rows(x, pooled)
         downdate = (1.0 - shrinkage) / self.stats.n
         scores = np.empty((y.size, counts.size))
         for start in range(0, len(distinct), _SOLVE_COLUMNS):
             s_inv = solve(distinct[start: start + _SOLVE_COLUMNS].astype(means.dtype).T)
-            rows = np.flatnonzero((column >= start) & (column < start + _SOLVE_COLUMNS))
-            scores[rows] = leave_one_out(x[rows], y[rows], weights, offsets, s_inv, means, counts, downdate,
-                                         column[rows] - start)
+            members = np.flatnonzero((column >= start) & (column < start + _SOLVE_COLUMNS))
+            for i in range(0, members.size, CHUNK):
+                m = members[i: i + CHUNK]
+                scores[m] = leave_one_out(x[pooled[m]], y[m], weights, offsets, s_inv, means, counts, downdate,
+                                          column[m] - start)
         if not np.isfinite(scores).all():  # a near-singular downdate: keep the blend the head has
             return
+        self._calibration = None  # replaced below: not held next to its successor at the peak of ``learn``
         # in chunks: the classifier's (m, 1000) logits and their argpartition would be ~20 MB for 1,024 pooled samples
         conse_distinct = np.concatenate([conse_embed(distinct[i: i + CHUNK], self.base.conse)
                                          for i in range(0, len(distinct), CHUNK)])

@@ -65,15 +65,15 @@ class CalibrationPool:
             self._next = (self._next + 1) % self.capacity
             self.size = min(self.size + 1, self.capacity)
 
-    def usable(self, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Features (float16, as stored) and labels of the rows whose class has >= 2 examples (leave-one-out needs
-        one left), oldest first. Not widened to float32: each use casts them exactly, and a float32 copy was 1.3 MB
-        more at the peak of ``learn`` (the solve, held next to its right-hand sides)."""
+    def usable_rows(self, counts: np.ndarray) -> np.ndarray:
+        """Indices into ``features`` / ``labels`` of the rows whose class has >= 2 examples (leave-one-out needs one
+        left), oldest first. Indices, not a copy: the rows are read a chunk at a time, in float16 as stored (each use
+        casts them exactly), so scoring the pool holds no second copy of it at the peak of ``learn``."""
         order = np.roll(np.arange(self.size), -self._next) if self.size == self.capacity else np.arange(self.size)
         labels = self.labels[order]
         keep = labels < counts.size
         keep[keep] = counts[labels[keep]] >= 2
-        return self.features[order[keep]], labels[keep]
+        return order[keep]
 
     def state_arrays(self) -> dict[str, np.ndarray]:
         return {"features": self.features[: self.size], "labels": self.labels[: self.size],
@@ -98,16 +98,18 @@ class CalibrationPool:
         return self.features.nbytes + self.labels.nbytes
 
 
-def distinct_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The distinct rows of ``x`` (first occurrences, in order) and, per row, the index of its distinct row.
+def distinct_rows(x: np.ndarray, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct rows of ``x`` (or of ``x[rows]``, without copying the rest; first occurrences, in order) and,
+    per row, the index of its distinct row.
 
     By hashing each row's bytes: ``np.unique(axis=0)`` sorts rows as opaque
     records, 18 ms for 256 rows of 1,280 floats against under 1 ms here.
     """
+    rows = np.arange(len(x)) if rows is None else rows
     first: dict[bytes, int] = {}
-    column = np.array([first.setdefault(row.tobytes(), len(first)) for row in x], dtype=np.int64)
+    column = np.array([first.setdefault(x[i].tobytes(), len(first)) for i in rows], dtype=np.int64)
     keep = np.zeros(len(first), dtype=np.int64)
-    keep[column[::-1]] = np.arange(len(x))[::-1]  # the lowest row index of each distinct row wins (written last)
+    keep[column[::-1]] = rows[::-1]  # the lowest row index of each distinct row wins (written last)
     return x[keep], column
 
 
@@ -124,7 +126,7 @@ def leave_one_out(
     covariance ``(1 - shrinkage) scatter / N + shrinkage * mu I``.
 
     Scored ``CHUNK`` samples at a time: each sample's score depends on it alone, and its float64 working
-    arrays (n x F, three of them) would otherwise be ~8 MB for the 256 pooled samples at F = 1280.
+    arrays (n x F, three of them) would otherwise be ~8 MB per 256 pooled samples at F = 1280.
     """
     columns = np.arange(y.size) if columns is None else columns
     return np.concatenate([

@@ -58,6 +58,10 @@ def test_duplicate_samples_are_solved_once_and_scored_as_if_repeated():
     np.testing.assert_array_equal(distinct[column], x)
     assert len(distinct) == len(np.unique(picks)) < len(x)
     np.testing.assert_array_equal(distinct, base[list(dict.fromkeys(picks))])  # first occurrences, in order
+    some = np.array([3, 7, 7, 12, 3, 20])  # the distinct rows of a selection, read from the array in place
+    chosen, chosen_column = distinct_rows(x, some)
+    np.testing.assert_array_equal(chosen[chosen_column], x[some])
+    assert len(chosen) == len({x[i].tobytes() for i in some})
     p = np.linalg.inv(0.7 * _scatter(base, y_base) / len(base) + 0.3 * np.eye(F))
     means = np.stack([base[y_base == k].mean(axis=0) for k in range(K)])
     weights, offsets = p @ means.T, 0.5 * np.einsum("fk,kf->k", p @ means.T, means)
@@ -73,7 +77,8 @@ def test_the_pool_scores_its_float16_rows_as_their_exact_float32_values():
     x16, y = rng.normal(size=(K * N_PER, F)).astype(np.float16), np.repeat(np.arange(K), N_PER)
     pool = CalibrationPool(len(y), F)
     pool.add(x16, y)
-    rows, labels = pool.usable(np.full(K, N_PER))
+    index = pool.usable_rows(np.full(K, N_PER))
+    rows, labels = pool.features[index], pool.labels[index]
     assert rows.dtype == np.float16
     x32 = rows.astype(np.float32)
     means = np.stack([x32[labels == k].mean(axis=0) for k in range(K)])
@@ -105,9 +110,9 @@ def test_pool_keeps_the_newest_rows_and_round_trips():
     pool = CalibrationPool(4, F)
     for i in range(6):
         pool.add(np.full((1, F), i, np.float32), np.array([i % 3]))
-    x, y = pool.usable(np.array([2, 2, 1]))  # class 2 has one example: left out (nothing would be left)
-    assert x[:, 0].tolist() == [3.0, 4.0] and y.tolist() == [0, 1]  # oldest first
-    assert pool.usable(np.array([2, 2, 2]))[0][:, 0].tolist() == [2.0, 3.0, 4.0, 5.0]
+    index = pool.usable_rows(np.array([2, 2, 1]))  # class 2 has one example: left out (nothing would be left)
+    assert pool.features[index, 0].tolist() == [3.0, 4.0] and pool.labels[index].tolist() == [0, 1]  # oldest first
+    assert pool.features[pool.usable_rows(np.array([2, 2, 2])), 0].tolist() == [2.0, 3.0, 4.0, 5.0]
     again = CalibrationPool(4, F)
     again.load_state_arrays(pool.state_arrays())
     pool.add(np.full((1, F), 9, np.float32), np.array([0]))
@@ -125,4 +130,4 @@ def test_a_full_pool_saved_at_a_smaller_capacity_resumes_oldest_first_and_grows(
     pool = CalibrationPool(8, F)
     pool.load_state_arrays(small.state_arrays())
     pool.add(np.full((2, F), 6, np.float32), np.array([0, 0]))
-    assert pool.usable(np.array([9]))[0][:, 0].tolist() == [2.0, 3.0, 4.0, 5.0, 6.0, 6.0]
+    assert pool.features[pool.usable_rows(np.array([9])), 0].tolist() == [2.0, 3.0, 4.0, 5.0, 6.0, 6.0]
