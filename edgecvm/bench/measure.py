@@ -111,8 +111,8 @@ def time_stages(device: Device, manifest: Path, label: str,
 
 
 def predict_extractor(bundle: Bundle, profile: DeviceProfile) -> FeatureExtractor:
-    """A backbone session as ``predict`` has it (pool threads stop spinning when a run returns), warmed up."""
-    extractor = FeatureExtractor(bundle, profile, spin_between_runs=False)
+    """A backbone session as ``predict`` has it (pool threads never spin), warmed up."""
+    extractor = FeatureExtractor(bundle, profile, spinning=False)
     extractor.warm_up()
     return extractor
 

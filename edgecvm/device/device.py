@@ -246,7 +246,7 @@ def open_device(
     plan.check(profile_)
     if tuning:
         process_tuning.release_clean_file_pages()  # import-time code: lowers the base that the session's transient peak stands on
-    extractor = FeatureExtractor(bundle_, profile_, spin_between_runs=False)  # runtime.py: Spinning
+    extractor = FeatureExtractor(bundle_, profile_, spinning=False)  # runtime.py: Spinning
     extractor.warm_up()
     if tuning:
         process_tuning.release_clean_file_pages()  # the graph parser and optimiser and first-run paths, never run again

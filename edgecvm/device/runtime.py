@@ -17,15 +17,18 @@ Why the session is set up this way (figures in docs/benchmarks.md):
 - Not used: disabling MLAS weight pre-packing (saves memory only on an
   untrimmed heap) and pre-optimised ORT-format files (only a CPU-specific file
   keeps the fast NCHWc kernels; the portable one runs the backbone 2x slower).
-- Spinning. ORT's pool threads spin-wait for work by default, also after a run
-  returns: the fastest mode for runs back to back (extracting an evaluation's
-  features), but on the device other threads need those cores between runs
-  (the head's update thread in ``learn``). ``session.force_spinning_stop``
-  spins inside a run and stops when it returns, which beats turning spinning
-  off (that also sleeps between the operators of a run). ``predict`` stops
-  too: its pool thread otherwise spins while the main thread waits for the
-  pipeline's next frame (camera-sized frames: about a tenth of its CPU per frame,
-  docs/benchmarks.md). ``device.open_device`` sets ``spin_between_runs=False``.
+- Spinning. ORT's pool threads spin-wait for work by default, inside a run
+  (between its operators) and after it returns: the fastest mode for runs
+  back to back with nothing else to do (extracting an evaluation's
+  features). On the device other threads need those cores: the pipeline's
+  worker decodes and preprocesses the next camera-sized frame while the
+  backbone runs, and ``learn``'s update thread trains the head. With the
+  profile's threads as many as the cores, a spinning thread takes the core
+  the worker needs and the worker delays it in turn; measured on 2 cores with
+  640 x 480 frames (docs/benchmarks.md), spinning off altogether (threads
+  sleep between operators) cut CPU per frame by 6 % in ``predict`` and 12 %
+  in ``learn``, ``learn`` ran 8 % more frames/s and ``predict`` as many.
+  ``device.open_device`` sets ``spinning=False``.
 - Threads. numpy's BLAS pool and ORT's pool, each as wide as the cores,
   thrash when the head's matmuls run between backbone calls (100x slower on 2
   cores), so the device process runs BLAS on one thread and gives the
@@ -70,12 +73,11 @@ def select_providers(wanted: Sequence[str]) -> list[str]:
     return chosen
 
 
-def session_options(profile: DeviceProfile, spin_between_runs: bool = True) -> ort.SessionOptions:
-    """ORT options for a profile: threads, graph optimisation, the CPU arena, and whether pool threads keep
-    spinning after a run (``spin_between_runs``: off when another thread needs the cores then; module docstring)."""
+def session_options(profile: DeviceProfile, spinning: bool = True) -> ort.SessionOptions:
+    """ORT options for a profile: threads, graph optimisation, the CPU arena, and whether pool threads spin-wait
+    for work (``spinning``: off when other threads need the cores; module docstring)."""
     options = ort.SessionOptions()
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1")
-    options.add_session_config_entry("session.force_spinning_stop", "0" if spin_between_runs else "1")
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     options.intra_op_num_threads = profile.threads
     options.inter_op_num_threads = 1
     options.graph_optimization_level = _GRAPH_OPT[profile.graph_optimization]
@@ -85,14 +87,14 @@ def session_options(profile: DeviceProfile, spin_between_runs: bool = True) -> o
     return options
 
 
-def make_session(bundle: Bundle, profile: DeviceProfile, spin_between_runs: bool = True) -> ort.InferenceSession:
+def make_session(bundle: Bundle, profile: DeviceProfile, spinning: bool = True) -> ort.InferenceSession:
     """The one backbone session, after checking the profile runs at the bundle's input size."""
     if profile.resolution != bundle.manifest.input_size:
         raise BadInputError(f"profile {profile.name} runs at {profile.resolution} px but {bundle.folder} was exported at "
                             f"{bundle.manifest.input_size} px; export with a matching recipe (lite0-"
                             f"{profile.resolution}) or pick another profile")
     try:
-        session = ort.InferenceSession(str(bundle.backbone_path), sess_options=session_options(profile, spin_between_runs),
+        session = ort.InferenceSession(str(bundle.backbone_path), sess_options=session_options(profile, spinning),
                                        providers=select_providers(profile.execution_providers))
     except Exception as exc:  # onnxruntime raises its own exception types for bad models
         raise BadInputError(f"{bundle.backbone_path}: onnxruntime cannot load it ({exc}); re-export the bundle") from None
@@ -115,10 +117,10 @@ def _check_signature(bundle: Bundle, session: ort.InferenceSession) -> None:
 class FeatureExtractor:
     """Images → pooled backbone features, preprocessed exactly as at export time."""
 
-    def __init__(self, bundle: Bundle, profile: DeviceProfile, spin_between_runs: bool = True) -> None:
+    def __init__(self, bundle: Bundle, profile: DeviceProfile, spinning: bool = True) -> None:
         self.bundle = bundle
         self.preprocess = Preprocessor.from_manifest(bundle.manifest)
-        self.session = make_session(bundle, profile, spin_between_runs)
+        self.session = make_session(bundle, profile, spinning)
         self.input_name = self.session.get_inputs()[0].name
         self.feature_dim = bundle.manifest.feature_dim
 

@@ -102,19 +102,15 @@ def test_backbone_whose_graph_disagrees_with_the_manifest_is_refused(test_bundle
 
 
 @pytest.mark.parametrize("learning", [False, True])
-def test_a_device_stops_the_backbone_threads_spinning_between_runs(test_bundle: Path, learning: bool) -> None:
-    """The update thread and the pipeline's worker need the cores ORT's idle threads would spin on.
-
-    Both spin inside a run (sleeping between its operators made the backbone slower).
-    """
+def test_a_device_keeps_the_backbone_threads_from_spinning(test_bundle: Path, learning: bool) -> None:
+    """The update thread and the pipeline's worker need the cores ORT's waiting threads would spin on."""
     from edgecvm.device.device import open_device
 
     device = open_device(test_bundle, "host", None, read_only=not learning)
     options = device.extractor.session.get_session_options()
-    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "1"
-    assert options.get_session_config_entry("session.force_spinning_stop") == "1"
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
 
 
 def test_spinning_does_not_change_the_features(bundle, profile, extractor, images) -> None:
-    quiet = FeatureExtractor(bundle, profile, spin_between_runs=False)
+    quiet = FeatureExtractor(bundle, profile, spinning=False)
     np.testing.assert_array_equal(quiet.extract(images[:3]), extractor.extract(images[:3]))
