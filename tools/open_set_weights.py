@@ -1,6 +1,6 @@
 """How much to weigh the zero-shot evidence in the open-set score: a sweep over a 10-task class-incremental run.
 
-    python tools/open_set_weights.py --bundle B --data ZIP [--seed 0] [--holdout dev]
+    python tools/open_set_weights.py --bundle B --data ZIP [--seed 0] [--holdout dev] [--calibration-pool N]
 
 The device's ``Learner`` (head ``lda``, profile ``host``) learns the classes in
 10 tasks (the ``class-incremental`` scenario of ``edgecvm eval``). After every
@@ -11,13 +11,14 @@ and the log-sum-exp at temperature ``T``:
 
     T * logsumexp_k(z_k / T) - w * gain * max_u conse(f) . a_u
 
-and the threshold is set for 95 % TPR on the replayed samples. Printed per
+and the threshold is set for 95 % TPR on the replayed samples (the head's
+calibration pool: the host profile's, or ``--calibration-pool N``). Printed per
 (T, w): mean H over tasks 1-9 (answers over every concept: the taught concept
 the head puts first when accepted, the zero-shot branch's untaught concept when
 not), the smallest U after a task over U before learning, AUROC taught
 against untaught after task 5 (100 of the 200 classes taught) and its mean
 over tasks 1-9, and the share of the taught classes' images accepted after
-task 5. One run of the learner serves every (T, w). Features come from the
+task 5 and its range over tasks 1-9 (how well the threshold holds the 95 %). One run of the learner serves every (T, w). Features come from the
 evaluation's cache (``edgecvm eval`` fills it).
 """
 
@@ -35,6 +36,7 @@ from edgecvm.eval.gzsl import answers_over_vocabulary, harmonic_mean, seen_mask
 from edgecvm.eval.open_set import auroc
 from edgecvm.eval.scenarios import build_scenario
 from edgecvm.formats.bundle import load_bundle, load_head_and_anchors
+from edgecvm.learning.analytic_head import AnalyticHead
 from edgecvm.learning.learner import Learner
 from edgecvm.learning.open_set import Evidence, calibrate_threshold
 
@@ -61,6 +63,8 @@ def main() -> None:
     parser.add_argument("--data", required=True, type=Path)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--holdout", choices=("val", "dev"), default="dev")
+    parser.add_argument("--calibration-pool", type=int, help="replayed samples the threshold is set on "
+                        "(default: what the lda head pools for the host profile's replay buffer)")
     args = parser.parse_args()
     bundle, profile = load_bundle(args.bundle), load_profile("host")
     table = load_features(bundle, profile, args.data, resources.user_cache_dir(), list_dataset(args.data))
@@ -70,7 +74,9 @@ def main() -> None:
     truth = np.array([c.casefold() for c in scenario.concepts])[scenario.test.labels]
     names = np.array([n.casefold() for n in anchors.names])
     before_right = answers_over_vocabulary(Learner(head, anchors, learner_config(profile)), scenario)
-    learner = Learner(head, anchors, learner_config(profile))
+    config = learner_config(profile)
+    method = AnalyticHead("lda", head, calibration_pool=args.calibration_pool) if args.calibration_pool else None
+    learner = Learner(head, anchors, config, method=method)
     per_task = []  # (taught mask, known right, zero-shot right, U before, held-out and calibration (energy, untaught))
     for task in scenario.tasks[:-1]:  # after the last task nothing is untaught
         order = task.train.order
@@ -90,8 +96,10 @@ def main() -> None:
     half = len(per_task) // 2
     print(f"{args.holdout} images, {len(scenario.concepts)} classes in 10 tasks, seed {args.seed}; "
           f"threshold for {TARGET_TPR:.0%} TPR on the replayed samples")
-    print("| T | w | mean H | min U / U before | AUROC after task 5 | mean AUROC | accepted after task 5 |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+    print(f"calibration pool: {learner.method.pool.capacity} replayed samples")
+    print("| T | w | mean H | min U / U before | AUROC after task 5 | mean AUROC | accepted after task 5 "
+          "| accepted, tasks 1-9 |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for temperature in TEMPERATURES:
         for weight in WEIGHTS:
             rows = []
@@ -105,7 +113,8 @@ def main() -> None:
                              float(accepted[seen].mean())))
             h, ratio, area, accepted_share = np.array(rows).T
             print(f"| {temperature:g} | {weight} | {h.mean():.3f} | {ratio.min():.3f} | {area[half]:.3f} | "
-                  f"{area.mean():.3f} | {accepted_share[half]:.3f} |")
+                  f"{area.mean():.3f} | {accepted_share[half]:.3f} | "
+                  f"{accepted_share.min():.3f}-{accepted_share.max():.3f} |")
 
 
 if __name__ == "__main__":
