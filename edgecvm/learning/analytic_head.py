@@ -469,20 +469,23 @@ class AnalyticHead:
         """Set (scale, gain) from the newest ``_BLEND_POOL`` of the pooled replayed samples (rows ``pooled`` of the
         pool, oldest first) and the open-set calibration from all of them, each scored leave-one-out
         (blend_calibration.py); ``solve`` gives S^-1 rhs."""
-        counts, x, y = self.stats.counts, self.pool.features, self.pool.labels[pooled]
+        counts, y = self.stats.counts, self.pool.labels[pooled]
         # Early on the pool holds each stored sample many times (1,024 replay draws from the few seen so far): each
         # distinct one is solved and scored by ConSE once, _SOLVE_COLUMNS at a time so the solve's (F, m) right-hand
-        # sides and solution stay ~1.3 MB each however large the pool.
-        distinct, column = distinct_rows(x, pooled)
+        # sides and solution stay ~1.3 MB each however large the pool, and scored leave-one-out once per label.
+        distinct, column = distinct_rows(self.pool.features, pooled)
+        _, first, pair = np.unique(column * counts.size + y, return_index=True, return_inverse=True)
+        pair_column, pair_y = column[first], y[first]
         downdate = (1.0 - shrinkage) / self.stats.n
-        scores = np.empty((y.size, counts.size))
+        pair_scores = np.empty((first.size, counts.size))
         for start in range(0, len(distinct), _SOLVE_COLUMNS):
             s_inv = solve(distinct[start: start + _SOLVE_COLUMNS].astype(means.dtype).T)
-            members = np.flatnonzero((column >= start) & (column < start + _SOLVE_COLUMNS))
+            members = np.flatnonzero((pair_column >= start) & (pair_column < start + _SOLVE_COLUMNS))
             for i in range(0, members.size, CHUNK):
                 m = members[i: i + CHUNK]
-                scores[m] = leave_one_out(x[pooled[m]], y[m], weights, offsets, s_inv, means, counts, downdate,
-                                          column[m] - start)
+                pair_scores[m] = leave_one_out(distinct[pair_column[m]], pair_y[m], weights, offsets, s_inv, means,
+                                               counts, downdate, pair_column[m] - start)
+        scores = pair_scores[pair]
         if not np.isfinite(scores).all():  # a near-singular downdate: keep the blend the head has
             return
         self._calibration = None  # replaced below: not held next to its successor at the peak of ``learn``
