@@ -5,9 +5,11 @@
   replay minibatch). They run in line here (in the commands decoding and
   preprocessing overlap the backbone on the pipeline's worker, and the update
   overlaps the next backbone run on the update thread), so each cost is visible.
-* **The backbone alone** (``time_backbone``): a session set up as ``predict``'s
-  runs on frames preprocessed beforehand, in each round next to the commands'
-  runs: the ceiling that ``predict`` and ``learn`` are compared with.
+* **The backbone alone** (``time_backbone``): in a child process that opens
+  its device as ``predict`` does (cli/backbone_alone.py: why a process of its
+  own), the session runs on frames preprocessed beforehand, in each round next
+  to the commands' runs: the ceiling that ``predict`` and ``learn`` are
+  compared with.
 * **A camera-rate source** (``camera_latency``): a video played at its frame
   rate through the pipeline, backbone and head, as ``predict`` runs it; the
   time from each frame's arrival to its answer.

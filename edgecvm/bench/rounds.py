@@ -1,4 +1,5 @@
-"""One round of ``edgecvm bench``'s child runs (predict, learn, the torch reference) and statistics over rounds.
+"""One round of ``edgecvm bench``'s child runs (the backbone alone, predict, learn, the torch reference) and statistics
+over rounds.
 
 Why rounds: on a shared machine load comes in bursts, so the runs that are
 compared with each other run back to back, and a ratio is taken within each
@@ -78,7 +79,7 @@ class Round:
     frames: int
     bad_frames: int
     backbone_fps: float | None = None
-    backbone_cpu_s: float | None = None  # per frame, the session alone (in the bench process)
+    backbone_cpu_s: float | None = None  # per frame, the session alone (its own child process)
     predict_cpu_s: float | None = None  # CPU seconds of the stream loop (all threads), from the child's summary
     learn_cpu_s: float | None = None
     learn_memory: dict[str, object] | None = None  # see ``learn_memory``
@@ -106,11 +107,18 @@ def learn_memory(run: ChildRun, summary: dict[str, object]) -> dict[str, object]
 
 
 def run_round(name: str, bundle: Bundle, child_yaml: Path, manifest: Path, state: Path, measured: DeviceProfile,
-              torch_ref: bool, head_method: str, backbone: tuple[float, float] | None = None) -> Round:
-    """The real ``predict`` and ``learn`` commands (and the torch reference) in child processes."""
+              torch_ref: bool, head_method: str) -> Round:
+    """The backbone alone (cli/backbone_alone.py), the real ``predict`` and ``learn`` commands (and the torch
+    reference), each in its own child process."""
     common = ("--bundle", bundle.folder, "--stream", manifest, "--profile", child_yaml, "--json")
     frames = sum(1 for _ in manifest.open()) - 1
     limit = CHILD_TIMEOUT_S + CHILD_TIMEOUT_PER_FRAME_S * frames
+    backbone = run_child([sys.executable, "-m", "edgecvm.cli.backbone_alone", "--bundle", str(bundle.folder),
+                          "--profile", str(child_yaml), "--stream", str(manifest), "--frames", str(frames)],
+                         timeout_s=limit)
+    if backbone.code != 0:
+        raise BadInputError(f"bench {name}: the backbone alone failed: {backbone.error()}")
+    alone = json.loads(backbone.lines[-1])
     predict = run_child(edgecvm_argv("predict", *common, "--vocab", "all"), marker='"event": "frame"', timeout_s=limit)
     learn = run_child(edgecvm_argv("learn", *common, "--state", state, "--head-method", head_method), timeout_s=limit)
     for command, run in (("predict", predict), ("learn", learn)):
@@ -119,7 +127,7 @@ def run_round(name: str, bundle: Bundle, child_yaml: Path, manifest: Path, state
     summary, predicted = _summary(learn.lines), _summary(predict.lines)
     result = Round(predicted["frames_per_s"], summary["frames_per_s"], predict.first_match_s,
                    predict.peak_rss_mb, learn.peak_rss_mb, int(summary["frames"]), int(summary["bad_frames"]),
-                   *(backbone or (None, None)), predicted.get("cpu_s"), summary.get("cpu_s"),
+                   alone["frames_per_s"], alone["cpu_s_per_frame"], predicted.get("cpu_s"), summary.get("cpu_s"),
                    learn_memory(learn, summary))
     if result.bad_frames == result.frames:
         raise BadInputError(f"bench {name}: none of the {result.frames} frames of {manifest} could be read")

@@ -4,7 +4,7 @@ The default input is camera-shaped (camera_input.py: the sample at
 640 x 480 px, and the same frames as a 30 frames/s video); the 64 px sample
 is ``--stream sample``. For each profile: per-stage latency
 (measure.time_stages), the backbone alone on preprocessed frames and the
-real ``predict`` and ``learn`` commands in child processes, side by side in
+real ``predict`` and ``learn`` commands, each in its own child process, side by side in
 each round (frames/s, their ratios to the backbone, CPU seconds per frame),
 latency from arrival to answer on the camera-rate video, the peak RSS of
 ``learn`` with its anonymous and file-backed parts and the phase where it
@@ -46,7 +46,6 @@ from edgecvm.bench.camera_input import camera_sample, camera_video
 from edgecvm.bench.measure import (
     camera_latency,
     predict_extractor,
-    time_backbone,
     time_stages,
     write_frame_manifest,
 )
@@ -184,7 +183,6 @@ def bench_profile(profile: DeviceProfile, bundles: list[Bundle], manifest: Path,
     file_backed_mb = round(device.plan.file_backed_bytes / MB, 1)
     stages = time_stages(device, manifest, profile.name, progress)
     replay_capacity, head_method = device.learner.replay.capacity, device.learner.method.name  # the default resolved
-    backbone = predict_extractor(bundle, measured)
     frames_in_manifest = sum(1 for _ in manifest.open()) - 1
 
     missing = torch_reference_missing() if torch_ref else "--no-torch-ref"
@@ -192,16 +190,15 @@ def bench_profile(profile: DeviceProfile, bundles: list[Bundle], manifest: Path,
     for i in range(repeat):
         log(f"bench {profile.name}: backbone alone, then predict, learn{'' if missing else ', torch reference'} in "
             f"child processes (round {i + 1}/{repeat})")
-        fps, cpu = time_backbone(backbone, manifest, frames_in_manifest)
         rounds.append(run_round(profile.name, bundle, child_yaml, manifest, work / f"state-{profile.name}-{i}",
-                                measured, torch_ref=missing is None, head_method=head_method,
-                                backbone=(round(fps, 2), round(cpu, 5))))
+                                measured, torch_ref=missing is None, head_method=head_method))
     if isinstance(video, Path):
         log(f"bench {profile.name}: a {video.name} played at its frame rate, arrival to answer")
-        camera: dict[str, object] = camera_latency(backbone, device.learner, video, frames_in_manifest)
+        camera: dict[str, object] = camera_latency(predict_extractor(bundle, measured), device.learner, video,
+                                                   frames_in_manifest)
     else:
         camera = {"source": None, "reason": video or "no video given", "p50_ms": None, "p95_ms": None}
-    del device, backbone
+    del device
     predict_fps = round(median(r.predict_fps for r in rounds), 2)
     learn_fps = round(median(r.learn_fps for r in rounds), 2)
     learn_rss = max(r.learn_rss_mb for r in rounds)

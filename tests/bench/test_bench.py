@@ -212,3 +212,16 @@ def test_an_unlabelled_stream_is_refused(capsys, test_bundle: Path, samples_dir:
 def test_a_child_that_overruns_is_killed_with_its_launcher() -> None:
     run = run_child([sys.executable, "-c", "import time; print('up', flush=True); time.sleep(60)"], timeout_s=1)
     assert run.code != 0 and "timed out after 1 s" in run.error() and run.lines == ["up\n"]
+
+
+def test_the_backbone_alone_is_timed_in_a_process_opened_as_predicts(tmp_path: Path, test_bundle: Path,
+                                                                      samples_dir: Path) -> None:
+    argv = [sys.executable, "-m", "edgecvm.cli.backbone_alone", "--profile", "host", "--stream",
+            str(samples_dir / "val"), "--frames", "5"]
+    run = run_child([*argv, "--bundle", str(test_bundle)], timeout_s=120)
+    assert run.code == 0, run.stderr
+    timed = json.loads(run.lines[-1])
+    assert set(timed) == {"frames_per_s", "cpu_s_per_frame"} and timed["frames_per_s"] > 0 and timed["cpu_s_per_frame"] > 0
+    missing = run_child([*argv, "--bundle", str(tmp_path / "no-bundle")], timeout_s=120)
+    assert missing.code == 2 and missing.error().startswith("edgecvm: error: ") and "no-bundle" in missing.error()
+    assert "Traceback" not in missing.stderr
