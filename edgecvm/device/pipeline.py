@@ -19,7 +19,10 @@ counted.
 
 The consumer iterates ``Prepared`` items in source order; an error raised by
 the stream (a lost camera) is re-raised in the consumer after the frames
-prepared before it.
+prepared before it. An item's batch is valid until the consumer takes the
+next item: the worker writes frames into two batches in turn, so no frame
+allocates (and the kernel maps and zeroes) a fresh 0.6 MB input
+(docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ from edgecvm.device.streams import Frame, Stream
 
 @dataclass(frozen=True)
 class Prepared:
-    """A frame with its backbone input, a (1, 3, S, S) float32 batch (None for a frame that could not be read)."""
+    """A frame with its backbone input, a (1, 3, S, S) float32 batch (None for a frame that could not be read;
+    overwritten once the item after the next is prepared: module docstring)."""
 
     frame: Frame
     batch: np.ndarray | None
@@ -55,6 +59,9 @@ class FramePipeline:
         self._closed = False
         self._thread = threading.Thread(target=self._work, name="edgecvm-prepare", daemon=True)
         self._started = False  # the worker starts with the first iteration
+        size = preprocess.input_size
+        self._batches = [np.empty((1, 3, size, size), dtype=np.float32) for _ in range(2)]
+        self._prepared = 0
 
     def __iter__(self) -> Iterator[Prepared]:
         if not self._started:
@@ -75,7 +82,8 @@ class FramePipeline:
     def _prepare(self, frame: Frame) -> Prepared:
         if frame.error is not None or frame.image is None:
             return Prepared(frame, None)
-        batch = np.empty((1, 3, self.preprocess.input_size, self.preprocess.input_size), dtype=np.float32)
+        batch = self._batches[self._prepared % 2]  # the consumer holds the other one, at most
+        self._prepared += 1
         self.preprocess(frame.image, batch[0])
         return Prepared(frame, batch)
 

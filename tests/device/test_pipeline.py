@@ -70,6 +70,21 @@ def test_a_file_source_gives_every_frame_in_order() -> None:
     assert consumed == list(range(6))
 
 
+def test_frames_are_prepared_into_two_batches_in_turn_never_into_the_one_in_use() -> None:
+    stream = ScriptedStream(7)
+    stream.gates[5] = gate = threading.Event()  # the worker waits here, after preparing frame 4
+    with FramePipeline(stream, PRE) as pipeline:
+        items = iter(pipeline)
+        taken = [next(items) for _ in range(5)]  # frame 2 is corrupt: no batch, no buffer used
+        first, second, bad, third, fourth = taken
+        assert bad.batch is None
+        assert third.batch is first.batch and fourth.batch is second.batch and first.batch is not second.batch
+        np.testing.assert_array_equal(third.batch[0], PRE(image(3)))  # frame 4 was prepared while 3 was in use
+        np.testing.assert_array_equal(fourth.batch[0], PRE(image(4)))
+        gate.set()
+        assert [int(item.frame.origin.split("#")[1]) for item in items] == [5, 6]
+
+
 def test_the_worker_reads_the_next_frame_while_the_consumer_holds_this_one() -> None:
     stream = ScriptedStream(4)
     with FramePipeline(stream, PRE) as pipeline:

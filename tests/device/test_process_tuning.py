@@ -1,4 +1,5 @@
-"""Process set-up: glibc heap retention, OpenSSL kept out, start-up pages released (all Linux-specific)."""
+"""Process set-up: glibc heap retention, OpenSSL kept out, Pillow reusing image memory, start-up pages released
+(mostly Linux-specific)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,37 @@ def test_limit_heap_retention_applies_on_glibc_linux():
         assert applied is True
     else:
         assert applied is False
+
+
+_IMAGE_MEMORY_PROBE = """
+import io
+from PIL import Image
+from edgecvm.device.process_tuning import reuse_image_memory
+frame = io.BytesIO()
+Image.new("RGB", (640, 480), (90, 120, 30)).save(frame, "JPEG")
+def decode():
+    image = Image.open(io.BytesIO(frame.getvalue()))
+    image.load()
+    return image.resize((224, 224), Image.Resampling.BILINEAR, box=(0, 0, 480, 480))
+decode()
+before = Image.core.get_stats()["reused_blocks"]
+for _ in range(5):
+    decode()
+without = Image.core.get_stats()["reused_blocks"] - before
+applied = reuse_image_memory()
+decode()
+before = Image.core.get_stats()["reused_blocks"]
+for _ in range(5):
+    decode()
+print(applied, without, Image.core.get_stats()["reused_blocks"] - before)
+"""
+
+
+def test_reuse_image_memory_hands_a_freed_frames_memory_to_the_next_frame():
+    out = subprocess.run([sys.executable, "-c", _IMAGE_MEMORY_PROBE], capture_output=True, text=True, check=True)
+    applied, without, reused = out.stdout.split()
+    assert applied == "True"
+    assert int(without) == 0 and int(reused) == 10  # each of 5 frames: the decoded frame and its crop
 
 
 _OPENSSL_PROBE = """
