@@ -20,7 +20,7 @@ import sys
 from dataclasses import dataclass
 
 _M_TRIM_THRESHOLD = -1  # glibc mallopt parameter
-IMAGE_BLOCKS_CACHED = 2  # a frame and its resized crop: reuse_image_memory
+IMAGE_BLOCKS_CACHED = 3  # a frame, its resize's intermediate and its crop: reuse_image_memory
 _MADV_DONTNEED = 4  # Linux madvise advice
 _SMAPS_HEADER = re.compile(r"([0-9a-f]+)-([0-9a-f]+) (\S{4}) \S+ \S+ \S+\s*(.*)")
 _BLAS_THREAD_SETTERS = (  # numpy >= 2 wheels bundle scipy-openblas; older ones plain OpenBLAS
@@ -69,16 +69,17 @@ def limit_heap_retention(threshold: int = 64 * 1024) -> bool:
 def reuse_image_memory(blocks: int = IMAGE_BLOCKS_CACHED) -> bool:
     """Let Pillow keep the memory of the last ``blocks`` images freed for the next ones; True when applied.
 
-    Why: with the heap trimmed, each decoded camera frame (0.9 MB at 640 x
-    480) and its resized crop are fresh mappings that the kernel faults in
-    and zeroes, and unmaps again when they are freed, interrupting the
-    backbone's threads. Pillow's block cache (off by default) hands a freed
-    image's memory to the next image: the pipeline's worker decodes frame i+1
-    into the memory of frame i-1, which the consumer has just let go. Two
-    blocks are the steady state; each cached block is at most Pillow's block
-    size (16 MB). Measured with the pipeline on 640 x 480 frames, together with
-    its two reused input batches (docs/benchmarks.md): ~750 fewer page faults
-    per frame.
+    Why: with the heap trimmed, each decoded camera frame (1.2 MB at 640 x
+    480: Pillow keeps RGB in 4 bytes a pixel) and the two images its resize
+    makes are fresh mappings that the kernel faults in and zeroes, and unmaps
+    again when they are freed, beside the backbone's threads. Pillow's block
+    cache (off by default) hands a freed image's memory to the next image.
+    Three blocks are the steady state of the pipeline's worker (a frame, the
+    resize's intermediate and its output, each reused at its own size); with
+    two, the blocks are resized on every frame and nothing is saved. Each
+    cached block is at most Pillow's block size (16 MB). Measured on one
+    thread over 100 camera-sized frames (docs/benchmarks.md): decode and
+    preprocess 2.8 -> 2.1 ms of CPU, 301 -> 22 page faults per frame.
     """
     from PIL import Image
 
