@@ -509,11 +509,11 @@ class AnalyticHead:
 
     # ---- predicting -----------------------------------------------------------------------------
 
-    def embed(self, features: np.ndarray) -> np.ndarray:
+    def embed(self, features: np.ndarray, conse: np.ndarray | None = None) -> np.ndarray:
         if self._projection is None:
             self._solve_if_stale()
             self._projection = ProjectionHead(self.as_head_params())
-        return self._projection.embed_unit(features)
+        return self._projection.embed_unit(features, conse)
 
     def _solve_if_stale(self) -> None:
         if self.stats.n and (self._solved is None or self._since_solve):

@@ -35,8 +35,9 @@ class HeadMethod(Protocol):
 
     name: str
 
-    def embed(self, features: np.ndarray) -> np.ndarray:
-        """(n, F) float32 features -> (n, D) float32 unit rows."""
+    def embed(self, features: np.ndarray, conse: np.ndarray | None = None) -> np.ndarray:
+        """(n, F) float32 features -> (n, D) float32 unit rows; ``conse``: their ConSE embedding with the head's
+        branch (conse.conse_embed), when the caller has it already (the open-set decision computes it)."""
         ...
 
     def update(
@@ -89,8 +90,8 @@ class GradientHead:
         self.replay_cache = SampleCache(head.concept_dim)
         self._grads = {k: np.zeros_like(v) for k, v in self.head.params.items()}
 
-    def embed(self, features: np.ndarray) -> np.ndarray:
-        return self.head.embed_unit(features)
+    def embed(self, features: np.ndarray, conse: np.ndarray | None = None) -> np.ndarray:
+        return self.head.embed_unit(features, conse)
 
     def update(
         self, features: np.ndarray, targets: np.ndarray, known_anchors: np.ndarray, replay: ReplayBatch | None

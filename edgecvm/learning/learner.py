@@ -208,7 +208,7 @@ class Learner:
             names, sims = self._similarities(self.method.embed(features), vocab)
             return [Prediction(r[0][0], r[0][1], r) for r in _ranked(sims, names, top_k)]
         margins, zero_shot = decided
-        known_names, known_sims = self._similarities(self.method.embed(features), "known")
+        known_names, known_sims = self._similarities(self.method.embed(features, conse=zero_shot), "known")
         known = _ranked(known_sims, known_names, top_k)
         if vocab == "known":
             return [Prediction(UNKNOWN if m < 0 else r[0][0], r[0][1], r, unknown=m < 0, known_margin=m)

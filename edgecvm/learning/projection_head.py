@@ -44,11 +44,13 @@ class ProjectionHead:
     def has_frozen_part(self) -> bool:
         return self.conse is not None and self.conse.weight != 0.0
 
-    def frozen_part(self, features: np.ndarray) -> np.ndarray | None:
-        """``conse_weight * conse(f)`` (n, D), or None without a ConSE branch. Constant for a given ``f``."""
+    def frozen_part(self, features: np.ndarray, conse: np.ndarray | None = None) -> np.ndarray | None:
+        """``conse_weight * conse(f)`` (n, D), or None without a ConSE branch. Constant for a given ``f``.
+
+        ``conse``: ``conse_embed(features, ...)`` with this head's branch, when the caller has it already."""
         if not self.has_frozen_part:
             return None
-        part = conse_embed(features, self.conse)
+        part = conse_embed(features, self.conse) if conse is None else np.array(conse, dtype=np.float32)
         part *= self.conse.weight
         return part.astype(self.dtype, copy=False)
 
@@ -66,17 +68,17 @@ class ProjectionHead:
         z += p["b"]
         return z, pre, hidden
 
-    def embed(self, features: np.ndarray) -> np.ndarray:
-        """Unnormalised concept-space embedding ``e(f)`` (n, D)."""
+    def embed(self, features: np.ndarray, conse: np.ndarray | None = None) -> np.ndarray:
+        """Unnormalised concept-space embedding ``e(f)`` (n, D); ``conse`` as in ``frozen_part``."""
         z, _, _ = self._proj(features)
-        frozen = self.frozen_part(features)
+        frozen = self.frozen_part(features, conse)
         if frozen is not None:
             z += frozen
         return z
 
-    def embed_unit(self, features: np.ndarray) -> np.ndarray:
+    def embed_unit(self, features: np.ndarray, conse: np.ndarray | None = None) -> np.ndarray:
         """``e(f) / |e(f)|``: what prediction compares to the anchors."""
-        e = self.embed(features)
+        e = self.embed(features, conse)
         e /= np.sqrt(np.einsum("nd,nd->n", e, e) + _NORM_EPS_SQ)[:, None]
         return e
 

@@ -93,3 +93,25 @@ def test_without_replay_there_is_no_calibration_and_every_answer_is_a_taught_con
     assert learner.open_set_threshold() is None
     answers = learner.predict_features(clusters.draw(np.arange(len(CONCEPTS))))
     assert all(not p.unknown and p.known_margin is None for p in answers)
+
+
+def test_an_open_set_answer_computes_each_frames_conse_embedding_once(monkeypatch):
+    """The decision's ConSE embedding is the one the head's own embedding adds: computed once per frame."""
+    import edgecvm.learning.analytic_head as analytic_head
+    import edgecvm.learning.projection_head as projection_head
+
+    learner, clusters = _taught_learner()
+    frames = clusters.draw(np.arange(len(CONCEPTS)).repeat(5))
+    expected = learner.predict_features(frames, top_k=3, vocab="all")  # solved and calibrated by now
+    calls, conse_embed = [], projection_head.conse_embed
+
+    def counted(features: np.ndarray, branch):
+        calls.append(len(features))
+        return conse_embed(features, branch)
+
+    monkeypatch.setattr(analytic_head, "conse_embed", counted)
+    monkeypatch.setattr(projection_head, "conse_embed", counted)
+    answers = learner.predict_features(frames, top_k=3, vocab="all")
+    assert calls == [len(frames)]
+    assert [(a.concept, a.top_k, a.known_margin) for a in answers] == [
+        (e.concept, e.top_k, e.known_margin) for e in expected]
