@@ -114,3 +114,19 @@ def test_a_device_keeps_the_backbone_threads_from_spinning(test_bundle: Path, le
 def test_spinning_does_not_change_the_features(bundle, profile, extractor, images) -> None:
     quiet = FeatureExtractor(bundle, profile, spinning=False)
     np.testing.assert_array_equal(quiet.extract(images[:3]), extractor.extract(images[:3]))
+
+
+def test_without_the_arena_a_runs_activations_are_planned_as_one_block(bundle, profile, extractor, images) -> None:
+    """The memory pattern stays on when the profile turns ORT's arena off (runtime.py); the features are the same."""
+    import onnxruntime as ort
+
+    from edgecvm.device.runtime import session_options
+
+    assert not profile.ort_cpu_arena
+    options = session_options(profile)
+    assert options.enable_mem_pattern and not options.enable_cpu_mem_arena
+    options.enable_mem_pattern = False
+    unplanned = ort.InferenceSession(str(bundle.backbone_path), sess_options=options,
+                                     providers=["CPUExecutionProvider"])
+    batch = extractor.preprocess.batch(images[:3])
+    np.testing.assert_array_equal(extractor.run(batch), unplanned.run(None, {extractor.input_name: batch})[0])
