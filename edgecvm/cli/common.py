@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from edgecvm.errors import BadInputError
 
 if TYPE_CHECKING:  # the device layer (numpy, PIL) is imported when a command runs, not for --help
+    from edgecvm.device.image_files import DecodeSize
     from edgecvm.device.streams import Stream
 
 DEFAULT_PROFILE = "host"
@@ -63,7 +64,8 @@ def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
                         help="give a lost camera this many seconds to come back before exiting with code 4 (default 10)")
 
 
-def stream_from_args(args: argparse.Namespace, *, loop: bool = False, realtime: bool = False) -> Stream:
+def stream_from_args(args: argparse.Namespace, *, loop: bool = False, realtime: bool = False,
+                     decode_size: DecodeSize | None = None) -> Stream:
     from edgecvm.device.camera import Backoff
     from edgecvm.device.streams import open_stream
 
@@ -71,7 +73,7 @@ def stream_from_args(args: argparse.Namespace, *, loop: bool = False, realtime: 
         raise BadInputError(f"--reconnect-timeout must be a number of seconds >= 0, got {args.reconnect_timeout}")
     return open_stream(args.stream, every=args.every, limit=args.limit, labels_from=args.labels_from,
                        shuffle=args.shuffle, reconnect=Backoff(give_up_after_s=args.reconnect_timeout),
-                       loop=loop, realtime=realtime)
+                       loop=loop, realtime=realtime, decode_size=decode_size)
 
 
 def json_line(record: dict[str, Any]) -> str:

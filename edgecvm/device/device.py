@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from edgecvm.device import process_tuning
-from edgecvm.device.image_files import decode_image, to_rgb
+from edgecvm.device.image_files import DecodeSize, decode_image, to_rgb
 from edgecvm.device.memory_plan import MemoryPlan, plan_for_learner
 from edgecvm.device.new_concepts import clean_name, embed_new_names, load_new_concepts, save_new_concepts
 from edgecvm.device.profiles import DeviceProfile, learner_config, load_profile
@@ -138,7 +138,7 @@ class Device:
 
     def features(self, image: ImageInput) -> np.ndarray:
         """(1, F) backbone features of one image."""
-        return self.extractor.extract([load_image(image)])
+        return self.extractor.extract([load_image(image, self.extractor.preprocess.decode_size)])
 
     # ---- persistence ----------------------------------------------------------------------------
 
@@ -178,8 +178,9 @@ class Device:
         return unknown
 
 
-def load_image(image: ImageInput) -> Image.Image:
-    """An RGB PIL image from a path, a PIL image or an (H, W, 3) uint8 array; ``BadInputError`` naming what is wrong."""
+def load_image(image: ImageInput, decode_size: DecodeSize | None = None) -> Image.Image:
+    """An RGB PIL image from a path, a PIL image or an (H, W, 3) uint8 array; ``BadInputError`` naming what is wrong.
+    ``decode_size``: as for ``decode_image`` (a path's JPEG is decoded no larger than the device needs)."""
     if isinstance(image, Image.Image):
         return to_rgb(image)
     if isinstance(image, np.ndarray):
@@ -192,7 +193,7 @@ def load_image(image: ImageInput) -> Image.Image:
             data = path.read_bytes()
         except OSError as exc:
             raise BadInputError(f"{path}: cannot read ({exc.strerror or exc})") from None
-        decoded, error = decode_image(data)
+        decoded, error = decode_image(data, decode_size)
         if decoded is None:
             raise BadInputError(f"{path}: {error}")
         return decoded

@@ -14,6 +14,7 @@ import io
 import json
 import warnings
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,10 +25,16 @@ from edgecvm.errors import BadInputError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
 MAX_FRAME_PIXELS = 40_000_000  # a 40 MP frame decodes to 120 MB of RGB: more than a small device can spare
+# (width, height) -> the smallest size worth decoding that frame at (``Preprocessor.decode_size``)
+DecodeSize = Callable[[int, int], tuple[int, int]]
 
 
-def decode_image(data: bytes) -> tuple[Image.Image | None, str | None]:
-    """Bytes -> (RGB image, None) or (None, why it cannot be used)."""
+def decode_image(data: bytes, decode_size: DecodeSize | None = None) -> tuple[Image.Image | None, str | None]:
+    """Bytes -> (RGB image, None) or (None, why it cannot be used).
+
+    ``decode_size``: a JPEG is decoded at 1/2, 1/4 or 1/8 of its size when
+    that is still at least ``decode_size(width, height)`` (other formats are
+    decoded whole)."""
     if not data:
         return None, "empty file (0 bytes)"
     try:
@@ -37,6 +44,10 @@ def decode_image(data: bytes) -> tuple[Image.Image | None, str | None]:
             width, height = image.size
             if width * height > MAX_FRAME_PIXELS:
                 return None, f"image too large ({width}x{height} pixels > {MAX_FRAME_PIXELS:,})"
+            if decode_size is not None:
+                wanted = decode_size(width, height)
+                if wanted[0] < width and wanted[1] < height:
+                    image.draft(None, wanted)  # JPEG only: the largest DCT scaling that keeps >= ``wanted``
             image.load()
             return to_rgb(image), None
     except Exception as exc:  # PIL's format plugins raise a zoo of types on malformed input; all mean "unusable"

@@ -12,6 +12,7 @@ vs 22.8 % (64 px images upscaled, so 160 px is not worse here).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -21,6 +22,8 @@ from PIL import Image
 from edgecvm.formats.bundle import Manifest
 
 _RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
+# A frame decoded smaller still has this many pixels per input pixel across its centre crop (``decode_size``).
+DECODE_MARGIN = 2.0
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -69,6 +72,24 @@ class Preprocessor:
         """The frame's size once its shorter side is ``resize`` (never below the crop)."""
         scale = self.resize / min(width, height)
         return max(self.input_size, round(width * scale)), max(self.input_size, round(height * scale))
+
+    def decode_size(self, width: int, height: int) -> tuple[int, int]:
+        """The smallest size worth decoding a ``width`` x ``height`` frame at: its centre crop keeps
+        ``DECODE_MARGIN`` x the input size per side (the frame's own size when that needs all of it).
+
+        Why: a JPEG decoder can scale by 1/2, 1/4 or 1/8 while it decodes
+        (PIL's draft mode), far cheaper than decoding every pixel and resizing
+        them away: a 12 MP photo at 224 px costs 12.7 ms instead of 75.7 ms
+        to decode and preprocess. With at least twice the input's pixels left,
+        the features stay those of the full decode (cosine 0.9993-0.9998 on
+        1920 x 1080 and 4032 x 3024 frames); with fewer they do not (0.9987 for
+        a 640 x 480 frame decoded at half size), so a 640 x 480 or 1280 x 720
+        frame is decoded whole at 224 px (docs/benchmarks.md).
+        """
+        factor = DECODE_MARGIN * self.resize / min(width, height)
+        if factor >= 1.0:
+            return width, height
+        return math.ceil(width * factor), math.ceil(height * factor)
 
     def __call__(self, image: Image.Image, out: np.ndarray | None = None) -> np.ndarray:
         """One image as a (3, S, S) float32 array (written into ``out`` when given)."""

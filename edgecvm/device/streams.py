@@ -39,6 +39,7 @@ from PIL import Image
 from edgecvm.device.camera import Backoff, Capture, LiveCamera
 from edgecvm.device.image_files import (
     IMAGE_SUFFIXES,
+    DecodeSize,
     FileReader,
     ImageItem,
     decode_image,
@@ -114,11 +115,13 @@ class Stream:
 class FileStream(Stream):
     """Images listed up front (folder, zip, manifest, one file): decoded one at a time, in order."""
 
-    def __init__(self, kind: SourceKind, spec: str, items: Sequence[ImageItem], reader: FileReader) -> None:
+    def __init__(self, kind: SourceKind, spec: str, items: Sequence[ImageItem], reader: FileReader,
+                 decode_size: DecodeSize | None = None) -> None:
         labels = tuple(sorted({item.label for item in items if item.label is not None}))
         super().__init__(kind, spec, len(items), labels)
         self.items = list(items)
         self.reader = reader
+        self.decode_size = decode_size
 
     def __iter__(self) -> Iterator[Frame]:
         for item in self.items:
@@ -127,7 +130,7 @@ class FileStream(Stream):
             except (OSError, KeyError, zipfile.BadZipFile, RuntimeError) as exc:  # RuntimeError: encrypted member
                 yield Frame(None, item.label, item.origin, f"cannot read ({type(exc).__name__}: {exc})")
                 continue
-            image, error = decode_image(data)
+            image, error = decode_image(data, self.decode_size)
             yield Frame(image, item.label, item.origin, error)
 
     def close(self) -> None:
@@ -305,6 +308,7 @@ def open_stream(
     *,
     loop: bool = False,
     realtime: bool = False,
+    decode_size: DecodeSize | None = None,
 ) -> Stream:
     """Resolve ``spec`` into a stream (see the module docstring).
 
@@ -314,6 +318,8 @@ def open_stream(
     order of a file source. ``reconnect``: camera reopen schedule. ``loop``:
     read a finite source again from the start whenever it ends (``limit``
     counts per pass). ``realtime``: play a video file at its frame rate.
+    ``decode_size``: how small image files may be decoded (``decode_image``;
+    a device passes its ``Preprocessor.decode_size``).
     """
     if every < 1 or (limit is not None and limit < 1):
         raise BadInputError(f"every (keep every N-th frame) and limit must be >= 1 (got every={every}, limit={limit})")
@@ -322,7 +328,8 @@ def open_stream(
         if kind in (SourceKind.CAMERA, SourceKind.PICAMERA2):
             raise BadInputError(f"only a finite source (a video, a folder, a zip, a manifest) can be looped; "
                                 f"{spec} is a {kind.value}")
-        return LoopedStream(lambda: open_stream(spec, every, limit, labels_from, shuffle, reconnect, realtime=realtime))
+        return LoopedStream(lambda: open_stream(spec, every, limit, labels_from, shuffle, reconnect, realtime=realtime,
+                                                decode_size=decode_size))
     natural = {SourceKind.FOLDER: "dirs", SourceKind.ZIP: "dirs", SourceKind.MANIFEST: "manifest"}.get(kind)
     if labels_from is not None and labels_from != natural:
         needs = "a folder or zip of class sub-folders" if labels_from == "dirs" else "a .csv/.jsonl manifest"
@@ -353,7 +360,7 @@ def open_stream(
         raise BadInputError(f"{spec}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
     if shuffle is not None:
         random.Random(shuffle).shuffle(items)
-    return FileStream(kind, spec, items[::every][:limit], reader)
+    return FileStream(kind, spec, items[::every][:limit], reader, decode_size)
 
 
 def source_kind(spec: str) -> SourceKind:

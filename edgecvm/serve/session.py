@@ -212,7 +212,7 @@ class ServeSession:
         refused = []
         taught = 0
         for filename, data in files:
-            image, error = decode_image(data)
+            image, error = decode_image(data, self.device.extractor.preprocess.decode_size)
             if image is None:
                 refused.append({"file": filename, "error": error})
                 continue

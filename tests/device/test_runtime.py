@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import logging
 import shutil
 from pathlib import Path
@@ -130,3 +131,29 @@ def test_without_the_arena_a_runs_activations_are_planned_as_one_block(bundle, p
                                      providers=["CPUExecutionProvider"])
     batch = extractor.preprocess.batch(images[:3])
     np.testing.assert_array_equal(extractor.run(batch), unplanned.run(None, {extractor.input_name: batch})[0])
+
+
+def test_large_frames_decoded_smaller_give_the_features_of_the_whole_frame(extractor: FeatureExtractor, images,
+                                                                          test_bundle: Path, tmp_path: Path) -> None:
+    """A JPEG decoded at 1/2 or 1/4 of its size (``Preprocessor.decode_size``) gives the backbone what the whole
+    decode gives it, to feature cosine >= 0.999 (the parity a preprocessing change must keep)."""
+    from edgecvm.device.device import open_device
+    from edgecvm.device.image_files import decode_image
+
+    preprocess = extractor.preprocess
+    for size, scaled in (((1920, 1080), (960, 540)), ((4032, 3024), (1008, 756))):
+        files = []
+        for image in images:
+            buf = io.BytesIO()
+            image.resize(size, Image.Resampling.BICUBIC).save(buf, "JPEG", quality=90)
+            files.append(buf.getvalue())
+        whole = [decode_image(data)[0] for data in files]
+        smaller = [decode_image(data, preprocess.decode_size)[0] for data in files]
+        assert {image.size for image in smaller} == {scaled}
+        a, b = extractor.extract(whole), extractor.extract(smaller)
+        cosine = np.einsum("nf,nf->n", a, b) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+        assert cosine.mean() >= 0.999, (size, cosine)
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(files[0])
+    with open_device(test_bundle, "host") as device:  # the Python API decodes a path the same way
+        np.testing.assert_array_equal(device.features(path), extractor.extract(smaller[:1]))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import shutil
 import sys
@@ -16,6 +17,7 @@ import pytest
 from PIL import Image
 
 from edgecvm.device.camera import Backoff, LiveCamera
+from edgecvm.device.preprocess import Preprocessor
 from edgecvm.device.streams import CameraStream, SourceKind, open_stream, source_kind
 from edgecvm.errors import BadInputError, StreamLostError
 
@@ -181,6 +183,26 @@ def test_unusual_modes_become_rgb_and_huge_images_are_refused(tmp_path: Path) ->
 
 
 # ---- spec resolution ----------------------------------------------------------------------------
+
+
+def test_large_jpegs_are_decoded_no_larger_than_the_device_needs(samples_dir: Path, tmp_path: Path) -> None:
+    preprocess = Preprocessor(224, 256, "bilinear", (0.5,) * 3, (0.5,) * 3)
+    source = Image.open(sorted((samples_dir / "val").glob("*/*.JPEG"))[0]).convert("RGB")
+    root = tmp_path / "large" / "thing"
+    root.mkdir(parents=True)
+    for name, size in (("1080p.jpg", (1920, 1080)), ("photo.jpg", (4032, 3024)), ("vga.jpg", (640, 480)),
+                       ("1080p.png", (1920, 1080))):
+        source.resize(size).save(root / name)
+    decoded = {Path(f.origin).name: f.image for f in frames_of(root.parent, decode_size=preprocess.decode_size)}
+    assert {name: image.size for name, image in decoded.items()} == {
+        "1080p.jpg": (960, 540), "photo.jpg": (1008, 756),  # the DCT's 1/2 and 1/4: still >= 2 x 224 px across
+        "vga.jpg": (640, 480), "1080p.png": (1920, 1080)}  # halving a 640 x 480 frame would leave too few; not a JPEG
+    whole = {Path(f.origin).name: f.image for f in frames_of(root.parent)}
+    assert {name: image.size for name, image in whole.items()}["photo.jpg"] == (4032, 3024)
+    assert np.array_equal(np.asarray(whole["vga.jpg"]), np.asarray(decoded["vga.jpg"]))
+    with open_stream(str(root.parent), loop=True, decode_size=preprocess.decode_size) as looped:
+        sizes = [frame.image.size for frame in itertools.islice(looped, 8)]
+    assert sizes.count((1008, 756)) == 2  # the second pass too
 
 
 def test_unknown_specs_and_option_mismatches_are_bad_input(folder: Path, tmp_path: Path) -> None:
