@@ -8,8 +8,9 @@ containers of up to ``CHUNK`` images each; an interrupted extraction resumes
 from the last finished chunk.
 
 Keys: features depend only on the backbone graph and the preprocessing, so
-the backbone key hashes the bundle's ``backbone.onnx`` sha256 and the
-manifest's preprocessing fields. Re-exporting the head or the anchors (which
+the backbone key hashes the bundle's ``backbone.onnx`` sha256, the
+manifest's preprocessing fields and how small the device decodes a large
+JPEG. Re-exporting the head or the anchors (which
 changes the bundle's own hash) does not force a re-extraction, a new graph
 or mean/std does. The data key hashes every image's name, size and CRC (zip)
 or name, size and mtime (folder).
@@ -30,12 +31,11 @@ import queue
 import re
 import threading
 import zipfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from edgecvm.device.image_files import (
     FileReader,
@@ -45,6 +45,7 @@ from edgecvm.device.image_files import (
     split_zip_path,
     zip_items,
 )
+from edgecvm.device.preprocess import DECODE_MARGIN, Preprocessor
 from edgecvm.device.profiles import DeviceProfile
 from edgecvm.errors import BadInputError, IntegrityError
 from edgecvm.formats.bundle import Bundle
@@ -131,7 +132,8 @@ def backbone_key(bundle: Bundle) -> str:
     """What the features depend on: the graph and the preprocessing (module docstring)."""
     m = bundle.manifest
     ident = {"backbone": m.files.get("backbone.onnx"), "input_size": m.input_size, "resize": m.resize,
-             "interpolation": m.interpolation, "mean": list(m.mean), "std": list(m.std), "precision": m.precision}
+             "interpolation": m.interpolation, "mean": list(m.mean), "std": list(m.std), "precision": m.precision,
+             "decode_margin": DECODE_MARGIN}  # how small a large JPEG is decoded (Preprocessor.decode_size)
     return new_sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -230,9 +232,10 @@ def _extract_chunks(
 
 
 def _preprocessed_batches(
-    chunk: Sequence[LabelledImage], preprocess: Callable[[Image.Image], np.ndarray]
+    chunk: Sequence[LabelledImage], preprocess: Preprocessor
 ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-    """(first row, decodable row indices, (k, 3, S, S) batch) per ``BATCH`` images, from a decoding thread.
+    """(first row, decodable row indices, (k, 3, S, S) batch) per ``BATCH`` images, from a decoding thread,
+    each image decoded as the device decodes it (a large JPEG no larger than it needs).
 
     Decoding and resizing release the GIL, so they overlap the backbone run.
     An unexpected error in the thread is re-raised here, not lost.
@@ -247,7 +250,7 @@ def _preprocessed_batches(
                 rows, arrays = [], []
                 for row, image in enumerate(chunk[start : start + BATCH], start):
                     try:
-                        decoded, error = decode_image(reader.read(image.origin))
+                        decoded, error = decode_image(reader.read(image.origin), preprocess.decode_size)
                     except (OSError, KeyError, zipfile.BadZipFile) as exc:
                         decoded, error = None, f"cannot read ({exc})"
                     if decoded is None:
