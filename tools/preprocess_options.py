@@ -4,13 +4,15 @@ For the built-in sample at its own 64 px and re-encoded at camera sizes
 (quality-90 JPEGs), per frame, interleaved in rounds so load from other
 processes hits every candidate alike:
 
-* decode: the full JPEG, and libjpeg's reduced-scale decode (``Image.draft``)
-  to the smallest scale that still covers the resize;
+* decode: the full JPEG, and the device's: libjpeg's reduced-scale decode
+  (``Image.draft``) where the centre crop keeps twice the input size
+  (``Preprocessor.decode_size``), with half-scale decoding for comparison;
 * preprocess: the plain recipe (resize the whole frame, crop, normalise in
   three numpy passes) against ``device.preprocess.Preprocessor`` (only the
   crop resized, normalised in place);
-* parity: the largest pixel difference, and the cosine between the backbone
-  features of each candidate and those of the plain recipe on a full decode.
+* parity: the largest pixel difference, and the cosine (mean, min) between
+  the backbone features of each candidate and those of the plain recipe on a
+  full decode.
 
 Usage: python tools/preprocess_options.py --bundle export/build/lite0-224 [--images 40] [--rounds 5]
 """
@@ -18,6 +20,7 @@ Usage: python tools/preprocess_options.py --bundle export/build/lite0-224 [--ima
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import time
 from pathlib import Path
@@ -27,12 +30,13 @@ import numpy as np
 from PIL import Image
 
 from edgecvm import resources
+from edgecvm.device.image_files import decode_image
 from edgecvm.device.preprocess import Preprocessor
 from edgecvm.device.profiles import load_profile
 from edgecvm.device.runtime import FeatureExtractor
 from edgecvm.formats.bundle import load_bundle
 
-SIZES = (None, (640, 480), (1280, 720), (1920, 1080))  # None: the sample's own 64 x 64 JPEGs
+SIZES = (None, (640, 480), (1280, 720), (1920, 1080), (4032, 3024))  # None: the sample's own 64 x 64 JPEGs
 
 
 def plain(pre: Preprocessor, image: Image.Image) -> np.ndarray:
@@ -46,9 +50,16 @@ def plain(pre: Preprocessor, image: Image.Image) -> np.ndarray:
 
 
 def decode(data: bytes, pre: Preprocessor | None = None) -> Image.Image:
+    """The whole JPEG, or (``pre``) as the device decodes it."""
+    image, error = decode_image(data, None if pre is None else pre.decode_size)
+    if image is None:
+        raise SystemExit(error)
+    return image
+
+
+def decode_half(data: bytes) -> Image.Image:
     image = Image.open(io.BytesIO(data))
-    if pre is not None:
-        image.draft(image.mode, pre.resized_size(*image.size))
+    image.draft(None, (image.size[0] // 2, image.size[1] // 2))
     return image.convert("RGB")
 
 
@@ -68,9 +79,11 @@ def measure(size: tuple[int, int] | None, paths: list[Path], extractor: FeatureE
     drafted = [decode(d, pre) for d in data]
     candidates = {
         "decode full": lambda: [decode(d) for d in data],
-        "decode draft": lambda: [decode(d, pre) for d in data],
+        "decode as the device": lambda: [decode(d, pre) for d in data],
         "preprocess plain": lambda: [plain(pre, image) for image in full],
         "preprocess Preprocessor": lambda: [pre(image) for image in full],
+        "decode full + Preprocessor": lambda: [pre(decode(d)) for d in data],
+        "as the device, both": lambda: [pre(decode(d, pre)) for d in data],
     }
     times: dict[str, list[float]] = {name: [] for name in candidates}
     for _ in range(rounds):
@@ -80,19 +93,22 @@ def measure(size: tuple[int, int] | None, paths: list[Path], extractor: FeatureE
             times[name].append((time.perf_counter() - started) * 1000 / len(data))
     reference = extractor.run(np.stack([plain(pre, image) for image in full]))
 
-    def cosine(batch: np.ndarray) -> float:
-        features = extractor.run(batch)
+    def cosine(images: list[Image.Image]) -> str:
+        features = extractor.run(pre.batch(images))
         cos = (features * reference).sum(1) / np.linalg.norm(features, axis=1) / np.linalg.norm(reference, axis=1)
-        return float(cos.min())
+        return f"mean {cos.mean():.5f}, min {cos.min():.5f}"
 
     pixels = max(float(np.abs(pre(image) - plain(pre, image)).max()) for image in full)
     label = "64x64 sample" if size is None else f"{size[0]}x{size[1]}"
-    print(f"{label}: decoded by draft to {drafted[0].size[0]}x{drafted[0].size[1]}")
+    print(f"{label}: the device decodes it at {drafted[0].size[0]}x{drafted[0].size[1]}")
     for name, samples in times.items():
         print(f"  {name:<26} {median(samples):6.2f} ms/frame (median of {rounds} rounds)")
     print(f"  Preprocessor vs plain: largest difference {pixels * 127.5:.1f} levels of 255, "
-          f"feature cosine min {cosine(pre.batch(full)):.5f}")
-    print(f"  draft decode + Preprocessor vs plain: feature cosine min {cosine(pre.batch(drafted)):.5f}")
+          f"feature cosine {cosine(full)}")
+    print(f"  decoded as the device + Preprocessor vs plain: feature cosine {cosine(drafted)}")
+    halves = [decode_half(d) for d in data]
+    print(f"  decoded at half size ({halves[0].size[0]}x{halves[0].size[1]}) + Preprocessor vs plain: "
+          f"feature cosine {cosine(halves)}")
 
 
 def main() -> None:
@@ -102,7 +118,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     bundle = load_bundle(args.bundle)
-    extractor = FeatureExtractor(bundle, load_profile("host"))
+    profile = dataclasses.replace(load_profile("host"), resolution=bundle.manifest.input_size)
+    extractor = FeatureExtractor(bundle, profile)
     paths = sorted((resources.sample_dir() / "val").glob("*/*.JPEG"))
     paths = paths[:: max(1, len(paths) // args.images)][: args.images]
     for size in SIZES:
