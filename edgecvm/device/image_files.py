@@ -24,7 +24,9 @@ from edgecvm.device.preprocess import to_rgb
 from edgecvm.errors import BadInputError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
-MAX_FRAME_PIXELS = 40_000_000  # a 40 MP frame decodes to 120 MB of RGB: more than a small device can spare
+# A 40 MP frame decodes to 120 MB of RGB: more than a small device can spare. Counted as decoded, so a larger JPEG
+# that ``decode_size`` lets the decoder scale down is accepted.
+MAX_FRAME_PIXELS = 40_000_000
 # (width, height) -> the smallest size worth decoding that frame at (``Preprocessor.decode_size``)
 DecodeSize = Callable[[int, int], tuple[int, int]]
 
@@ -34,7 +36,7 @@ def decode_image(data: bytes, decode_size: DecodeSize | None = None) -> tuple[Im
 
     ``decode_size``: a JPEG is decoded at 1/2, 1/4 or 1/8 of its size when
     that is still at least ``decode_size(width, height)`` (other formats are
-    decoded whole)."""
+    decoded whole); ``MAX_FRAME_PIXELS`` applies to the decoded size."""
     if not data:
         return None, "empty file (0 bytes)"
     try:
@@ -42,12 +44,13 @@ def decode_image(data: bytes, decode_size: DecodeSize | None = None) -> tuple[Im
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
             width, height = image.size
-            if width * height > MAX_FRAME_PIXELS:
-                return None, f"image too large ({width}x{height} pixels > {MAX_FRAME_PIXELS:,})"
             if decode_size is not None:
                 wanted = decode_size(width, height)
                 if wanted[0] < width and wanted[1] < height:
                     image.draft(None, wanted)  # JPEG only: the largest DCT scaling that keeps >= ``wanted``
+            if image.size[0] * image.size[1] > MAX_FRAME_PIXELS:
+                decoded = "" if image.size == (width, height) else f", {image.size[0]}x{image.size[1]} decoded"
+                return None, f"image too large ({width}x{height} pixels{decoded} > {MAX_FRAME_PIXELS:,})"
             image.load()
             return to_rgb(image), None
     except Exception as exc:  # PIL's format plugins raise a zoo of types on malformed input; all mean "unusable"

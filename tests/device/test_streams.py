@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from edgecvm.device import image_files
 from edgecvm.device.camera import Backoff, LiveCamera
 from edgecvm.device.preprocess import Preprocessor
 from edgecvm.device.streams import CameraStream, SourceKind, open_stream, source_kind
@@ -203,6 +204,21 @@ def test_large_jpegs_are_decoded_no_larger_than_the_device_needs(samples_dir: Pa
     with open_stream(str(root.parent), loop=True, decode_size=preprocess.decode_size) as looped:
         sizes = [frame.image.size for frame in itertools.islice(looped, 8)]
     assert sizes.count((1008, 756)) == 2  # the second pass too
+
+
+def test_a_jpeg_over_the_pixel_limit_is_taken_when_it_decodes_smaller(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(image_files, "MAX_FRAME_PIXELS", 1_000_000)
+    data = jpeg_bytes((10, 200, 10), (1920, 1080))  # 2.1 MP
+    preprocess = Preprocessor(224, 256, "bilinear", (0.5,) * 3, (0.5,) * 3)
+    image, error = image_files.decode_image(data)
+    assert image is None and "too large (1920x1080 pixels > 1,000,000)" in error
+    image, error = image_files.decode_image(data, preprocess.decode_size)
+    assert error is None and image.size == (960, 540)
+    small = Preprocessor(64, 64, "bilinear", (0.5,) * 3, (0.5,) * 3)  # asks for 228 x 128: the decoder stops at 1/8
+    assert image_files.decode_image(jpeg_bytes((0, 0, 0), (4000, 2250)), small.decode_size)[0].size == (500, 282)
+    png = io.BytesIO()
+    Image.new("RGB", (1920, 1080)).save(png, "PNG")
+    assert "too large" in image_files.decode_image(png.getvalue(), preprocess.decode_size)[1]  # no smaller decode
 
 
 def test_unknown_specs_and_option_mismatches_are_bad_input(folder: Path, tmp_path: Path) -> None:
