@@ -56,7 +56,7 @@ import numpy as np
 
 from edgecvm.formats.head_file import ConseBranch, HeadParams
 from edgecvm.learning.blend_calibration import CHUNK, CalibrationPool, distinct_rows, fit_blend, leave_one_out
-from edgecvm.learning.conse import conse_embed
+from edgecvm.learning.conse import ConseCodes, conse_embed
 from edgecvm.learning.open_set import Evidence, load_evidence
 from edgecvm.learning.optim import Adam
 from edgecvm.learning.projection_head import ProjectionHead
@@ -328,6 +328,7 @@ class AnalyticHead:
         # In a fleet (learning/fleet.py): what this device learned itself, while ``stats`` also holds the others'
         self.own: ClassStatistics | None = None
         self.pool = CalibrationPool(calibration_pool if self.use_conse else 0, head.feature_dim)
+        self._pool_conse = ConseCodes(head.conse, CHUNK) if self.use_conse else None
         self.anchors = np.zeros((0, head.concept_dim), dtype=np.float32)  # the learner's known anchors, by row
         # log of the discriminant's scale, and the ConSE gain; start: the ConSE head as exported
         self.blend = {"log_scale": np.zeros(1, dtype=np.float64),
@@ -489,9 +490,9 @@ class AnalyticHead:
         if not np.isfinite(scores).all():  # a near-singular downdate: keep the blend the head has
             return
         self._calibration = None  # replaced below: not held next to its successor at the peak of ``learn``
-        # in chunks: the classifier's (m, 1000) logits and their argpartition would be ~20 MB for 1,024 pooled samples
-        conse_distinct = np.concatenate([conse_embed(distinct[i: i + CHUNK], self.base.conse)
-                                         for i in range(0, len(distinct), CHUNK)])
+        # CHUNK rows at a time (the classifier's (m, 1000) logits and their argpartition would be ~20 MB for 1,024
+        # pooled samples), each distinct row's top classes kept while it stays pooled
+        conse_distinct = self._pool_conse.embed(distinct)
         prior = (conse_distinct @ self.anchors[: counts.size].T)[column]
         fit = slice(-_BLEND_POOL, None)
         spread = float(np.std(scores[fit]))
@@ -620,6 +621,7 @@ class AnalyticHead:
         # the solve's temporaries are gone: the larger of the two phases counts, not their sum
         projection = f * d * 8 + f * d * 4 + d * 4
         calibration = self.pool.capacity * (classes + d) * 4  # the open-set evidence of the pooled samples
+        calibration += ConseCodes.nbytes_for(self.pool.capacity, top_t)  # their ConSE classes, kept between fits
         own = self.own.nbytes(classes) if self.own is not None else 0
         return (self.stats.nbytes(classes) + own + exported + solved + max(solve + fit, projection)
                 + self.pool.nbytes() + calibration)

@@ -9,6 +9,8 @@ device has seen a single labelled example.
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 
 from edgecvm.formats.head_file import ConseBranch
@@ -29,7 +31,10 @@ def conse_weights(features: np.ndarray, branch: ConseBranch) -> tuple[np.ndarray
 
 def conse_embed(features: np.ndarray, branch: ConseBranch) -> np.ndarray:
     """(n, D) probability-weighted mean of the anchors of each feature's top-T ImageNet classes."""
-    top, w = conse_weights(features, branch)
+    return _embed_weighted(*conse_weights(features, branch), branch)
+
+
+def _embed_weighted(top: np.ndarray, w: np.ndarray, branch: ConseBranch) -> np.ndarray:
     return np.einsum("nt,ntd->nd", w, branch.anchors[top]).astype(np.float32)
 
 
@@ -37,3 +42,44 @@ def build_conse_branch(fc_w: np.ndarray, fc_b: np.ndarray, class_anchors: np.nda
     """Branch from an (n_classes, F) torch-layout classifier and (n_classes, D) anchors in classifier order."""
     return ConseBranch(fc_w=np.ascontiguousarray(fc_w.T, dtype=np.float32), fc_b=fc_b.astype(np.float32),
                        anchors=class_anchors.astype(np.float32), top_t=top_t, weight=1.0)
+
+
+class ConseCodes:
+    """``conse_embed`` of rows that are embedded again and again, keeping each row's top-T classes and weights
+    (by its content) while it stays among the rows asked for.
+
+    Why: the "lda" head embeds its calibration pool at every blend fit, every
+    16-25 samples early in a stream, and the pool then holds nearly the same
+    rows each time; the classifier product behind each embedding, (rows x F) @
+    (F x 1,000), was a quarter of that head's update CPU over a 200-frame
+    stream (docs/benchmarks.md). A row's codes take 80 bytes, not the 1.5 kB
+    of its embedding. Rows are keyed by a 128-bit BLAKE2 digest of their bytes.
+    """
+
+    def __init__(self, branch: ConseBranch, chunk: int) -> None:
+        self.branch, self.chunk = branch, chunk  # rows embedded at once: bounds the (chunk, T, D) anchor gather
+        self._row_of: dict[bytes, int] = {}
+        t = min(branch.top_t, branch.fc_w.shape[1])  # as conse_weights takes them
+        self._top, self._w = np.zeros((0, t), dtype=np.int32), np.zeros((0, t), dtype=np.float32)
+
+    @staticmethod
+    def nbytes_for(rows: int, top_t: int) -> int:
+        return rows * (top_t * 8 + 128)  # class and weight per top-T entry, a digest and its dict slot
+
+    def embed(self, rows: np.ndarray) -> np.ndarray:
+        """(n, D) float32 ``conse_embed`` of ``rows`` (n, F), computed ``chunk`` rows at a time for the rows not
+        asked for last time; afterwards the codes of exactly these rows are kept."""
+        keys = [hashlib.blake2b(np.ascontiguousarray(row), digest_size=16).digest() for row in rows]
+        known = np.array([self._row_of.get(key, -1) for key in keys], dtype=np.int64)
+        have, missing = np.flatnonzero(known >= 0), np.flatnonzero(known < 0)
+        top = np.empty((len(keys), self._top.shape[1]), dtype=np.int32)
+        w = np.empty((len(keys), self._w.shape[1]), dtype=np.float32)
+        top[have], w[have] = self._top[known[have]], self._w[known[have]]
+        for start in range(0, missing.size, self.chunk):
+            rows_now = missing[start: start + self.chunk]
+            top[rows_now], w[rows_now] = conse_weights(rows[rows_now].astype(np.float32), self.branch)
+        self._row_of = {key: i for i, key in enumerate(keys)}
+        self._top, self._w = top, w
+        embedded = [_embed_weighted(top[i: i + self.chunk], w[i: i + self.chunk], self.branch)
+                    for i in range(0, len(keys), self.chunk)]
+        return np.concatenate(embedded) if embedded else np.zeros((0, self.branch.anchors.shape[1]), np.float32)

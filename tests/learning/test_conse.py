@@ -46,3 +46,28 @@ def test_branch_is_stored_in_feature_major_layout() -> None:
     branch = build_conse_branch(fc_w, np.zeros(3), np.eye(3, dtype=np.float32), top_t=2)
     assert branch.fc_w.shape == (4, 3) and branch.fc_w.dtype == np.float32 and branch.fc_w.flags.c_contiguous
     assert branch.top_t == 2 and branch.weight == 1.0
+
+
+def test_codes_embed_as_conse_embed_and_compute_each_row_once_while_it_is_asked_for(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgecvm.learning import conse
+
+    rng = np.random.default_rng(3)
+    branch = build_conse_branch(rng.standard_normal((40, 16)), rng.standard_normal(40),
+                                normalise_rows(rng.standard_normal((40, 8))), top_t=5)
+    rows = (rng.random((12, 16)) * 3).astype(np.float16)  # pooled rows are float16, as the replay buffer's
+    want = [conse_embed(rows[i: i + 4].astype(np.float32), branch) for i in (0, 4, 8)]  # chunk by chunk
+    computed: list[int] = []
+    real = conse.conse_weights
+    monkeypatch.setattr(conse, "conse_weights", lambda x, b: computed.append(len(x)) or real(x, b))
+    codes = conse.ConseCodes(branch, chunk=4)
+
+    first = codes.embed(rows[:8])
+    np.testing.assert_array_equal(first, np.concatenate(want[:2]))
+    assert computed == [4, 4]
+    again = codes.embed(rows[4:12])  # rows 4-7 kept, 8-11 new
+    assert computed == [4, 4, 4]
+    np.testing.assert_array_equal(again, np.concatenate(want[1:]))
+    codes.embed(rows[:4])  # rows 0-3 were dropped when the second call did not ask for them
+    assert computed == [4, 4, 4, 4]
+    assert codes.embed(rows[:0]).shape == (0, 8)
