@@ -542,15 +542,18 @@ class AnalyticHead:
         a = solved.anchors.astype(np.float64)
         pinv = np.linalg.solve(a @ a.T + _ANCHOR_RIDGE * np.eye(a.shape[0]), a).T  # (D, K)
         scale = math.exp(self.blend["log_scale"][0]) if self._scale_set else 1.0
-        w = scale * (solved.weights @ pinv.T)
+        # in the statistics' precision and in place: an F x D float64 product and its scaled copy would be 7.8 MB
+        # beside the head at every solve before predicting (serve answers after updates)
+        w = solved.weights @ pinv.T.astype(solved.weights.dtype)
+        w *= scale
         b = -scale * (pinv @ solved.offsets)
         conse = None
         if head.conse is not None:
             gain = float(self.blend["conse_gain"][0]) if self.use_conse else 0.0
             conse = ConseBranch(head.conse.fc_w, head.conse.fc_b, head.conse.anchors, head.conse.top_t, gain)
         return HeadParams("linear", head.feature_dim, head.concept_dim,
-                          {"w": w.astype(np.float32), "b": b.astype(np.float32)}, temperature=head.temperature,
-                          conse=conse)
+                          {"w": w.astype(np.float32, copy=False), "b": b.astype(np.float32)},
+                          temperature=head.temperature, conse=conse)
 
     # ---- persistence ----------------------------------------------------------------------------
 
@@ -617,9 +620,9 @@ class AnalyticHead:
         top_t = self.base.conse.top_t if self.base.conse is not None else 0
         fit = (min(self.pool.capacity, CHUNK) * (3 * f * 8 + top_t * d * 4 + 1000 * 12)
                + self.pool.capacity * 4 * classes * 8 + min(self.pool.capacity, _BLEND_POOL) * 6 * classes * 8)
-        # predicting turns the solution into a linear head (float64 weights, then the float32 head it keeps), after
-        # the solve's temporaries are gone: the larger of the two phases counts, not their sum
-        projection = f * d * 8 + f * d * 4 + d * 4
+        # predicting turns the solution into a linear head (its weights in the statistics' precision, then the
+        # float32 head it keeps), after the solve's temporaries are gone: the larger of the two phases counts
+        projection = f * d * item + f * d * 4 + d * 4
         calibration = self.pool.capacity * (classes + d) * 4  # the open-set evidence of the pooled samples
         calibration += ConseCodes.nbytes_for(self.pool.capacity, top_t)  # their ConSE classes, kept between fits
         own = self.own.nbytes(classes) if self.own is not None else 0
