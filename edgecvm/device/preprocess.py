@@ -79,12 +79,12 @@ class Preprocessor:
 
         Why: a JPEG decoder can scale by 1/2, 1/4 or 1/8 while it decodes
         (PIL's draft mode), far cheaper than decoding every pixel and resizing
-        them away: a 12 MP photo at 224 px costs 12.7 ms instead of 75.7 ms
-        to decode and preprocess. With at least twice the input's pixels left,
-        the features stay those of the full decode (cosine 0.9993-0.9998 on
-        1920 x 1080 and 4032 x 3024 frames); with fewer they do not (0.9987 for
-        a 640 x 480 frame decoded at half size), so a 640 x 480 or 1280 x 720
-        frame is decoded whole at 224 px (docs/benchmarks.md).
+        them away: a 12 MP photo at 224 px is decoded and preprocessed in a
+        quarter to a sixth of the time. With at least twice the input's pixels
+        left, the features stay those of the full decode (cosine 0.9993-0.9997
+        on 1920 x 1080 and 4032 x 3024 frames); with fewer they do not (0.9986
+        for a 640 x 480 frame decoded at half size), so a 640 x 480 or 1280 x
+        720 frame is decoded whole at 224 px (docs/benchmarks.md).
         """
         factor = DECODE_MARGIN * self.resize / min(width, height)
         if factor >= 1.0:
