@@ -50,9 +50,9 @@ class ConseCodes:
 
     Why: the "lda" head embeds its calibration pool at every blend fit, every
     16-25 samples early in a stream, and the pool then holds nearly the same
-    rows each time; the classifier product behind each embedding, (rows x F) @
-    (F x 1,000), was a quarter of that head's update CPU over a 200-frame
-    stream (docs/benchmarks.md). A row's codes take 80 bytes, not the 1.5 kB
+    rows each time; recomputing the classifier product behind each embedding,
+    (rows x F) @ (F x 1,000), at every fit costs a quarter of that head's
+    update CPU over a 200-frame stream (docs/benchmarks.md). A row's codes take 80 bytes, not the 1.5 kB
     of its embedding. Rows are keyed by a 128-bit BLAKE2 digest of their bytes.
     """
 
