@@ -42,7 +42,7 @@ import onnxruntime as ort
 import yaml
 
 from edgecvm import __version__, resources
-from edgecvm.bench.camera_input import camera_sample, camera_video
+from edgecvm.bench.camera_input import CAMERA_SIZE, camera_sample, camera_video
 from edgecvm.bench.measure import (
     camera_latency,
     predict_extractor,
@@ -65,7 +65,7 @@ from edgecvm.formats.bundle import Bundle
 from edgecvm.reporting import ProgressFactory, no_log, silent
 
 SAMPLE_STREAM = resources.sample_dir() / "train"
-NAMED_STREAMS = ("camera", "sample")  # --stream: the generated 640 x 480 sample (default), the 64 px one
+NAMED_STREAMS = ("camera", "sample")  # --stream: the generated camera-sized sample (default), the 64 px one
 # Backbone cost per frame at 224 px: torch.utils.flop_counter.FlopCounterMode over
 # lite0_torch.EfficientNetLite0.forward_features (2 FLOPs per multiply-add; test_bench checks it).
 # Convolutions dominate, so it scales with the pixel count: 0.392 GFLOP at 160 px.
@@ -270,15 +270,17 @@ def bench_profile(profile: DeviceProfile, bundles: list[Bundle], manifest: Path,
 
 def run_bench(profiles: Sequence[DeviceProfile], bundles: list[Bundle], stream: str, frames: int, repeat: int = 1,
               torch_ref: bool = True, head_method: str | None = None, progress: ProgressFactory = silent,
-              log: Callable[[str], None] = no_log, tune_process: bool = False) -> dict[str, object]:
+              log: Callable[[str], None] = no_log, tune_process: bool = False,
+              frame_size: tuple[int, int] = CAMERA_SIZE) -> dict[str, object]:
     """Every profile measured on the same ``frames`` frames of ``stream``: the report (schema ``SCHEMA``), JSON-ready.
 
-    ``stream``: "camera" (the sample at 640 x 480 px, generated once into the user's cache), "sample" (the
-    64 px sample) or a labelled source. The camera-rate video is measured with every stream (OpenCV needed)."""
-    source = resolve_stream(stream, log)
+    ``stream``: "camera" (the sample at ``frame_size``, (width, height) px, generated once into the user's
+    cache), "sample" (the 64 px sample) or a labelled source. The camera-rate video, at ``frame_size``, is
+    measured with every stream (OpenCV needed)."""
+    source = resolve_stream(stream, log, frame_size)
     video: Path | str
     try:
-        video = camera_video()
+        video = camera_video(frame_size)
     except BadInputError as exc:
         video = str(exc)
     results = []
@@ -290,13 +292,15 @@ def run_bench(profiles: Sequence[DeviceProfile], bundles: list[Bundle], stream: 
                                          progress, log, tune_process, video))
     return {
         "schema": SCHEMA, "edgecvm": __version__, "onnxruntime": ort.__version__, "cpu_count": os.cpu_count(),
-        "stream": str(stream), "source": str(source), "frames": frames, "repeat": repeat, "results": results,
+        "stream": str(stream), "source": str(source), "frame_size": list(frame_size), "frames": frames,
+        "repeat": repeat, "results": results,
     }
 
 
-def resolve_stream(stream: str, log: Callable[[str], None] = no_log) -> Path | str:
+def resolve_stream(stream: str, log: Callable[[str], None] = no_log,
+                   frame_size: tuple[int, int] = CAMERA_SIZE) -> Path | str:
     """A named bench input ("camera", "sample"; NAMED_STREAMS) as its folder, anything else as given."""
     if stream == "camera":
-        log("bench: camera-sized input (the sample at 640 x 480 px) in the user's cache")
-        return camera_sample()
+        log(f"bench: camera-sized input (the sample at {frame_size[0]} x {frame_size[1]} px) in the user's cache")
+        return camera_sample(frame_size)
     return SAMPLE_STREAM if stream == "sample" else stream

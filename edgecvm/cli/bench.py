@@ -21,9 +21,21 @@ from edgecvm.errors import BadInputError
 from edgecvm.formats.bundle import load_bundle
 from edgecvm.learning.head_methods import HEAD_METHODS
 
+MAX_FRAME_SIDE = 4096
+
 
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+def frame_size(text: str) -> tuple[int, int]:
+    """``WIDTHxHEIGHT`` (e.g. 1280x720) as (width, height)."""
+    width, _, height = text.lower().partition("x")
+    if not (width.isdigit() and height.isdigit() and 64 <= int(width) <= MAX_FRAME_SIDE
+            and 64 <= int(height) <= MAX_FRAME_SIDE):
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT with each side 64-{MAX_FRAME_SIDE} px, e.g. "
+                                         f"1280x720, got {text!r}")
+    return int(width), int(height)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -33,7 +45,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     profiles = [load_profile(name) for name in names]  # every profile validated before anything runs
     bundles = [load_bundle(path) for path in (args.bundle or [default_bundle(_log)])]
     report = run_bench(profiles, bundles, args.stream, args.frames, args.repeat, not args.no_torch_ref,
-                       args.head_method, progress=Progress, log=_log, tune_process=True)
+                       args.head_method, progress=Progress, log=_log, tune_process=True, frame_size=args.frame_size)
     print(render_report(report))
     if args.markdown:
         print("\n" + markdown_table(report))
@@ -61,10 +73,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--frames", type=positive_int, default=200, metavar="N",
                         help="frames per measurement (default 200; the stream repeats if it has fewer)")
     parser.add_argument("--stream", default="camera", metavar="SRC",
-                        help="labelled frames: 'camera' (default: the built-in sample at 640x480 px, as a camera "
+                        help="labelled frames: 'camera' (default: the built-in sample at --frame-size, as a camera "
                         "delivers, written once to ~/.cache/edgecvm/bench), 'sample' (the 64 px sample itself), "
                         "or a folder of class sub-folders, a zip or a manifest. The camera-rate latency always plays "
-                        "the 640x480 sample as a 30 frames/s video (camera extra)")
+                        "the sample at --frame-size as a 30 frames/s video (camera extra)")
+    parser.add_argument("--frame-size", type=frame_size, default=(640, 480), metavar="WxH",
+                        help="size of the generated camera frames and video, e.g. 1280x720 or 1920x1080 "
+                        "(default 640x480; each size is written once, 15-55 MB for 640x480-1920x1080)")
     parser.add_argument("--repeat", type=positive_int, default=1, metavar="R",
                         help="rounds of the backbone alone and the child runs (predict, learn, torch reference), "
                         "side by side; frames/s are medians, ratios the median of each round's own, peak RSS the "

@@ -110,9 +110,11 @@ def test_jetson_profile_reports_the_provider_actually_used(capsys, monkeypatch, 
                                                           test_bundle: Path) -> None:
     monkeypatch.chdir(REPO)  # a relative --stream must work too
     report, _ = _bench(capsys, tmp_path, test_bundle, "--profile", "jetson-nano", "--frames", 4, "--no-torch-ref",
-                       "--stream", "edgecvm/resources/samples/tiny10/val")
+                       "--stream", "edgecvm/resources/samples/tiny10/val", "--frame-size", "320x240")
     assert report["stream"] == report["source"] == "edgecvm/resources/samples/tiny10/val"
     (result,) = report["results"]
+    assert report["frame_size"] == [320, 240]  # the camera-rate video's, whatever the stream
+    assert result["camera_rate"]["source"] is None or result["camera_rate"]["source"].endswith("320x240-30fps-150.avi")
     assert result["frames"] == 4 and result["bad_frames"] == 0
     assert result["measured_with"]["providers"] == ["CPUExecutionProvider"]  # no TensorRT/CUDA on this machine
     assert any("measured on CPUExecutionProvider" in note for note in result["notes"])
@@ -189,8 +191,22 @@ def test_each_profile_gets_the_closest_bundle(test_bundle: Path) -> None:
     assert chosen is b224 and "lite0-160.yaml --quantize int8" in notes[0]
 
 
+def test_camera_sized_input_is_generated_at_the_frame_size_asked_for() -> None:
+    from PIL import Image
+
+    from edgecvm.bench.run import resolve_stream
+
+    folder = Path(resolve_stream("camera", frame_size=(320, 240)))
+    assert folder.name == "tiny10-train-320x240-q90"
+    images = sorted(folder.glob("*/*.JPEG"))
+    assert len(images) == 400 and {Image.open(path).size for path in images[::50]} == {(320, 240)}
+    assert Path(resolve_stream("camera")).name == "tiny10-train-640x480-q90"  # the default: a camera's 640 x 480
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (("--frames", "0"), "must be >= 1"),
+    (("--frame-size", "1280"), "expected WIDTHxHEIGHT"),
+    (("--frame-size", "32x32"), "each side 64-4096 px"),
     (("--profile", "host", "--all-profiles"), "not both"),
     (("--profile", "raspbery-pi-4"), "did you mean 'raspberry-pi-4'"),
 ])
