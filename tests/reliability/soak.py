@@ -57,6 +57,9 @@ class LabelPixel:
 
     input_size = 1
 
+    def decode_size(self, width: int, height: int) -> tuple[int, int]:
+        return width, height  # the stream's frames are made, not decoded
+
     def __call__(self, image: Image.Image, out: np.ndarray | None = None) -> np.ndarray:
         out = np.empty((3, 1, 1), np.float32) if out is None else out
         out[:] = image.getpixel((0, 0))
