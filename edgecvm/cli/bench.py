@@ -12,6 +12,7 @@ import json
 import sys
 from pathlib import Path
 
+from edgecvm.bench.camera_input import CAMERA_SIZE
 from edgecvm.bench.report import markdown_table, render_report
 from edgecvm.bench.run import default_bundle, run_bench
 from edgecvm.cli.common import positive_int
@@ -77,9 +78,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "delivers, written once to ~/.cache/edgecvm/bench), 'sample' (the 64 px sample itself), "
                         "or a folder of class sub-folders, a zip or a manifest. The camera-rate latency always plays "
                         "the sample at --frame-size as a 30 frames/s video (camera extra)")
-    parser.add_argument("--frame-size", type=frame_size, default=(640, 480), metavar="WxH",
+    parser.add_argument("--frame-size", type=frame_size, default=CAMERA_SIZE, metavar="WxH",
                         help="size of the generated camera frames and video, e.g. 1280x720 or 1920x1080 "
-                        "(default 640x480; each size is written once, 15-55 MB for 640x480-1920x1080)")
+                        f"(default {CAMERA_SIZE[0]}x{CAMERA_SIZE[1]}; each size is written once, 15-55 MB for "
+                        "640x480-1920x1080)")
     parser.add_argument("--repeat", type=positive_int, default=1, metavar="R",
                         help="rounds of the backbone alone and the child runs (predict, learn, torch reference), "
                         "side by side; frames/s are medians, ratios the median of each round's own, peak RSS the "
