@@ -26,9 +26,9 @@ import numpy as np
 from PIL import Image
 
 from edgecvm import resources
+from edgecvm.device.frame_size import CAPTURE_SIZE
 from edgecvm.device.streams import import_cv2
 
-CAMERA_SIZE = (640, 480)
 JPEG_QUALITY = 90
 VIDEO_FPS = 30
 VIDEO_FRAMES = 150  # 5 s at 30 frames/s
@@ -46,7 +46,7 @@ def _sample_images() -> list[Path]:
     return sorted((resources.sample_dir() / "train").glob("*/*.JPEG"))
 
 
-def camera_sample(size: tuple[int, int] = CAMERA_SIZE) -> Path:
+def camera_sample(size: tuple[int, int] = CAPTURE_SIZE) -> Path:
     """The sample's training images at ``size`` as JPEGs in class folders (created on first use)."""
     width, height = size
     folder = resources.user_cache_dir() / "bench" / f"tiny10-train-{width}x{height}-q{JPEG_QUALITY}"
@@ -64,7 +64,7 @@ def camera_sample(size: tuple[int, int] = CAMERA_SIZE) -> Path:
     return folder
 
 
-def camera_video(size: tuple[int, int] = CAMERA_SIZE, frames: int = VIDEO_FRAMES) -> Path:
+def camera_video(size: tuple[int, int] = CAPTURE_SIZE, frames: int = VIDEO_FRAMES) -> Path:
     """The first ``frames`` sample images (sorted, so every class shows) at ``size`` as a 30 frames/s
     Motion-JPEG AVI (created on first use; needs OpenCV, ``BadInputError`` without it)."""
     cv2 = import_cv2()

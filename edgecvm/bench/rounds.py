@@ -107,10 +107,11 @@ def learn_memory(run: ChildRun, summary: dict[str, object]) -> dict[str, object]
 
 
 def run_round(name: str, bundle: Bundle, child_yaml: Path, manifest: Path, state: Path, measured: DeviceProfile,
-              torch_ref: bool, head_method: str) -> Round:
+              torch_ref: bool, head_method: str, frame_size: tuple[int, int]) -> Round:
     """The backbone alone (cli/backbone_alone.py), the real ``predict`` and ``learn`` commands (and the torch
-    reference), each in its own child process."""
-    common = ("--bundle", bundle.folder, "--stream", manifest, "--profile", child_yaml, "--json")
+    reference), each in its own child process; their memory plans count frames of ``frame_size``."""
+    common = ("--bundle", bundle.folder, "--stream", manifest, "--profile", child_yaml, "--json",
+              "--camera-size", "{}x{}".format(*frame_size))
     frames = sum(1 for _ in manifest.open()) - 1
     limit = CHILD_TIMEOUT_S + CHILD_TIMEOUT_PER_FRAME_S * frames
     backbone = run_child([sys.executable, "-m", "edgecvm.cli.backbone_alone", "--bundle", str(bundle.folder),

@@ -42,7 +42,7 @@ import onnxruntime as ort
 import yaml
 
 from edgecvm import __version__, resources
-from edgecvm.bench.camera_input import CAMERA_SIZE, camera_sample, camera_video
+from edgecvm.bench.camera_input import camera_sample, camera_video
 from edgecvm.bench.measure import (
     camera_latency,
     predict_extractor,
@@ -58,6 +58,7 @@ from edgecvm.bench.rounds import (
     torch_reference_missing,
 )
 from edgecvm.device.device import open_device
+from edgecvm.device.frame_size import CAPTURE_SIZE
 from edgecvm.device.memory_plan import MB
 from edgecvm.device.profiles import DeviceProfile, profile_as_dict
 from edgecvm.errors import BadInputError
@@ -147,7 +148,7 @@ def _load_average() -> float | None:
 def bench_profile(profile: DeviceProfile, bundles: list[Bundle], manifest: Path, work: Path, torch_ref: bool,
                   repeat: int = 1, head_method: str | None = None, progress: ProgressFactory = silent,
                   log: Callable[[str], None] = no_log, tune_process: bool = False,
-                  video: Path | str | None = None) -> dict[str, object]:
+                  video: Path | str | None = None, frame_size: tuple[int, int] = CAPTURE_SIZE) -> dict[str, object]:
     """Every measurement for one profile (see module docstring); JSON-ready.
 
     ``tune_process``: open the in-process device as the ``edgecvm`` commands do (device/process_tuning.py),
@@ -172,7 +173,8 @@ def bench_profile(profile: DeviceProfile, bundles: list[Bundle], manifest: Path,
     measured, more = measured_profile(profile, bundle)
     notes += more
     child_yaml = write_child_profile(measured, work)
-    device = open_device(bundle.folder, child_yaml, None, head_method=head_method, tune_process=tune_process)
+    device = open_device(bundle.folder, child_yaml, None, head_method=head_method, tune_process=tune_process,
+                         frame_size=frame_size)
     providers = device.extractor.providers
     if providers[0] != profile.execution_providers[0]:
         notes.append(f"the profile asks {', '.join(profile.execution_providers)}; this onnxruntime "
@@ -191,7 +193,7 @@ def bench_profile(profile: DeviceProfile, bundles: list[Bundle], manifest: Path,
         log(f"bench {profile.name}: backbone alone, then predict, learn{'' if missing else ', torch reference'} in "
             f"child processes (round {i + 1}/{repeat})")
         rounds.append(run_round(profile.name, bundle, child_yaml, manifest, work / f"state-{profile.name}-{i}",
-                                measured, torch_ref=missing is None, head_method=head_method))
+                                measured, torch_ref=missing is None, head_method=head_method, frame_size=frame_size))
     if isinstance(video, Path):
         log(f"bench {profile.name}: a {video.name} played at its frame rate, arrival to answer")
         camera: dict[str, object] = camera_latency(predict_extractor(bundle, measured), device.learner, video,
@@ -271,12 +273,12 @@ def bench_profile(profile: DeviceProfile, bundles: list[Bundle], manifest: Path,
 def run_bench(profiles: Sequence[DeviceProfile], bundles: list[Bundle], stream: str, frames: int, repeat: int = 1,
               torch_ref: bool = True, head_method: str | None = None, progress: ProgressFactory = silent,
               log: Callable[[str], None] = no_log, tune_process: bool = False,
-              frame_size: tuple[int, int] = CAMERA_SIZE) -> dict[str, object]:
+              frame_size: tuple[int, int] = CAPTURE_SIZE) -> dict[str, object]:
     """Every profile measured on the same ``frames`` frames of ``stream``: the report (schema ``SCHEMA``), JSON-ready.
 
     ``stream``: "camera" (the sample at ``frame_size``, (width, height) px, generated once into the user's
     cache), "sample" (the 64 px sample) or a labelled source. The camera-rate video, at ``frame_size``, is
-    measured with every stream (OpenCV needed)."""
+    measured with every stream (OpenCV needed); the memory plans count frames of that size."""
     source = resolve_stream(stream, log, frame_size)
     video: Path | str
     try:
@@ -289,7 +291,7 @@ def run_bench(profiles: Sequence[DeviceProfile], bundles: list[Bundle], stream: 
         manifest = write_frame_manifest(str(source), frames, work / "frames.csv")
         for profile in profiles:
             results.append(bench_profile(profile, bundles, manifest, work, torch_ref, repeat, head_method,
-                                         progress, log, tune_process, video))
+                                         progress, log, tune_process, video, frame_size))
     return {
         "schema": SCHEMA, "edgecvm": __version__, "onnxruntime": ort.__version__, "cpu_count": os.cpu_count(),
         "stream": str(stream), "source": str(source), "frame_size": list(frame_size), "frames": frames,
@@ -298,7 +300,7 @@ def run_bench(profiles: Sequence[DeviceProfile], bundles: list[Bundle], stream: 
 
 
 def resolve_stream(stream: str, log: Callable[[str], None] = no_log,
-                   frame_size: tuple[int, int] = CAMERA_SIZE) -> Path | str:
+                   frame_size: tuple[int, int] = CAPTURE_SIZE) -> Path | str:
     """A named bench input ("camera", "sample"; NAMED_STREAMS) as its folder, anything else as given."""
     if stream == "camera":
         log(f"bench: camera-sized input (the sample at {frame_size[0]} x {frame_size[1]} px) in the user's cache")

@@ -12,31 +12,19 @@ import json
 import sys
 from pathlib import Path
 
-from edgecvm.bench.camera_input import CAMERA_SIZE
 from edgecvm.bench.report import markdown_table, render_report
 from edgecvm.bench.run import default_bundle, run_bench
-from edgecvm.cli.common import positive_int
+from edgecvm.cli.common import frame_size, positive_int
 from edgecvm.cli.progress import Progress
+from edgecvm.device.frame_size import CAPTURE_SIZE
 from edgecvm.device.profiles import available_profiles, load_profile
 from edgecvm.errors import BadInputError
 from edgecvm.formats.bundle import load_bundle
 from edgecvm.learning.head_methods import HEAD_METHODS
 
-MAX_FRAME_SIDE = 4096
-
 
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def frame_size(text: str) -> tuple[int, int]:
-    """``WIDTHxHEIGHT`` (e.g. 1280x720) as (width, height)."""
-    width, _, height = text.lower().partition("x")
-    if not (width.isdigit() and height.isdigit() and 64 <= int(width) <= MAX_FRAME_SIDE
-            and 64 <= int(height) <= MAX_FRAME_SIDE):
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT with each side 64-{MAX_FRAME_SIDE} px, e.g. "
-                                         f"1280x720, got {text!r}")
-    return int(width), int(height)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -78,9 +66,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "delivers, written once to ~/.cache/edgecvm/bench), 'sample' (the 64 px sample itself), "
                         "or a folder of class sub-folders, a zip or a manifest. The camera-rate latency always plays "
                         "the sample at --frame-size as a 30 frames/s video (camera extra)")
-    parser.add_argument("--frame-size", type=frame_size, default=CAMERA_SIZE, metavar="WxH",
+    parser.add_argument("--frame-size", type=frame_size, default=CAPTURE_SIZE, metavar="WxH",
                         help="size of the generated camera frames and video, e.g. 1280x720 or 1920x1080 "
-                        f"(default {CAMERA_SIZE[0]}x{CAMERA_SIZE[1]}; each size is written once, 15-55 MB for "
+                        f"(default {CAPTURE_SIZE[0]}x{CAPTURE_SIZE[1]}; each size is written once, 15-55 MB for "
                         "640x480-1920x1080)")
     parser.add_argument("--repeat", type=positive_int, default=1, metavar="R",
                         help="rounds of the backbone alone and the child runs (predict, learn, torch reference), "

@@ -9,6 +9,7 @@ import signal
 import threading
 from typing import TYPE_CHECKING, Any
 
+from edgecvm.device.frame_size import CAPTURE_SIZE, MAX_SIDE
 from edgecvm.errors import BadInputError
 
 if TYPE_CHECKING:  # the device layer (numpy, PIL) is imported when a command runs, not for --help
@@ -27,6 +28,15 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
+
+
+def frame_size(text: str) -> tuple[int, int]:
+    """``WIDTHxHEIGHT`` (e.g. 1280x720) as (width, height)."""
+    width, _, height = text.lower().partition("x")
+    if not (width.isdigit() and height.isdigit() and 64 <= int(width) <= MAX_SIDE and 64 <= int(height) <= MAX_SIDE):
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT with each side 64-{MAX_SIDE} px, e.g. 1280x720, "
+                                         f"got {text!r}")
+    return int(width), int(height)
 
 
 STREAM_HELP = ("camera0 (or cameraN), picamera2, a video file, an image, an image folder (label = sub-folder), "
@@ -62,6 +72,10 @@ def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
                         help="insist on labels from sub-folders (dirs) or the manifest; default: whatever the source has")
     parser.add_argument("--reconnect-timeout", type=float, default=10.0, metavar="S",
                         help="give a lost camera this many seconds to come back before exiting with code 4 (default 10)")
+    parser.add_argument("--camera-size", type=frame_size, default=CAPTURE_SIZE, metavar="WxH",
+                        help="frame size to ask a camera for (camera0, picamera2; one that cannot deliver it says so "
+                             "and sends its nearest), and the size of each frame in flight in the memory plan "
+                             f"(default {CAPTURE_SIZE[0]}x{CAPTURE_SIZE[1]}: more detail than the model's input uses)")
 
 
 def stream_from_args(args: argparse.Namespace, *, loop: bool = False, realtime: bool = False,
@@ -73,7 +87,7 @@ def stream_from_args(args: argparse.Namespace, *, loop: bool = False, realtime: 
         raise BadInputError(f"--reconnect-timeout must be a number of seconds >= 0, got {args.reconnect_timeout}")
     return open_stream(args.stream, every=args.every, limit=args.limit, labels_from=args.labels_from,
                        shuffle=args.shuffle, reconnect=Backoff(give_up_after_s=args.reconnect_timeout),
-                       loop=loop, realtime=realtime, decode_size=decode_size)
+                       loop=loop, realtime=realtime, decode_size=decode_size, capture_size=args.camera_size)
 
 
 def json_line(record: dict[str, Any]) -> str:

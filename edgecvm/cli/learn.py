@@ -43,7 +43,7 @@ def cmd_learn(args: argparse.Namespace) -> int:
     if args.label is None and not source_kind(args.stream).labelled:  # before a camera is opened
         raise BadInputError(f"{args.stream} gives unlabelled frames; say what they show with --label CONCEPT")
     device = open_device(args.bundle, args.profile, args.state, head_method=args.head_method,
-                         checkpoint_every=args.checkpoint_every, tune_process=True)
+                         checkpoint_every=args.checkpoint_every, tune_process=True, frame_size=args.camera_size)
     memory["session"] = rss_parts()
     if args.label is not None:  # a name the anchor file lacks: embedded now, or an error listing close names
         for name in device.add_concepts([args.label]):

@@ -69,7 +69,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from edgecvm.errors import BadInputError
 
     device = open_device(args.bundle, args.profile, args.state, read_only=True, tune_process=True,
-                         unknown=args.unknown == "on", unknown_tpr=args.unknown_tpr)
+                         unknown=args.unknown == "on", unknown_tpr=args.unknown_tpr, frame_size=args.camera_size)
     learner = device.learner
     vocab = args.vocab or ("known" if args.state else "all")
     if vocab == "known" and not learner.known:

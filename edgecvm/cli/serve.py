@@ -50,7 +50,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     policy = AccessPolicy(token, loopback, max_body_bytes=int(args.max_upload_mb * 1024 * 1024))
     device = open_device(args.bundle, args.profile, args.state, head_method=args.head_method,
                          checkpoint_every=args.checkpoint_every, tune_process=True, unknown=args.unknown == "on",
-                         unknown_tpr=args.unknown_tpr)
+                         unknown_tpr=args.unknown_tpr, frame_size=args.camera_size)
     sock = bind(args.host, args.port)
     with stream_from_args(args, loop=args.loop, realtime=args.realtime,
                           decode_size=device.extractor.preprocess.decode_size) as stream, StopOnSignal(stream) as stop:

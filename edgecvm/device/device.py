@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from edgecvm.device import process_tuning
+from edgecvm.device.frame_size import CAPTURE_SIZE
 from edgecvm.device.image_files import DecodeSize, decode_image, to_rgb
 from edgecvm.device.memory_plan import MemoryPlan, plan_for_learner
 from edgecvm.device.new_concepts import clean_name, embed_new_names, load_new_concepts, save_new_concepts
@@ -211,6 +212,7 @@ def open_device(
     tune_process: bool = False,
     unknown: bool = True,
     unknown_tpr: float | None = None,
+    frame_size: tuple[int, int] = CAPTURE_SIZE,
 ) -> Device:
     """Open a bundle on a device profile, with the learner resumed from (or created in) the ``state`` dir.
 
@@ -224,6 +226,8 @@ def open_device(
     ``unknown``: answer "unknown" for a frame judged none of the taught concepts,
     accepting ``unknown_tpr`` of the frames of taught ones (default: the profile's
     ``unknown_tpr``); False: always a taught concept (learning/open_set.py).
+    ``frame_size``: (width, height) of the frames the device will be given (a
+    camera's capture size), as the memory plan counts them.
     """
     # First, before any large buffer is freed: glibc raises its mmap threshold to the size of each large block
     # freed (reading the bundle frees 1-9 MB blocks), after which ORT's activations would come from the heap and
@@ -243,7 +247,7 @@ def open_device(
     else:
         learner = load_state(state, head, anchors, identity, config, fresh_if_empty=not read_only)
     plan = plan_for_learner(profile_, bundle_.backbone_bytes, bundle_.manifest.input_size, learner,
-                            learning=not read_only, heap_trimmed=heap_trimmed)
+                            learning=not read_only, frame_size=frame_size, heap_trimmed=heap_trimmed)
     plan.check(profile_)
     if tuning:
         process_tuning.release_clean_file_pages()  # import-time code: lowers the base that the session's transient peak stands on

@@ -35,6 +35,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from edgecvm.device.frame_size import CAPTURE_SIZE
 from edgecvm.device.profiles import DeviceProfile
 from edgecvm.errors import BudgetExceededError
 from edgecvm.learning.learner import Learner
@@ -117,7 +118,7 @@ def plan_memory(
     replay_bytes: int = 0,
     feature_dim: int = 1280,
     batch_size: int = 1,
-    frame_shape: tuple[int, int] = (480, 640),
+    frame_size: tuple[int, int] = CAPTURE_SIZE,
     learning: bool = True,
     heap_trimmed: bool = False,
 ) -> MemoryPlan:
@@ -125,8 +126,8 @@ def plan_memory(
 
     ``head_bytes``: everything the head method holds (``HeadMethod.nbytes()``:
     weights, ConSE branch, optimizer moments, gradients).
-    ``batch_size``: frames per backbone call. ``frame_shape``: the decoded
-    source frame (height, width), counted three times with its crop and
+    ``batch_size``: frames per backbone call. ``frame_size``: the decoded
+    source frame (width, height), counted three times with its crop and
     float32 input (the frame in use, the one ready or being prepared:
     pipeline.py, and the source's own buffer: a camera's newest frame). ``heap_trimmed``: ``process_tuning.limit_heap_retention()`` was applied.
     """
@@ -138,7 +139,7 @@ def plan_memory(
     if heap_trimmed and not profile.ort_cpu_arena:
         per_frame = ACTIVATION_BYTES_224_TRIMMED_NO_ARENA
     trimmed = ", heap trimmed" if heap_trimmed else ""
-    height, width = frame_shape
+    width, height = frame_size
     frames = 3 * (height * width * 3 + input_size * input_size * 3 + batch_size * 3 * input_size**2 * 4)
     items = [
         PlanItem("runtime baseline", BASELINE_BYTES, "python + numpy + onnxruntime + pillow heap after start-up, "
@@ -180,7 +181,7 @@ def plan_for_learner(
     input_size: int,
     learner: Learner,
     learning: bool = True,
-    frame_shape: tuple[int, int] = (480, 640),
+    frame_size: tuple[int, int] = CAPTURE_SIZE,
     heap_trimmed: bool = False,
 ) -> MemoryPlan:
     """``plan_memory`` filled in from a built (not yet running) ``Learner`` and the size of the bundle's backbone."""
@@ -193,7 +194,7 @@ def plan_for_learner(
         replay_bytes=learner.replay.nbytes,
         feature_dim=learner.feature_dim,
         batch_size=1,
-        frame_shape=frame_shape,
+        frame_size=frame_size,
         learning=learning,
         heap_trimmed=heap_trimmed,
     )

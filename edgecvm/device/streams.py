@@ -23,6 +23,7 @@ latency from arrival to answer can be measured.
 from __future__ import annotations
 
 import enum
+import logging
 import random
 import re
 import threading
@@ -37,6 +38,7 @@ import numpy as np
 from PIL import Image
 
 from edgecvm.device.camera import Backoff, Capture, LiveCamera
+from edgecvm.device.frame_size import CAPTURE_SIZE
 from edgecvm.device.image_files import (
     IMAGE_SUFFIXES,
     DecodeSize,
@@ -49,6 +51,8 @@ from edgecvm.device.image_files import (
     zip_items,
 )
 from edgecvm.errors import BadInputError
+
+log = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".h264"})
 MANIFEST_SUFFIXES = frozenset({".csv", ".jsonl", ".ndjson"})
@@ -234,11 +238,18 @@ class LoopedStream(Stream):
 
 
 class CameraStream(Stream):
-    """A live camera through ``LiveCamera``: newest frame only, reopened with backoff when it fails."""
+    """A live camera through ``LiveCamera``: newest frame only, reopened with backoff when it fails.
 
-    def __init__(self, camera: LiveCamera, kind: SourceKind, every: int, limit: int | None) -> None:
+    ``size``: the (width, height) the camera was asked for; a camera that
+    delivers another size is named once in a warning, since each of its frames
+    then costs more (or less) decoding and memory than the device planned for.
+    """
+
+    def __init__(self, camera: LiveCamera, kind: SourceKind, every: int, limit: int | None,
+                 size: tuple[int, int] = CAPTURE_SIZE) -> None:
         super().__init__(kind, camera.name, limit)
-        self.camera, self.every, self.limit = camera, every, limit
+        self.camera, self.every, self.limit, self.size = camera, every, limit, size
+        self._delivered: tuple[int, int] | None = None
 
     @property
     def reconnecting(self) -> bool:
@@ -248,7 +259,15 @@ class CameraStream(Stream):
         for n, (seq, frame, arrived) in enumerate(self.camera.frames(self.every)):
             if self.limit is not None and n >= self.limit:
                 return
+            self._check_size(frame)
             yield Frame(bgr_to_image(frame), None, f"{self.spec}#{seq}", arrived=arrived)
+
+    def _check_size(self, frame: np.ndarray) -> None:
+        delivered = (int(frame.shape[1]), int(frame.shape[0]))
+        if delivered != self._delivered and delivered != self.size:
+            log.warning("%s delivers %dx%d frames, not the %dx%d asked for (the memory plan counts %dx%d; "
+                        "--camera-size sets both)", self.spec, *delivered, *self.size, *self.size)
+        self._delivered = delivered
 
     def interrupt(self) -> None:
         self.camera.interrupt()
@@ -257,21 +276,24 @@ class CameraStream(Stream):
         self.camera.close()
 
 
-def opencv_opener(index: int) -> Capture:
-    """Open OpenCV camera ``index`` or raise ``BadInputError`` (missing device)."""
+def opencv_opener(index: int, size: tuple[int, int] = CAPTURE_SIZE) -> Capture:
+    """Open OpenCV camera ``index`` asking for ``size`` (width, height) frames, or raise ``BadInputError`` (missing
+    device). A camera without that mode picks its nearest; ``CameraStream`` says so."""
     cv2 = import_cv2()
     capture = cv2.VideoCapture(index)
     if not capture.isOpened():
         capture.release()
         raise BadInputError(f"camera{index}: no camera at index {index} (is it connected and is /dev/video{index} "
                             "readable? `v4l2-ctl --list-devices` lists cameras)")
+    capture.set(cv2.CAP_PROP_FRAME_WIDTH, size[0])
+    capture.set(cv2.CAP_PROP_FRAME_HEIGHT, size[1])
     return capture
 
 
 class Picamera2Capture:
     """picamera2 (Raspberry Pi camera stack) behind the ``Capture`` interface."""
 
-    def __init__(self, size: tuple[int, int] = (640, 480)) -> None:
+    def __init__(self, size: tuple[int, int] = CAPTURE_SIZE) -> None:
         try:
             from picamera2 import Picamera2
         except ImportError:
@@ -309,6 +331,7 @@ def open_stream(
     loop: bool = False,
     realtime: bool = False,
     decode_size: DecodeSize | None = None,
+    capture_size: tuple[int, int] = CAPTURE_SIZE,
 ) -> Stream:
     """Resolve ``spec`` into a stream (see the module docstring).
 
@@ -319,7 +342,8 @@ def open_stream(
     read a finite source again from the start whenever it ends (``limit``
     counts per pass). ``realtime``: play a video file at its frame rate.
     ``decode_size``: how small image files may be decoded (``decode_image``;
-    a device passes its ``Preprocessor.decode_size``).
+    a device passes its ``Preprocessor.decode_size``). ``capture_size``: the
+    (width, height) a camera is asked for.
     """
     if every < 1 or (limit is not None and limit < 1):
         raise BadInputError(f"every (keep every N-th frame) and limit must be >= 1 (got every={every}, limit={limit})")
@@ -339,10 +363,11 @@ def open_stream(
         raise BadInputError(f"shuffling only applies to folders, zips and manifests; {spec} is a {kind.value}")
     if kind is SourceKind.CAMERA:
         index = int(_CAMERA.fullmatch(spec).group(1))  # type: ignore[union-attr]
-        camera = LiveCamera(spec, lambda: opencv_opener(index), reconnect)
-        return CameraStream(camera.start(), kind, every, limit)
+        camera = LiveCamera(spec, lambda: opencv_opener(index, capture_size), reconnect)
+        return CameraStream(camera.start(), kind, every, limit, capture_size)
     if kind is SourceKind.PICAMERA2:
-        return CameraStream(LiveCamera(spec, Picamera2Capture, reconnect).start(), kind, every, limit)
+        camera = LiveCamera(spec, lambda: Picamera2Capture(capture_size), reconnect)
+        return CameraStream(camera.start(), kind, every, limit, capture_size)
     if kind is SourceKind.VIDEO:
         return VideoStream(target, every, limit, realtime)
 

@@ -115,6 +115,8 @@ def test_jetson_profile_reports_the_provider_actually_used(capsys, monkeypatch, 
     (result,) = report["results"]
     assert report["frame_size"] == [320, 240]  # the camera-rate video's, whatever the stream
     assert result["camera_rate"]["source"] is None or result["camera_rate"]["source"].endswith("320x240-30fps-150.avi")
+    frames = next(item for item in result["memory_plan_items"] if item["name"] == "frame buffers")
+    assert "320x240 RGB frame" in frames["basis"]  # the plans (this one and the children's) count frames of that size
     assert result["frames"] == 4 and result["bad_frames"] == 0
     assert result["measured_with"]["providers"] == ["CPUExecutionProvider"]  # no TensorRT/CUDA on this machine
     assert any("measured on CPUExecutionProvider" in note for note in result["notes"])

@@ -110,6 +110,7 @@ def test_bad_frames_are_skipped_counted_and_named(capsys, caplog, tmp_path: Path
     ("camera0", [], "camera0 gives unlabelled frames; say what they show with --label"),
     ("val", ["--labels-from", "manifest"], "labels from manifest need a .csv/.jsonl manifest"),
     ("val", ["--every", "0"], "--every: must be >= 1"),
+    ("camera0", ["--label", "lemon", "--camera-size", "640"], "--camera-size: expected WIDTHxHEIGHT"),
 ])
 def test_bad_input_exits_2_with_one_line(capsys, tmp_path: Path, test_bundle: Path, samples_dir: Path, profile: Path,
                                          stream: str, extra: list[str], message: str) -> None:
@@ -141,7 +142,11 @@ def test_memory_budget_exceeded_exits_3_with_the_plan(capsys, tmp_path: Path, te
                   "--profile", tight)
     assert run.code == 3 and "exceeds the 60 MB budget" in run.stderr
     assert "backbone session" in run.stderr and "replay buffer" in run.stderr  # the table
+    assert "640x480 RGB frame" in run.stderr  # the frames in flight, at the camera size asked for by default
     assert not (tmp_path / "s" / "state.npz").exists()
+    large = run_cli(capsys, "learn", "--bundle", test_bundle, "--stream", samples_dir / "val", "--state", tmp_path / "s",
+                    "--profile", tight, "--camera-size", "1920x1080")
+    assert large.code == 3 and "1920x1080 RGB frame" in large.stderr
 
 
 def test_profile_at_another_resolution_is_refused(capsys, tmp_path: Path, test_bundle: Path, samples_dir: Path) -> None:

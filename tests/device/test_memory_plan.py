@@ -59,6 +59,13 @@ def test_estimates_follow_the_profile_and_the_input_size():
     assert act[160] < act[224]
 
 
+def test_frame_buffers_follow_the_frame_size():
+    frames = {size: next(i for i in _plan(frame_size=size).items if i.name == "frame buffers").nbytes
+              for size in ((640, 480), (1280, 720))}
+    assert frames[(1280, 720)] - frames[(640, 480)] == 3 * 3 * (1280 * 720 - 640 * 480)  # three RGB frames in flight
+    assert _plan(frame_size=(1280, 720)).total_bytes > _plan().total_bytes
+
+
 def test_trimmed_heap_plans_smaller_sessions_and_arena_free_activations():
     no_arena = dataclasses.replace(HOST, ort_cpu_arena=False)
     plain = {i.name: i.nbytes for i in _plan(no_arena).items}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import logging
 import shutil
 import sys
 import threading
@@ -16,8 +17,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edgecvm.device import image_files
+from edgecvm.device import image_files, streams
 from edgecvm.device.camera import Backoff, LiveCamera
+from edgecvm.device.frame_size import CAPTURE_SIZE
 from edgecvm.device.preprocess import Preprocessor
 from edgecvm.device.streams import CameraStream, SourceKind, open_stream, source_kind
 from edgecvm.errors import BadInputError, StreamLostError
@@ -265,6 +267,55 @@ def test_camera_without_opencv_names_the_extra(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setitem(sys.modules, "cv2", None)  # makes `import cv2` raise ImportError
     with pytest.raises(BadInputError, match=r"pip install edgecvm\[camera\]"):
         open_stream("camera0")
+
+
+class FakeOpenCV:
+    """``cv2`` as ``opencv_opener`` uses it: a capture that records what it was asked for and delivers frames of its
+    one ``mode`` (width, height), or of the size asked for when it has none."""
+
+    CAP_PROP_FRAME_WIDTH, CAP_PROP_FRAME_HEIGHT = 3, 4
+
+    def __init__(self, mode: tuple[int, int] | None = None) -> None:
+        self.mode, self.asked = mode, {}
+
+    def VideoCapture(self, index: int) -> FakeOpenCV:  # noqa: N802  (OpenCV's name)
+        return self
+
+    def isOpened(self) -> bool:  # noqa: N802
+        return True
+
+    def set(self, prop: int, value: float) -> bool:
+        self.asked[prop] = value
+        return True
+
+    def read(self) -> tuple[bool, np.ndarray]:
+        width, height = self.mode or (int(self.asked[3]), int(self.asked[4]))
+        return True, np.zeros((height, width, 3), np.uint8)
+
+    def release(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("asked", [None, (1280, 720)])
+def test_a_camera_is_asked_for_the_capture_size(monkeypatch: pytest.MonkeyPatch, caplog, asked) -> None:
+    cv2 = FakeOpenCV()
+    monkeypatch.setattr(streams, "import_cv2", lambda: cv2)
+    with open_stream("camera0", limit=2, **({} if asked is None else {"capture_size": asked})) as stream:
+        sizes = [frame.image.size for frame in stream]
+    expected = asked or CAPTURE_SIZE
+    assert cv2.asked == {3: expected[0], 4: expected[1]}
+    assert sizes == [expected, expected]
+    assert "asked for" not in caplog.text
+
+
+def test_a_camera_without_the_size_asked_for_is_named_once(monkeypatch: pytest.MonkeyPatch, caplog) -> None:
+    monkeypatch.setattr(streams, "import_cv2", lambda: FakeOpenCV(mode=(1920, 1080)))
+    with caplog.at_level(logging.WARNING), open_stream("camera0", limit=3) as stream:
+        sizes = [frame.image.size for frame in stream]
+    assert sizes == [(1920, 1080)] * 3
+    warnings = [r.getMessage() for r in caplog.records if "asked for" in r.getMessage()]
+    assert warnings == ["camera0 delivers 1920x1080 frames, not the 640x480 asked for (the memory plan counts "
+                        "640x480; --camera-size sets both)"]
 
 
 class FakeCamera:

@@ -34,7 +34,7 @@ class FlakyCamera:
         self.down_since: float | None = None
         self._lock = threading.Lock()
 
-    def open(self, _index: int = 0) -> FlakyCamera.Capture:
+    def open(self, _index: int = 0, _size: tuple[int, int] | None = None) -> FlakyCamera.Capture:  # one mode only
         with self._lock:
             if self.down_since is not None:
                 if self.down_s is None or time.monotonic() - self.down_since < self.down_s:
