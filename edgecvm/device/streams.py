@@ -167,11 +167,16 @@ class VideoStream(Stream):
     """A video file, as fast as it decodes or (``realtime``) as a camera delivers it: no faster than its own frame
     rate, and a frame whose successor is already due when it is read is skipped (a camera keeps only the newest)."""
 
-    def __init__(self, path: Path, every: int, limit: int | None, realtime: bool = False) -> None:
+    def __init__(self, path: Path, every: int, limit: int | None, realtime: bool = False,
+                 planned_size: tuple[int, int] = CAPTURE_SIZE) -> None:
         cv2 = import_cv2()
         self.capture = cv2.VideoCapture(str(path))
         if not self.capture.isOpened():
             raise BadInputError(f"{path}: OpenCV cannot open this video (unsupported codec or corrupt file)")
+        size = int(self.capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(self.capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        if size[0] * size[1] > planned_size[0] * planned_size[1]:  # decoded whole: each frame in flight is larger
+            log.warning("%s has %dx%d frames, larger than the %dx%d the memory plan counts (--camera-size %dx%d "
+                        "plans for them)", path, *size, *planned_size, *size)
         count = int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT))
         total = -(-count // every) if count > 0 else None
         super().__init__(SourceKind.VIDEO, str(path), _cap(total, limit))
@@ -343,7 +348,8 @@ def open_stream(
     counts per pass). ``realtime``: play a video file at its frame rate.
     ``decode_size``: how small image files may be decoded (``decode_image``;
     a device passes its ``Preprocessor.decode_size``). ``capture_size``: the
-    (width, height) a camera is asked for.
+    (width, height) a camera is asked for, and the memory plan counts (a
+    video with larger frames is named in a warning).
     """
     if every < 1 or (limit is not None and limit < 1):
         raise BadInputError(f"every (keep every N-th frame) and limit must be >= 1 (got every={every}, limit={limit})")
@@ -369,7 +375,7 @@ def open_stream(
         camera = LiveCamera(spec, lambda: Picamera2Capture(capture_size), reconnect)
         return CameraStream(camera.start(), kind, every, limit, capture_size)
     if kind is SourceKind.VIDEO:
-        return VideoStream(target, every, limit, realtime)
+        return VideoStream(target, every, limit, realtime, capture_size)
 
     reader = FileReader()
     if kind is SourceKind.MANIFEST:

@@ -254,6 +254,19 @@ def test_video_file_every_and_limit(tmp_path: Path) -> None:
     assert len(frames_of(path, limit=4)) == 4
 
 
+def test_a_video_larger_than_the_planned_frames_is_named(tmp_path: Path, caplog) -> None:
+    cv2 = pytest.importorskip("cv2")
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (320, 240))
+    writer.write(np.zeros((240, 320, 3), dtype=np.uint8))
+    writer.release()
+    with caplog.at_level(logging.WARNING):
+        open_stream(str(path)).close()  # within the default 640x480
+        assert "memory plan" not in caplog.text
+        open_stream(str(path), capture_size=(160, 120)).close()
+    assert "clip.avi has 320x240 frames, larger than the 160x120 the memory plan counts" in caplog.text
+
+
 # ---- cameras ------------------------------------------------------------------------------------
 
 
