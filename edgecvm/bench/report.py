@@ -42,6 +42,13 @@ def profile_block(r: dict[str, Any]) -> list[str]:
     lines.append(f"   CPU per frame: backbone alone {_num(r['backbone_cpu_s_per_frame'], 4, ' s')}, predict "
                  f"{_num(r['predict_cpu_s_per_frame'], 4, ' s')}, learn "
                  f"{_num(r['learn_cpu_s_per_frame'], 4, ' s')} ({_num(r['learn_cpu_over_predict'], 2)}x predict)")
+    ceiling = r["cpu_ceiling"]
+    lines.append(f"   CPU ceiling on {ceiling['cores']} cores (the backbone alone kept "
+                 f"{_num(ceiling['backbone_busy_cores'], 2)} busy): predict <= "
+                 f"{_num(ceiling['predict_over_backbone']['same_load'], 2)}x backbone at that load, <= "
+                 f"{_num(ceiling['predict_over_backbone']['all_cores'], 2)}x with every core busy; learn <= "
+                 f"{_num(ceiling['learn_over_backbone']['same_load'], 2)}x, "
+                 f"<= {_num(ceiling['learn_over_backbone']['all_cores'], 2)}x")
     cam = r["camera_rate"]
     if cam.get("source"):
         lines.append(f"   camera-rate source (30 frames/s video): arrival to answer p50 {_num(cam['p50_ms'], 1, ' ms')}, "

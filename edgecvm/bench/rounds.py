@@ -67,6 +67,32 @@ def cpu_per_frame(rounds: list[Round], key: str) -> float | None:
     return round(median(values), 4) if values else None
 
 
+def cpu_ceiling(rounds: list[Round], key: str, cores: int) -> dict[str, float | None]:
+    """How close a command can come to the backbone alone's frames/s given its CPU seconds per frame (``key``:
+    "predict_cpu_s" or "learn_cpu_s"), the median over rounds of each round's own: ``same_load`` keeping as many
+    cores busy as the backbone alone did, ``all_cores`` keeping all ``cores`` busy, which no command can exceed.
+
+    Why: on a board with few cores the backbone's own threads keep most of them busy, so whatever a command does
+    beside the model (decoding, preprocessing, the head) competes for the same cores; the measured ratio against
+    these ceilings says whether it lost frames to that work or to waiting."""
+    same, every = [], []
+    for r in rounds:
+        spent = getattr(r, key)
+        if spent is None or not r.frames or r.backbone_cpu_s is None or not r.backbone_fps:
+            continue
+        per_frame = spent / r.frames
+        same.append(r.backbone_cpu_s / per_frame)
+        every.append(cores / (per_frame * r.backbone_fps))
+    return {"same_load": round(median(same), 2) if same else None,
+            "all_cores": round(median(every), 2) if every else None}
+
+
+def backbone_busy_cores(rounds: list[Round]) -> float | None:
+    """Cores the backbone alone kept busy: its CPU seconds per frame x its frames/s (median over rounds)."""
+    busy = [r.backbone_cpu_s * r.backbone_fps for r in rounds if r.backbone_cpu_s is not None and r.backbone_fps]
+    return round(median(busy), 2) if busy else None
+
+
 @dataclass
 class Round:
     """One round: the backbone alone, then predict, learn and the torch reference, back to back on the same frames."""

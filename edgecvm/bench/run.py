@@ -51,6 +51,8 @@ from edgecvm.bench.measure import (
 )
 from edgecvm.bench.rounds import (
     at_least,
+    backbone_busy_cores,
+    cpu_ceiling,
     cpu_per_frame,
     paired_ratio,
     ratio,
@@ -103,9 +105,14 @@ def pick_bundle(profile: DeviceProfile, bundles: list[Bundle]) -> tuple[Bundle, 
     return bundle, notes
 
 
+def available_cores() -> int:
+    """The cores this process may run on (a container or ``taskset`` may allow fewer than the machine has)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def measured_profile(profile: DeviceProfile, bundle: Bundle) -> tuple[DeviceProfile, list[str]]:
     """The profile as this machine can run it: the bundle's size/precision, threads capped at our cores."""
-    cores = os.cpu_count() or 1
+    cores = available_cores()
     threads = min(profile.threads, cores)
     notes = []
     if threads < profile.threads:
@@ -227,6 +234,7 @@ def bench_profile(profile: DeviceProfile, bundles: list[Bundle], manifest: Path,
     anon = [r.learn_memory["max_anon_mb"] for r in rounds if r.learn_memory and r.learn_memory["max_anon_mb"]]
     judged = round(max(anon) + file_backed_mb, 1) if anon else learn_rss  # no /proc: the whole RSS
     camera_p95 = camera.get("p95_ms")
+    cores = available_cores()
     return {
         "profile": profile.name, "bundle": str(bundle.folder),
         "measured_with": {"resolution": measured.resolution, "precision": measured.precision,
@@ -239,7 +247,11 @@ def bench_profile(profile: DeviceProfile, bundles: list[Bundle], manifest: Path,
         "backbone_cpu_s_per_frame": cpu_per_frame(rounds, "backbone_cpu_s"),
         "predict_cpu_s_per_frame": cpu_per_frame(rounds, "predict_cpu_s"),
         "learn_cpu_s_per_frame": cpu_per_frame(rounds, "learn_cpu_s"),
-        "learn_cpu_over_predict": learn_cpu_over_predict, "camera_rate": camera,
+        "learn_cpu_over_predict": learn_cpu_over_predict,
+        "cpu_ceiling": {"cores": cores, "backbone_busy_cores": backbone_busy_cores(rounds),
+                        "predict_over_backbone": cpu_ceiling(rounds, "predict_cpu_s", cores),
+                        "learn_over_backbone": cpu_ceiling(rounds, "learn_cpu_s", cores)},
+        "camera_rate": camera,
         "cold_start_s": median(r.cold_start_s for r in rounds if r.cold_start_s is not None) if any(
             r.cold_start_s is not None for r in rounds) else None,
         "predict_peak_rss_mb": max(r.predict_rss_mb for r in rounds),

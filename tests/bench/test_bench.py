@@ -13,7 +13,7 @@ import pytest
 from device_cli import REPO, run_cli
 
 from edgecvm.bench.measure import run_child
-from edgecvm.bench.rounds import Round, paired_ratio
+from edgecvm.bench.rounds import Round, backbone_busy_cores, cpu_ceiling, paired_ratio
 from edgecvm.bench.run import LITE0_GFLOP_224, estimate, pick_bundle
 from edgecvm.device.profiles import load_profile
 from edgecvm.formats.bundle import Bundle, load_bundle
@@ -21,8 +21,8 @@ from edgecvm.formats.bundle import Bundle, load_bundle
 RESULT_KEYS = {
     "profile", "bundle", "measured_with", "notes", "frames", "bad_frames", "repeat", "runs", "load_average_1m", "stages",
     "backbone_frames_per_s", "predict_frames_per_s", "learn_frames_per_s", "learn_over_predict", "predict_over_backbone",
-    "learn_over_backbone", "backbone_cpu_s_per_frame", "predict_cpu_s_per_frame", "learn_cpu_s_per_frame", "learn_cpu_over_predict", "camera_rate",
-    "cold_start_s", "predict_peak_rss_mb", "learn_peak_rss_mb", "learn_memory", "memory_budget_mb", "memory_judged_mb",
+    "learn_over_backbone", "backbone_cpu_s_per_frame", "predict_cpu_s_per_frame", "learn_cpu_s_per_frame",
+    "learn_cpu_over_predict", "cpu_ceiling", "camera_rate", "cold_start_s", "predict_peak_rss_mb", "learn_peak_rss_mb", "learn_memory", "memory_budget_mb", "memory_judged_mb",
     "memory_verdict_basis", "memory_verdict", "memory_plan_mb", "plan_fits_budget", "memory_plan_items", "replay_filled",
     "torch_reference", "estimate", "targets",
 }
@@ -73,6 +73,16 @@ def test_bench_reports_every_figure_and_what_it_measured(capsys, tmp_path: Path,
     assert result["learn_cpu_s_per_frame"] == pytest.approx(np.median([r["learn_cpu_s"] / 8 for r in runs]), abs=1e-4)
     assert 0 < result["predict_cpu_s_per_frame"] < 60 and 0 < result["backbone_cpu_s_per_frame"] < 60
     assert result["backbone_cpu_s_per_frame"] == pytest.approx(np.median([r["backbone_cpu_s"] for r in runs]), abs=1e-4)
+    ceiling = result["cpu_ceiling"]
+    assert ceiling["cores"] == len(os.sched_getaffinity(0))
+    assert ceiling["backbone_busy_cores"] == pytest.approx(
+        np.median([r["backbone_cpu_s"] * r["backbone_fps"] for r in runs]), abs=0.0051)
+    for command in ("predict", "learn"):
+        limits = ceiling[f"{command}_over_backbone"]
+        same = np.median([r["backbone_cpu_s"] / (r[f"{command}_cpu_s"] / 8) for r in runs])
+        assert limits["same_load"] == pytest.approx(same, abs=0.0051)
+        assert 0 < limits["same_load"] and 0 < limits["all_cores"]
+    assert "CPU ceiling on" in table
     # The camera-rate source: the camera-sized sample as a video, played at 30 frames/s, answered frame by frame.
     camera = result["camera_rate"]
     assert camera["source"].endswith("30fps-150.avi") and 1 <= camera["frames"] <= 8
@@ -143,6 +153,16 @@ def test_a_ratio_pairs_the_runs_of_one_round() -> None:
     # rounds 0.96, 0.48, 0.98; the ratio of the two medians (56.7 / 66.3) would say 0.86
     assert paired_ratio(rounds, "learn_fps", "predict_fps") == 0.96
     assert paired_ratio(rounds, "learn_fps", "torch_fps") is None  # no torch reference in these rounds
+
+
+def test_cpu_ceilings_follow_from_the_cpu_seconds_per_frame() -> None:
+    """A command that needs 0.020 CPU s a frame where the backbone alone needs 0.016 s at 110 frames/s (1.76 cores
+    busy): 0.8 x the backbone at that load, 2 / (0.020 x 110) = 0.91 x with both cores busy."""
+    rounds = [Round(predict_fps=85, learn_fps=80, cold_start_s=None, predict_rss_mb=80, learn_rss_mb=90, frames=200,
+                    bad_frames=0, backbone_fps=110, backbone_cpu_s=0.016, predict_cpu_s=4.0, learn_cpu_s=None)]
+    assert cpu_ceiling(rounds, "predict_cpu_s", cores=2) == {"same_load": 0.8, "all_cores": 0.91}
+    assert cpu_ceiling(rounds, "learn_cpu_s", cores=2) == {"same_load": None, "all_cores": None}  # not measured
+    assert backbone_busy_cores(rounds) == 1.76
 
 
 def test_child_peak_rss_is_that_childs_own(tmp_path: Path) -> None:
