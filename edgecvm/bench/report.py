@@ -89,7 +89,7 @@ def profile_block(r: dict[str, Any]) -> list[str]:
 
 
 SUMMARY_COLUMNS = ("profile", "measured with", "backbone f/s", "predict f/s", "learn f/s", "predict/backbone",
-                   "learn/backbone", "learn CPU/predict", "camera p95 ms", "learn peak MB", "anon + file MB",
+                   "learn/backbone", "CPU ceiling predict; learn", "learn CPU/predict", "camera p95 ms", "learn peak MB", "anon + file MB",
                    "judged MB", "budget MB", "verdict", "cold start s", "torch f/s", "torch MB", "learn/torch",
                    "est. device ms")
 
@@ -103,12 +103,19 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, ...]]:
         split = f"{_num(at_peak.get('anon'))} + {_num(at_peak.get('file'))}" if at_peak else "n/a"
         rows.append((r["profile"], f"{m['resolution']} {m['precision']} {m['threads']}t", _num(r["backbone_frames_per_s"]),
                      _num(r["predict_frames_per_s"]), _num(r["learn_frames_per_s"]), _num(r["predict_over_backbone"], 2),
-                     _num(r["learn_over_backbone"], 2), _num(r["learn_cpu_over_predict"], 2),
+                     _num(r["learn_over_backbone"], 2), _ceilings(r["cpu_ceiling"]), _num(r["learn_cpu_over_predict"], 2),
                      _num(r["camera_rate"].get("p95_ms")), _num(r["learn_peak_rss_mb"]), split,
                      _num(r["memory_judged_mb"]), str(r["memory_budget_mb"]), r["memory_verdict"], _num(r["cold_start_s"], 2),
                      _num(ref.get("frames_per_s")), _num(ref.get("peak_rss_mb")), _num(ref.get("learn_over_torch_fps"), 2),
                      _num(r["estimate"]["backbone_ms"])))
     return rows
+
+
+def _ceilings(ceiling: dict[str, Any]) -> str:
+    """``cpu_ceiling`` in one cell: each command's ceiling at the backbone alone's load / with every core busy."""
+    predict, learn = ceiling["predict_over_backbone"], ceiling["learn_over_backbone"]
+    return (f"{_num(predict['same_load'], 2)}/{_num(predict['all_cores'], 2)}; "
+            f"{_num(learn['same_load'], 2)}/{_num(learn['all_cores'], 2)}")
 
 
 def markdown_table(report: dict[str, Any]) -> str:
@@ -129,6 +136,7 @@ def render_report(report: dict[str, Any]) -> str:
     lines.append("")
     lines += ["  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True)))
               for row in rows]
-    lines.append("(est. device ms: FLOPs-based ESTIMATE of the backbone on the profile's real device; everything else "
-                 "measured here)")
+    lines.append("(CPU ceiling: the ratio to the backbone alone that each command's CPU per frame allows, keeping as "
+                 "many cores busy as the backbone alone / every core; est. device ms: FLOPs-based ESTIMATE of the "
+                 "backbone on the profile's real device; everything else measured here)")
     return "\n".join(lines)

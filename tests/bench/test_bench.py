@@ -13,6 +13,7 @@ import pytest
 from device_cli import REPO, run_cli
 
 from edgecvm.bench.measure import run_child
+from edgecvm.bench.report import markdown_table
 from edgecvm.bench.rounds import Round, backbone_busy_cores, cpu_ceiling, paired_ratio
 from edgecvm.bench.run import LITE0_GFLOP_224, estimate, pick_bundle
 from edgecvm.device.profiles import load_profile
@@ -83,6 +84,9 @@ def test_bench_reports_every_figure_and_what_it_measured(capsys, tmp_path: Path,
         assert limits["same_load"] == pytest.approx(same, abs=0.0051)
         assert 0 < limits["same_load"] and 0 < limits["all_cores"]
     assert "CPU ceiling on" in table
+    predict, learn = ceiling["predict_over_backbone"], ceiling["learn_over_backbone"]
+    cell = f"{predict['same_load']:.2f}/{predict['all_cores']:.2f}; {learn['same_load']:.2f}/{learn['all_cores']:.2f}"
+    assert cell in table and cell in markdown_table(report)  # the summary rows
     # The camera-rate source: the camera-sized sample as a video, played at 30 frames/s, answered frame by frame.
     camera = result["camera_rate"]
     assert camera["source"].endswith("30fps-150.avi") and 1 <= camera["frames"] <= 8
