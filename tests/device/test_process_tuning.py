@@ -1,5 +1,5 @@
-"""Process set-up: glibc heap retention, OpenSSL kept out, Pillow reusing image memory, start-up pages released
-(mostly Linux-specific)."""
+"""Process set-up: glibc heap retention and one heap for all threads, OpenSSL kept out, Pillow reusing image
+memory, start-up pages released (mostly Linux-specific)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,43 @@ def test_limit_heap_retention_applies_on_glibc_linux():
         assert applied is True
     else:
         assert applied is False
+
+
+_ARENA_PROBE = """
+import ctypes, sys, tempfile, threading
+from edgecvm.device.process_tuning import one_malloc_arena
+applied = one_malloc_arena() if sys.argv[1] == "one" else None
+keep = []
+together = threading.Barrier(4)
+def work():
+    keep.append([bytearray(1000) for _ in range(100)])  # above pymalloc's 512 B: glibc's malloc
+    together.wait()  # all four alive at once: none hands its heap on to the next
+threads = [threading.Thread(target=work) for _ in range(4)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+libc = ctypes.CDLL("libc.so.6")
+libc.fopen.restype = ctypes.c_void_p
+libc.fopen.argtypes = (ctypes.c_char_p, ctypes.c_char_p)
+libc.malloc_info.argtypes = (ctypes.c_int, ctypes.c_void_p)
+libc.fclose.argtypes = (ctypes.c_void_p,)
+with tempfile.NamedTemporaryFile(suffix=".xml") as out:
+    fp = libc.fopen(out.name.encode(), b"w")
+    libc.malloc_info(0, fp)
+    libc.fclose(fp)
+    print(applied, open(out.name).read().count("<heap nr="))
+"""
+
+
+@pytest.mark.skipif(not (LINUX and platform.libc_ver()[0] == "glibc"), reason="glibc's heaps")
+def test_one_malloc_arena_keeps_every_thread_on_one_heap():
+    def heaps(mode: str) -> list[str]:
+        return subprocess.run([sys.executable, "-c", _ARENA_PROBE, mode], capture_output=True, text=True,
+                              check=True).stdout.split()
+
+    assert heaps("default") == ["None", "5"]  # glibc's own choice: the main heap and one per thread
+    assert heaps("one") == ["True", "1"]
 
 
 _IMAGE_MEMORY_PROBE = """
