@@ -51,7 +51,16 @@ class _Server(uvicorn.Server):
 
 
 def serve(app: ASGIApp, sock: socket.socket, should_stop: Callable[[], bool]) -> None:
-    """Serve ``app`` on ``sock`` until ``should_stop()`` (polled ten times a second)."""
+    """Serve ``app`` on ``sock`` until ``should_stop()`` (polled ten times a second).
+
+    The protocols are named, not left to uvicorn's "auto": asyncio's loop and
+    the pure-Python h11 parser, as ``pip install edgecvm[serve]`` installs
+    them, and no WebSocket support (the page uses server-sent events). With
+    "auto", a device that happens to have uvloop, httptools or websockets
+    installed loads them: serve's peak under the Pi Zero 2 W profile was
+    100.2-100.4 MB that way and 96.6-97.8 MB named (docs/serve.md), and it
+    would answer a WebSocket handshake the app never uses.
+    """
     config = uvicorn.Config(app, log_config=None, log_level="warning", access_log=False, lifespan="off",
-                            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
+                            loop="asyncio", http="h11", ws="none", timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
     _Server(config, should_stop).run(sockets=[sock])
