@@ -47,7 +47,8 @@ if kind == "starlette":
         return StreamingResponse(gen(), media_type="text/event-stream")
 
     app = Starlette(routes=[Route("/api/status", status), Route("/api/feed", feed)])
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", loop="asyncio",
+                                           http="h11", ws="none"))  # as edgecvm.serve.server names them
     threading.Thread(target=server.run, daemon=True).start()
 elif kind == "flask":
     from flask import Flask, Response, jsonify
