@@ -88,7 +88,7 @@ def time_stages(device: Device, manifest: Path, label: str,
     """Per-stage latency over the manifest's frames with an opened device (fresh learning state)."""
     extractor, learner = device.extractor, device.learner
     times: dict[str, list[float]] = {stage: [] for stage in STAGES}
-    with open_stream(str(manifest), decode_size=extractor.preprocess.decode_size) as stream, \
+    with device.open_stream(str(manifest)) as stream, \
             progress(stream.total, f"bench {label}: stages", "frames") as bar:
         frames = iter(stream)
         for i in range(stream.total or 0):

@@ -13,7 +13,7 @@ from edgecvm.device.frame_size import CAPTURE_SIZE, MAX_SIDE
 from edgecvm.errors import BadInputError
 
 if TYPE_CHECKING:  # the device layer (numpy, PIL) is imported when a command runs, not for --help
-    from edgecvm.device.image_files import DecodeSize
+    from edgecvm.device.device import Device
     from edgecvm.device.streams import Stream
 
 DEFAULT_PROFILE = "host"
@@ -78,16 +78,16 @@ def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
                              f"(default {CAPTURE_SIZE[0]}x{CAPTURE_SIZE[1]}: more detail than the model's input uses)")
 
 
-def stream_from_args(args: argparse.Namespace, *, loop: bool = False, realtime: bool = False,
-                     decode_size: DecodeSize | None = None) -> Stream:
+def stream_from_args(args: argparse.Namespace, device: Device, *, loop: bool = False,
+                     realtime: bool = False) -> Stream:
+    """``--stream`` and its options, opened as ``device`` reads frames (``Device.open_stream``)."""
     from edgecvm.device.camera import Backoff
-    from edgecvm.device.streams import open_stream
 
     if not (math.isfinite(args.reconnect_timeout) and args.reconnect_timeout >= 0):
         raise BadInputError(f"--reconnect-timeout must be a number of seconds >= 0, got {args.reconnect_timeout}")
-    return open_stream(args.stream, every=args.every, limit=args.limit, labels_from=args.labels_from,
-                       shuffle=args.shuffle, reconnect=Backoff(give_up_after_s=args.reconnect_timeout),
-                       loop=loop, realtime=realtime, decode_size=decode_size, capture_size=args.camera_size)
+    return device.open_stream(args.stream, every=args.every, limit=args.limit, labels_from=args.labels_from,
+                              shuffle=args.shuffle, reconnect=Backoff(give_up_after_s=args.reconnect_timeout),
+                              loop=loop, realtime=realtime)
 
 
 def json_line(record: dict[str, Any]) -> str:

@@ -54,8 +54,7 @@ def cmd_learn(args: argparse.Namespace) -> int:
         if args.json:
             print(json_line({"event": "checkpoint", **dataclasses.asdict(report)}), flush=True)
 
-    decode_size = device.extractor.preprocess.decode_size  # a large JPEG is decoded no larger than it needs
-    with stream_from_args(args, decode_size=decode_size) as stream, StopOnSignal(stream) as stop, \
+    with stream_from_args(args, device) as stream, StopOnSignal(stream) as stop, \
             Progress(stream.total, "learn", unit="frames") as bar:
         if args.label is None and not stream.labels:
             raise BadInputError(f"{args.stream} gives unlabelled frames; say what they show with --label CONCEPT")

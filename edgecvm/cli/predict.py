@@ -83,8 +83,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     accuracy = Accuracy()
     frames = bad = unknown_answers = 0
     started, cpu_started = time.monotonic(), time.process_time()
-    decode_size = device.extractor.preprocess.decode_size  # a large JPEG is decoded no larger than it needs
-    with stream_from_args(args, decode_size=decode_size) as stream, StopOnSignal(stream) as stop, \
+    with stream_from_args(args, device) as stream, StopOnSignal(stream) as stop, \
             FramePipeline(stream, device.extractor.preprocess) as pipeline:
         unknown = device.unknown_labels(stream)
         no_accuracy = _why_no_accuracy(stream.spec, [name for name, _ in unknown], device.bundle.anchors_path.name)

@@ -52,8 +52,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                          checkpoint_every=args.checkpoint_every, tune_process=True, unknown=args.unknown == "on",
                          unknown_tpr=args.unknown_tpr, frame_size=args.camera_size)
     sock = bind(args.host, args.port)
-    with stream_from_args(args, loop=args.loop, realtime=args.realtime,
-                          decode_size=device.extractor.preprocess.decode_size) as stream, StopOnSignal(stream) as stop:
+    with stream_from_args(args, device, loop=args.loop, realtime=args.realtime) as stream, \
+            StopOnSignal(stream) as stop:
         session = ServeSession(device, stream, top_k=args.top_k, should_stop=lambda: stop.stopped)
         port = sock.getsockname()[1]
         shown_host = socket.gethostname() if args.host in ("0.0.0.0", "::") else args.host  # every interface

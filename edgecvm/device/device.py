@@ -19,7 +19,7 @@ import dataclasses
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Union
+from typing import Any, Union
 
 import numpy as np
 from PIL import Image
@@ -32,7 +32,7 @@ from edgecvm.device.new_concepts import clean_name, embed_new_names, load_new_co
 from edgecvm.device.profiles import DeviceProfile, learner_config, load_profile
 from edgecvm.device.runtime import FeatureExtractor
 from edgecvm.device.state import Checkpointer, StateIdentity, load_state
-from edgecvm.device.streams import Stream
+from edgecvm.device.streams import Stream, open_stream
 from edgecvm.errors import BadInputError
 from edgecvm.formats.anchors import AnchorSet
 from edgecvm.formats.bundle import Bundle, load_bundle, load_head_and_anchors
@@ -60,6 +60,7 @@ class Device:
     checkpointer: Checkpointer | None = None
     new_concepts: AnchorSet | None = None  # names embedded on this device (new_concepts.py), after the bundle's
     tuned: bool = False  # opened with tune_process: the process's pages may be trimmed after a big allocation
+    frame_size: tuple[int, int] = CAPTURE_SIZE  # (width, height) the memory plan counts; a camera is asked for it
 
     # ---- teaching -------------------------------------------------------------------------------
 
@@ -167,6 +168,15 @@ class Device:
         if self.read_only:
             raise BadInputError(f"cannot {action}: this device was opened read-only (to predict)")
 
+    # ---- frames -----------------------------------------------------------------------------------
+
+    def open_stream(self, spec: str, **options: Any) -> Stream:
+        """``streams.open_stream`` as this device reads frames: a large JPEG decoded no larger than its model
+        needs (``Preprocessor.decode_size``), a camera asked for the frame size its memory plan counts.
+        ``options``: ``open_stream``'s others (``every``, ``limit``, ``shuffle``, ``loop``, ``realtime``, ...)."""
+        return open_stream(spec, decode_size=self.extractor.preprocess.decode_size, capture_size=self.frame_size,
+                           **options)
+
     def unknown_labels(self, stream: Stream) -> list[tuple[str, BadInputError]]:
         """The labels a file source will give that are not concepts of the anchor file, each with its error
         (which lists close names)."""
@@ -261,5 +271,5 @@ def open_device(
         every = checkpoint_every if checkpoint_every is not None else profile_.checkpoint_every
         checkpointer = Checkpointer(state, learner, identity, every)
     return Device(bundle_, profile_, learner, identity, plan, extractor, None if state is None else Path(state),
-                  read_only, checkpointer, own, tuning is not None)
+                  read_only, checkpointer, own, tuning is not None, frame_size)
 

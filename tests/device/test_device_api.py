@@ -111,3 +111,48 @@ def test_the_public_names_are_the_documented_ones() -> None:
         assert getattr(edgecvm, name) is not None
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         edgecvm.nope  # noqa: B018
+
+
+class _FakeOpenCV:
+    """``cv2`` as a camera opener uses it: records the size asked for, delivers black frames of that size."""
+
+    CAP_PROP_FRAME_WIDTH, CAP_PROP_FRAME_HEIGHT = 3, 4
+
+    def __init__(self) -> None:
+        self.asked: dict[int, float] = {}
+
+    def VideoCapture(self, index: int) -> _FakeOpenCV:  # noqa: N802  (OpenCV's name)
+        return self
+
+    def isOpened(self) -> bool:  # noqa: N802
+        return True
+
+    def set(self, prop: int, value: float) -> bool:
+        self.asked[prop] = value
+        return True
+
+    def read(self) -> tuple[bool, np.ndarray]:
+        return True, np.zeros((int(self.asked[4]), int(self.asked[3]), 3), np.uint8)
+
+    def release(self) -> None:
+        pass
+
+
+def test_a_device_opens_streams_as_it_reads_frames(tmp_path: Path, test_bundle: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its camera is asked for the frame size its plan counts; a large JPEG is decoded no larger than it needs."""
+    from edgecvm.device import streams
+
+    photo = tmp_path / "photos" / "lemon" / "photo.jpg"
+    photo.parent.mkdir(parents=True)
+    Image.new("RGB", (4032, 3024), (200, 180, 20)).save(photo)
+    cv2 = _FakeOpenCV()
+    monkeypatch.setattr(streams, "import_cv2", lambda: cv2)
+    with edgecvm.open_device(test_bundle, frame_size=(1280, 720)) as device:
+        assert "1280x720 RGB frame" in device.plan.table(device.profile.memory_budget_mb)
+        with device.open_stream("camera0", limit=1) as camera:
+            assert [frame.image.size for frame in camera] == [(1280, 720)]
+        with device.open_stream(str(tmp_path / "photos")) as files:
+            (frame,) = list(files)
+        (width, height), (least_w, least_h) = frame.image.size, device.extractor.preprocess.decode_size(4032, 3024)
+        assert least_w <= width < 4032 and least_h <= height < 3024 and frame.label == "lemon"
