@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fake_opencv import FakeOpenCV
 from PIL import Image
 
 import edgecvm
@@ -113,31 +114,6 @@ def test_the_public_names_are_the_documented_ones() -> None:
         edgecvm.nope  # noqa: B018
 
 
-class _FakeOpenCV:
-    """``cv2`` as a camera opener uses it: records the size asked for, delivers black frames of that size."""
-
-    CAP_PROP_FRAME_WIDTH, CAP_PROP_FRAME_HEIGHT = 3, 4
-
-    def __init__(self) -> None:
-        self.asked: dict[int, float] = {}
-
-    def VideoCapture(self, index: int) -> _FakeOpenCV:  # noqa: N802  (OpenCV's name)
-        return self
-
-    def isOpened(self) -> bool:  # noqa: N802
-        return True
-
-    def set(self, prop: int, value: float) -> bool:
-        self.asked[prop] = value
-        return True
-
-    def read(self) -> tuple[bool, np.ndarray]:
-        return True, np.zeros((int(self.asked[4]), int(self.asked[3]), 3), np.uint8)
-
-    def release(self) -> None:
-        pass
-
-
 def test_a_device_opens_streams_as_it_reads_frames(tmp_path: Path, test_bundle: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """Its camera is asked for the frame size its plan counts; a large JPEG is decoded no larger than it needs."""
@@ -146,7 +122,7 @@ def test_a_device_opens_streams_as_it_reads_frames(tmp_path: Path, test_bundle: 
     photo = tmp_path / "photos" / "lemon" / "photo.jpg"
     photo.parent.mkdir(parents=True)
     Image.new("RGB", (4032, 3024), (200, 180, 20)).save(photo)
-    cv2 = _FakeOpenCV()
+    cv2 = FakeOpenCV()
     monkeypatch.setattr(streams, "import_cv2", lambda: cv2)
     with edgecvm.open_device(test_bundle, frame_size=(1280, 720)) as device:
         assert "1280x720 RGB frame" in device.plan.table(device.profile.memory_budget_mb)

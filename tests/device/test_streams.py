@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fake_opencv import FakeOpenCV
 from PIL import Image
 
 from edgecvm.device import image_files, streams
@@ -280,33 +281,6 @@ def test_camera_without_opencv_names_the_extra(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setitem(sys.modules, "cv2", None)  # makes `import cv2` raise ImportError
     with pytest.raises(BadInputError, match=r"pip install edgecvm\[camera\]"):
         open_stream("camera0")
-
-
-class FakeOpenCV:
-    """``cv2`` as ``opencv_opener`` uses it: a capture that records what it was asked for and delivers frames of its
-    one ``mode`` (width, height), or of the size asked for when it has none."""
-
-    CAP_PROP_FRAME_WIDTH, CAP_PROP_FRAME_HEIGHT = 3, 4
-
-    def __init__(self, mode: tuple[int, int] | None = None) -> None:
-        self.mode, self.asked = mode, {}
-
-    def VideoCapture(self, index: int) -> FakeOpenCV:  # noqa: N802  (OpenCV's name)
-        return self
-
-    def isOpened(self) -> bool:  # noqa: N802
-        return True
-
-    def set(self, prop: int, value: float) -> bool:
-        self.asked[prop] = value
-        return True
-
-    def read(self) -> tuple[bool, np.ndarray]:
-        width, height = self.mode or (int(self.asked[3]), int(self.asked[4]))
-        return True, np.zeros((height, width, 3), np.uint8)
-
-    def release(self) -> None:
-        pass
 
 
 @pytest.mark.parametrize("asked", [None, (1280, 720)])
