@@ -39,7 +39,6 @@ import numpy as np
 from PIL import Image
 
 import edgecvm.device.device
-import edgecvm.device.streams
 from edgecvm import resources
 from edgecvm.cli import main as edgecvm_main
 from edgecvm.device.memory_plan import MB, current_rss_bytes, rss_parts
@@ -134,7 +133,7 @@ def soak(args: argparse.Namespace) -> dict[str, object]:
     stream = SyntheticStream(concepts, args.frames, marks)
     backbone = SyntheticBackbone(bundle.manifest.feature_dim, len(concepts))
     edgecvm.device.device.FeatureExtractor = lambda _bundle, _profile, **_options: backbone  # type: ignore[assignment,misc]
-    edgecvm.device.streams.open_stream = lambda *_a, **_k: stream  # type: ignore[assignment]
+    edgecvm.device.device.Device.open_stream = lambda _self, *_a, **_k: stream  # type: ignore[method-assign]
     with tempfile.TemporaryDirectory(prefix="edgecvm-soak-") as work:
         # --stream names an (empty) folder so `learn` takes it for a labelled source; the frames come from `stream`.
         source, state = Path(work) / "synthetic", str(Path(work) / "state")
