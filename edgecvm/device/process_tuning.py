@@ -5,11 +5,10 @@ give freed memory back and to keep one heap for every thread, OpenSSL kept
 out of the process, numpy's BLAS on one thread (its pool and ORT's would
 thrash the cores), Pillow reusing a freed frame's memory for the next frame,
 and clean file-backed pages that only start-up used released once the
-backbone is warm. Each changes the
-whole process, so nothing here runs unless asked: the CLI asks
-(``open_device(..., tune_process=True)``); a program that embeds edgecvm
-chooses. Each does nothing where its mechanism does not exist (other C
-libraries, no /proc, no OpenBLAS).
+backbone is warm. Each changes the whole process, so nothing here runs
+unless asked: the CLI asks (``open_device(..., tune_process=True)``); a
+program that embeds edgecvm chooses. Each does nothing where its mechanism
+does not exist (other C libraries, no /proc, no OpenBLAS).
 """
 
 from __future__ import annotations
