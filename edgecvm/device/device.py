@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from edgecvm.device import process_tuning
-from edgecvm.device.frame_size import CAPTURE_SIZE
+from edgecvm.device.frame_size import CAPTURE_SIZE, checked_frame_size
 from edgecvm.device.image_files import DecodeSize, decode_image, to_rgb
 from edgecvm.device.memory_plan import MemoryPlan, plan_for_learner
 from edgecvm.device.new_concepts import clean_name, embed_new_names, load_new_concepts, save_new_concepts
@@ -239,6 +239,7 @@ def open_device(
     ``frame_size``: (width, height) of the frames the device will be given (a
     camera's capture size), as the memory plan counts them.
     """
+    frame_size = checked_frame_size(frame_size, "frame_size")  # before the process is changed
     # First, before any large buffer is freed: glibc raises its mmap threshold to the size of each large block
     # freed (reading the bundle frees 1-9 MB blocks), after which ORT's activations would come from the heap and
     # stay resident. ``heap_trimmed`` is what the memory plan counts on.

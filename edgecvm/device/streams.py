@@ -38,7 +38,7 @@ import numpy as np
 from PIL import Image
 
 from edgecvm.device.camera import Backoff, Capture, LiveCamera
-from edgecvm.device.frame_size import CAPTURE_SIZE
+from edgecvm.device.frame_size import CAPTURE_SIZE, checked_frame_size
 from edgecvm.device.image_files import (
     IMAGE_SUFFIXES,
     DecodeSize,
@@ -351,6 +351,7 @@ def open_stream(
     (width, height) a camera is asked for, and the memory plan counts (a
     video with larger frames is named in a warning).
     """
+    capture_size = checked_frame_size(capture_size, "capture_size")
     if every < 1 or (limit is not None and limit < 1):
         raise BadInputError(f"every (keep every N-th frame) and limit must be >= 1 (got every={every}, limit={limit})")
     kind, target = _resolve_kind(spec)

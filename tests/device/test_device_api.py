@@ -132,3 +132,11 @@ def test_a_device_opens_streams_as_it_reads_frames(tmp_path: Path, test_bundle: 
             (frame,) = list(files)
         (width, height), (least_w, least_h) = frame.image.size, device.extractor.preprocess.decode_size(4032, 3024)
         assert least_w <= width < 4032 and least_h <= height < 3024 and frame.label == "lemon"
+
+
+@pytest.mark.parametrize("size", [(0, 480), (640.5, 480), (640,), "640x480"])
+def test_a_bad_frame_size_is_named(test_bundle: Path, size: object) -> None:
+    with pytest.raises(edgecvm.BadInputError, match=r"frame_size must be \(width, height\) in whole pixels"):
+        edgecvm.open_device(test_bundle, frame_size=size)  # type: ignore[arg-type]
+    with pytest.raises(edgecvm.BadInputError, match=r"capture_size must be"):
+        edgecvm.open_stream("camera0", capture_size=size)  # type: ignore[arg-type]
