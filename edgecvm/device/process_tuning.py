@@ -4,7 +4,7 @@ Six things keep ``learn`` fast and its resident memory small: glibc told to
 give freed memory back and to keep one heap for every thread, OpenSSL kept
 out of the process, numpy's BLAS on one thread (its pool and ORT's would
 thrash the cores), Pillow reusing a freed frame's memory for the next frame,
-and clean file-backed pages that only start-up used released once the
+and clean file-backed pages that only start-up used paged out once the
 backbone is warm. Each changes the whole process, so nothing here runs
 unless asked: the CLI asks (``open_device(..., tune_process=True)``); a
 program that embeds edgecvm chooses. Each does nothing where its mechanism
@@ -23,6 +23,7 @@ _M_TRIM_THRESHOLD = -1  # glibc mallopt parameters
 _M_ARENA_MAX = -8
 IMAGE_BLOCKS_CACHED = 3  # a frame, its resize's intermediate and its crop: reuse_image_memory
 _MADV_DONTNEED = 4  # Linux madvise advice
+_MADV_PAGEOUT = 21  # Linux >= 5.4; EINVAL before
 _SMAPS_HEADER = re.compile(r"([0-9a-f]+)-([0-9a-f]+) (\S{4}) \S+ \S+ \S+\s*(.*)")
 _BLAS_THREAD_SETTERS = (  # numpy >= 2 wheels bundle scipy-openblas; older ones plain OpenBLAS
     "scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
@@ -142,14 +143,24 @@ def release_clean_file_pages() -> int:
 
     Only read-only file mappings without private copies (smaps ``Anonymous:
     0 kB``) are touched, so no content can change: a page needed again is
-    mapped back from the page cache on its next use (a minor fault, no disk
-    read while the file is cached). Mappings with private copies (relocated
-    data, RELRO) are left alone: dropping those would revert them to the file.
+    mapped back from the file on its next use. Mappings with private copies
+    (relocated data, RELRO) are left alone: dropping those would revert them
+    to the file.
+
+    Each span is first paged out (``MADV_PAGEOUT``), then unmapped
+    (``MADV_DONTNEED``, for what paging out left: pages another process maps,
+    dirty ones, files the process may not write). Why not only unmapped:
+    kernels with large page-cache folios (ext4 since Linux 6.16) keep a file
+    that was just written, such as a library pip installed, in folios of up
+    to 2 MB, and one fault maps the whole folio, so after an unmapping the
+    code used per frame came back as almost all of onnxruntime's text (22.5
+    MB instead of 5.9). Paged out, the folios leave the page cache and the
+    pages used again are read back from the file in small folios, once
+    (docs/benchmarks.md, A memory figure that holds on another machine).
 
     It roughly halves the file-backed part of ``learn``'s RSS at the same
-    frames/s (docs/benchmarks.md). What it cannot do is free anonymous memory:
-    it changes what RSS counts, not what the kernel could have reclaimed under
-    pressure anyway.
+    frames/s. What it cannot do is free anonymous memory: it changes what RSS
+    counts, not what the kernel could have reclaimed under pressure anyway.
     """
     if not sys.platform.startswith("linux"):
         return 0
@@ -160,7 +171,12 @@ def release_clean_file_pages() -> int:
     except (OSError, AttributeError):
         return 0
     madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
-    return sum(resident for start, end, resident in spans if madvise(start, end - start, _MADV_DONTNEED) == 0)
+    released = 0
+    for start, end, resident in spans:
+        madvise(start, end - start, _MADV_PAGEOUT)  # fails (EINVAL) before Linux 5.4: unmapping alone then
+        if madvise(start, end - start, _MADV_DONTNEED) == 0:
+            released += resident
+    return released
 
 
 def _clean_file_mappings(smaps) -> list[tuple[int, int, int]]:

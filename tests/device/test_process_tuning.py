@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import mmap
+import os
 import platform
 import subprocess
 import sys
@@ -170,3 +171,26 @@ def test_released_pages_leave_rss_and_read_back_unchanged(tmp_path: Path):
         assert _mapping_rss_kb(path) == 0
         assert mapped[:] == data  # mapped back from the page cache, byte for byte
         assert _mapping_rss_kb(path) == 4096
+
+
+@pytest.mark.skipif(not LINUX, reason="reads /proc/self/smaps")
+def test_a_page_used_again_after_release_comes_back_alone_not_as_its_whole_folio(tmp_path: Path):
+    """A file just written (as pip writes a library) may sit in the page cache as large folios, and one fault then
+    maps a whole folio; paged out on release, the page used again comes back in a small one."""
+    path = tmp_path / "library.so"
+    data = bytes(range(256)) * (1 << 15)  # 8 MB
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())  # clean: the kernel may page it out
+    page = 3 << 20
+    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        assert mapped[page] == data[page]
+        one_touch_kb = _mapping_rss_kb(path)
+        if one_touch_kb <= 256:
+            pytest.skip(f"this kernel mapped {one_touch_kb} KB for one touch: no large folios to undo here")
+        assert release_clean_file_pages() >= one_touch_kb * 1024
+        assert _mapping_rss_kb(path) == 0
+        assert mapped[page] == data[page]
+        assert _mapping_rss_kb(path) <= 256  # fault-around of a small folio (64 KB by default), not 2 MB
+        assert mapped[:] == data  # read back from the file, byte for byte
