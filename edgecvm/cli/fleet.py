@@ -17,8 +17,9 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TextIO
 
 from edgecvm.cli.common import DEFAULT_PROFILE, positive_int
 from edgecvm.errors import EdgeCVMError
@@ -114,26 +115,24 @@ def cmd_register(args: argparse.Namespace) -> int:
 
 
 def cmd_round(args: argparse.Namespace) -> int:
-    from edgecvm.fleet.launch import RESULT_FILE, run_command, write_app, write_run_config
+    from edgecvm.fleet.launch import run_command, write_app, write_run_config
     from edgecvm.formats.bundle import load_bundle, load_head_and_anchors
 
     bundle = load_bundle(str(args.bundle))
     head, _ = load_head_and_anchors(bundle)
     with tempfile.TemporaryDirectory(prefix="edgecvm-fleet-") as tmp:
-        env, result = _flwr_env(args, Path(tmp) / "flwr-home"), Path(tmp) / RESULT_FILE
+        env = _flwr_env(args, Path(tmp) / "flwr-home")
         app = write_app(Path(tmp) / "app")
         config = write_run_config(Path(tmp) / "run.toml", {
             "rounds": args.rounds, "min-nodes": args.min_nodes, "wait": args.wait, "timeout": args.timeout,
-            "dtype": args.dtype, "result-file": str(result), "bundle-sha256": bundle.sha256,
-            "anchors-sha256": bundle.manifest.anchors_sha256, "feature-dim": head.feature_dim})
+            "dtype": args.dtype, "bundle-sha256": bundle.sha256, "anchors-sha256": bundle.manifest.anchors_sha256,
+            "feature-dim": head.feature_dim})
         with subprocess.Popen(run_command(app, config), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True, errors="replace") as flwr:
-            for line in flwr.stdout:  # Flower's log of the run, as progress
-                print(line, end="", file=sys.stderr)
-        if not result.exists():  # `flwr run --stream` exits 0 even when the run failed
-            raise EdgeCVMError(f"the fleet run did not finish (flwr exit code {flwr.returncode}; the SuperLink's "
-                               f"log says why; run `fleet round` on the machine of `fleet server`)")
-        rounds = json.loads(result.read_text())
+            rounds = round_results(flwr.stdout, progress=sys.stderr)
+    if len(rounds) < args.rounds:  # `flwr run --stream` exits 0 even when the run failed
+        raise EdgeCVMError(f"the fleet run did not finish: {len(rounds)} of {args.rounds} round(s) reported (flwr exit "
+                           f"code {flwr.returncode}; the log above and the SuperLink's say why)")
     for r in rounds:
         if args.json:
             print(json.dumps(r))
@@ -144,6 +143,34 @@ def cmd_round(args: argparse.Namespace) -> int:
             for node, why in {**r["refused"], **r["declined"]}.items():
                 print(f"  {node}: {why}")
     return 0 if all(r["accepted"] for r in rounds) else 1
+
+
+_RESULT_KEYS = {"round", "nodes", "accepted", "refused", "dropped", "adopted", "declined", "samples", "concepts"}
+
+
+def round_results(log: Iterable[str], progress: TextIO) -> list[dict[str, Any]]:
+    """The rounds' results in a fleet run's log as ``flwr run --stream`` relays it (cli/fleet_server_app.py prints
+    them); every other line goes to ``progress``."""
+    from edgecvm.fleet.launch import ROUND_RESULT_PREFIX
+
+    rounds = []
+    for line in log:
+        at = line.find(ROUND_RESULT_PREFIX)
+        if at < 0:
+            print(line, end="", file=progress)
+            continue
+        text = line[at + len(ROUND_RESULT_PREFIX):]
+        try:
+            result = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise EdgeCVMError(f"the fleet run reported a round result that is not JSON ({exc}): "
+                               f"{text[:200]!r}") from exc
+        missing = _RESULT_KEYS - result.keys() if isinstance(result, dict) else _RESULT_KEYS
+        if missing:
+            raise EdgeCVMError(f"the fleet run reported a round result without {', '.join(sorted(missing))}: "
+                               f"{text[:200]!r}")
+        rounds.append(result)
+    return rounds
 
 
 def _add_tls(parser: argparse.ArgumentParser, server: bool = False) -> None:
@@ -212,11 +239,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_tls(register_)
     register_.set_defaults(func=cmd_register)
 
-    round_ = actions.add_parser("round", help="run fleet rounds (on the server's machine)",
+    round_ = actions.add_parser("round", help="run fleet rounds (from any machine that reaches the SuperLink)",
                                 description="Start a run on the SuperLink: every node sends its own statistics, "
                                 "the server adds them as they arrive (a bad update or a silent node is named and left "
-                                "out, the round goes on) and sends the total back. Exit code 1 when a round added "
-                                "nothing.", epilog="example: edgecvm fleet round --superlink 127.0.0.1:9092 "
+                                "out, the round goes on) and sends the total back. Each round's result comes back "
+                                "with the run's log, so this runs on the workstation or any machine that reaches the "
+                                "SuperLink. Exit code 1 when a round added nothing.", epilog="example: edgecvm fleet round --superlink 127.0.0.1:9092 "
                                 "--ca-cert ca.crt --bundle bundle --min-nodes 3")
     round_.add_argument("--superlink", default="127.0.0.1:9092", metavar="HOST:PORT",
                         help="the SuperLink (default 127.0.0.1:9092)")

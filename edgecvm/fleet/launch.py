@@ -28,12 +28,13 @@ from edgecvm.errors import EdgeCVMError
 
 INSTALL_HINT = "pip install 'edgecvm[fleet]'"
 CONNECTION = "fleet"  # the one connection in a FLWR_HOME made here
-RESULT_FILE = "fleet-result.json"
+# A line of the ServerApp's output (cli/fleet_server_app.py) that holds a round's result: this, then its JSON.
+ROUND_RESULT_PREFIX = "edgecvm fleet round result: "
 # The run config a fleet run understands (server_app.RoundSettings), with its defaults: flwr run accepts only keys
 # the app's pyproject declares.
 RUN_CONFIG: dict[str, str | int | float] = {
-    "rounds": 1, "min-nodes": 2, "wait": 120.0, "timeout": 300.0, "dtype": "float32", "result-file": "",
-    "bundle-sha256": "", "anchors-sha256": "", "feature-dim": 0, "state-root": "", "bundle": "", "profile": "",
+    "rounds": 1, "min-nodes": 2, "wait": 120.0, "timeout": 300.0, "dtype": "float32", "bundle-sha256": "",
+    "anchors-sha256": "", "feature-dim": 0, "state-root": "", "bundle": "", "profile": "",
 }
 
 
@@ -90,7 +91,7 @@ dependencies = []
 publisher = "edgecvm"
 
 [tool.flwr.app.components]
-serverapp = "edgecvm.fleet.server_app:app"
+serverapp = "edgecvm.cli.fleet_server_app:app"
 clientapp = "edgecvm.fleet.client_app:app"
 
 [tool.flwr.app.config]

@@ -11,17 +11,20 @@ within the round's timeout is left out, and the round completes with the
 others. A run in which some round added nothing fails (an exception here is
 what marks a Flower run failed).
 
+Each round's result goes to the app's ``report`` as soon as the round ends;
+the app Flower starts for ``edgecvm fleet round`` (cli/fleet_server_app.py)
+prints it as a line of its output, which ``flwr run --stream`` relays.
+
 Imported only by Flower (``flwr run``, ``flower-superexec``, the simulation):
 the rest of edgecvm runs without flwr.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.serverapp import Grid, ServerApp
@@ -29,7 +32,6 @@ from flwr.serverapp import Grid, ServerApp
 from edgecvm.errors import BadInputError
 from edgecvm.fleet.total import FleetTotal
 from edgecvm.fleet.update import DTYPES, Identity, Update, encode, upload_bytes
-from edgecvm.formats.integrity import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +49,6 @@ class RoundSettings:
     wait: float = 120.0  # seconds to wait for them
     timeout: float = 300.0  # seconds a round waits for replies
     dtype: str = "float32"  # what nodes send their statistics in (update.py)
-    result_file: str = ""  # where the server writes each round's result as JSON ("": nowhere)
     bundle_sha256: str = ""  # the fleet's bundle, anchor file and feature size ("": the first valid update's)
     anchors_sha256: str = ""
     feature_dim: int = 0
@@ -172,28 +173,26 @@ def run_round(grid: Grid, settings: RoundSettings, number: int) -> RoundResult:
     return result
 
 
-def run_fleet(grid: Grid, settings: RoundSettings) -> list[RoundResult]:
+def run_fleet(grid: Grid, settings: RoundSettings, report: Callable[[RoundResult], None]) -> list[RoundResult]:
+    """Every round of ``settings``; ``report`` gets each round's result as soon as the round ends."""
     _wait_for_nodes(grid, settings)
     results: list[RoundResult] = []
     for number in range(1, settings.rounds + 1):
         results.append(run_round(grid, settings, number))
-        if settings.result_file:
-            atomic_write_bytes(settings.result_file, json.dumps([asdict(r) for r in results]).encode())
+        report(results[-1])
     empty = [r.round for r in results if not r.accepted]
     if empty:
         raise RuntimeError(f"fleet round(s) {empty}: no node's update was added")
     return results
 
 
-def make_server_app(settings: RoundSettings | None = None) -> ServerApp:
-    """A ServerApp running ``settings``, or (None) the run config it is started with."""
+def make_server_app(report: Callable[[RoundResult], None], settings: RoundSettings | None = None) -> ServerApp:
+    """A ServerApp running ``settings``, or (None) the run config it is started with, giving each round's result
+    to ``report``."""
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        run_fleet(grid, settings or RoundSettings.from_run_config(dict(context.run_config)))
+        run_fleet(grid, settings or RoundSettings.from_run_config(dict(context.run_config)), report)
 
     return app
-
-
-app = make_server_app()

@@ -3,10 +3,16 @@ starting Flower (the commands working end to end: tests/fleet/test_deployment.py
 
 from __future__ import annotations
 
+import io
+import json
 from pathlib import Path
 
 import pytest
 from device_cli import run_cli
+
+from edgecvm.cli.fleet import round_results
+from edgecvm.errors import EdgeCVMError
+from edgecvm.fleet.launch import ROUND_RESULT_PREFIX
 
 pytest.importorskip("flwr")
 
@@ -33,3 +39,29 @@ def test_what_cannot_work_is_one_line(capsys, tmp_path: Path, test_bundle: Path)
 def test_a_round_that_never_ran_is_an_error(capsys, tmp_path: Path, test_bundle: Path):
     run = run_cli(capsys, "fleet", "round", "--superlink", "127.0.0.1:1", "--insecure", "--bundle", test_bundle)
     assert run.code == 2 and "the fleet run did not finish" in run.stderr.splitlines()[-1]
+
+
+def _result(number: int, accepted: list[str]) -> dict:
+    return {"round": number, "nodes": 2, "accepted": accepted, "refused": {}, "dropped": [], "adopted": accepted,
+            "declined": {}, "samples": 24, "concepts": 4, "upload_bytes": 1000, "seconds": 1.5}
+
+
+def test_round_results_are_read_from_the_relayed_log_and_the_rest_is_progress():
+    log = ["Successfully started run 1\n", "\x1b[92mINFO \x1b[0m:      Start `flwr-serverapp` process\n",
+           ROUND_RESULT_PREFIX + json.dumps(_result(1, ["node 7"])) + "\n",
+           "node 9: refused its class statistics: its values are absurdly large\n",
+           ROUND_RESULT_PREFIX + json.dumps(_result(2, [])) + "\n"]
+    progress = io.StringIO()
+    assert round_results(log, progress) == [_result(1, ["node 7"]), _result(2, [])]
+    assert progress.getvalue() == log[0] + log[1] + log[3]
+
+
+@pytest.mark.parametrize(("line", "why"), [
+    (ROUND_RESULT_PREFIX + '{"round": 1, "nodes": 2, "acc', "is not JSON"),
+    (ROUND_RESULT_PREFIX + json.dumps({"round": 1, "nodes": 2}), "without accepted, adopted, concepts, declined"),
+    (ROUND_RESULT_PREFIX + "[1, 2]", "without accepted"),
+])
+def test_a_garbled_round_result_is_an_error_quoting_it(line: str, why: str):
+    with pytest.raises(EdgeCVMError, match=why) as raised:
+        round_results([line + "\n"], io.StringIO())
+    assert line[len(ROUND_RESULT_PREFIX):][:20] in str(raised.value)

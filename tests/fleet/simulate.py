@@ -16,6 +16,7 @@ import argparse
 import json
 import resource
 import tracemalloc
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ from flwr.simulation import run_simulation
 
 from edgecvm.fleet.client_app import make_client_app
 from edgecvm.fleet.node import DeviceNode
-from edgecvm.fleet.server_app import RoundSettings, make_server_app
+from edgecvm.fleet.server_app import RoundResult, RoundSettings, make_server_app
 from edgecvm.formats.bundle import load_bundle, load_head_and_anchors
 
 
@@ -55,7 +56,7 @@ def main() -> None:
     bundle = load_bundle(str(args.bundle))
     head, _ = load_head_and_anchors(bundle)
     settings = RoundSettings(rounds=args.rounds, min_nodes=args.nodes, wait=120.0, timeout=600.0, dtype=args.dtype,
-                             result_file=str(args.result), bundle_sha256=bundle.sha256,
+                             bundle_sha256=bundle.sha256,
                              anchors_sha256=bundle.manifest.anchors_sha256, feature_dim=head.feature_dim)
 
     def device(context: Context) -> DeviceNode:
@@ -63,8 +64,14 @@ def main() -> None:
         kind = {args.forge: ForgedNode, args.crash: CrashingNode}.get(i, DeviceNode)
         return kind(args.states / f"device-{i}", args.bundle)
 
+    results: list[RoundResult] = []
+
+    def report(result: RoundResult) -> None:
+        results.append(result)
+        args.result.write_text(json.dumps([asdict(r) for r in results]))
+
     tracemalloc.start()
-    run_simulation(make_server_app(settings), make_client_app(device), num_supernodes=args.nodes,
+    run_simulation(make_server_app(report, settings), make_client_app(device), num_supernodes=args.nodes,
                    backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}})
     traced = tracemalloc.get_traced_memory()[1]
     print(json.dumps({"server_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
