@@ -244,8 +244,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                 "the server adds them as they arrive (a bad update or a silent node is named and left "
                                 "out, the round goes on) and sends the total back. Each round's result comes back "
                                 "with the run's log, so this runs on the workstation or any machine that reaches the "
-                                "SuperLink. Exit code 1 when a round added nothing.", epilog="example: edgecvm fleet round --superlink 127.0.0.1:9092 "
-                                "--ca-cert ca.crt --bundle bundle --min-nodes 3")
+                                "SuperLink. Exit code 1 when a round added nothing.",
+                                epilog="example: edgecvm fleet round --superlink 127.0.0.1:9092 --ca-cert ca.crt "
+                                "--bundle bundle --min-nodes 3")
     round_.add_argument("--superlink", default="127.0.0.1:9092", metavar="HOST:PORT",
                         help="the SuperLink (default 127.0.0.1:9092)")
     _add_tls(round_)

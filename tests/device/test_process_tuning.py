@@ -169,7 +169,7 @@ def test_released_pages_leave_rss_and_read_back_unchanged(tmp_path: Path):
         assert _mapping_rss_kb(path) == 4096
         assert release_clean_file_pages() >= 4096 * 1024
         assert _mapping_rss_kb(path) == 0
-        assert mapped[:] == data  # mapped back from the page cache, byte for byte
+        assert mapped[:] == data  # mapped back, byte for byte
         assert _mapping_rss_kb(path) == 4096
 
 
