@@ -156,7 +156,9 @@ def release_clean_file_pages() -> int:
     code used per frame came back as almost all of onnxruntime's text (22.5
     MB instead of 5.9). Paged out, the folios leave the page cache and the
     pages used again are read back from the file in small folios, once
-    (docs/benchmarks.md, A memory figure that holds on another machine).
+    (docs/benchmarks.md, A memory figure that holds on another machine). The
+    price, also where there are no large folios to undo: those pages come
+    from the file (disk, SD card) instead of the page cache, once per start.
 
     It roughly halves the file-backed part of ``learn``'s RSS at the same
     frames/s. What it cannot do is free anonymous memory: it changes what RSS
