@@ -35,21 +35,23 @@ _CHUNK = 1 << 20
 _DIGEST_LEN = 64  # hex sha256 in the zip archive comment
 
 
-def _builtin_sha256() -> Callable[..., Any]:
-    """CPython's own sha256 (``_sha2`` from 3.12, ``_sha256`` before), else hashlib's.
+def _builtin_hash(name: str, modules: tuple[str, ...]) -> Callable[..., Any]:
+    """CPython's own ``name`` hash, from the first of ``modules`` that has it, else hashlib's.
 
     Why not plain ``hashlib``: importing it loads OpenSSL's libcrypto, 3.5 MB of
     RSS (measured) on a device whose whole learner must fit in ~100 MB; the
-    built-in code gives the same digests, ~6x slower (43 ms for the 13.5 MB
-    Lite0 backbone on the host), which only start-up and checkpoints pay.
+    built-in code gives the same digests (sha256 ~6x slower: 43 ms for the
+    13.5 MB Lite0 backbone on the host, which only start-up and checkpoints
+    pay).
     """
-    for module in ("_sha2", "_sha256"):
+    for module in modules:
         with contextlib.suppress(ImportError, AttributeError):
-            return importlib.import_module(module).sha256  # type: ignore[no-any-return]
-    return importlib.import_module("hashlib").sha256  # type: ignore[no-any-return]
+            return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
+    return getattr(importlib.import_module("hashlib"), name)  # type: ignore[no-any-return]
 
 
-new_sha256 = _builtin_sha256()
+new_sha256 = _builtin_hash("sha256", ("_sha2", "_sha256"))  # _sha2 from CPython 3.12, _sha256 before
+new_blake2b = _builtin_hash("blake2b", ("_blake2",))
 
 
 def sha256_bytes(data: bytes) -> str:

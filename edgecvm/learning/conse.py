@@ -9,11 +9,10 @@ device has seen a single labelled example.
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 
 from edgecvm.formats.head_file import ConseBranch
+from edgecvm.formats.integrity import new_blake2b
 
 
 def conse_weights(features: np.ndarray, branch: ConseBranch) -> tuple[np.ndarray, np.ndarray]:
@@ -69,7 +68,7 @@ class ConseCodes:
     def embed(self, rows: np.ndarray) -> np.ndarray:
         """(n, D) float32 ``conse_embed`` of ``rows`` (n, F), computed ``chunk`` rows at a time for the rows not
         asked for last time; afterwards the codes of exactly these rows are kept."""
-        keys = [hashlib.blake2b(np.ascontiguousarray(row), digest_size=16).digest() for row in rows]
+        keys = [new_blake2b(np.ascontiguousarray(row), digest_size=16).digest() for row in rows]
         known = np.array([self._row_of.get(key, -1) for key in keys], dtype=np.int64)
         have, missing = np.flatnonzero(known >= 0), np.flatnonzero(known < 0)
         top = np.empty((len(keys), self._top.shape[1]), dtype=np.int32)

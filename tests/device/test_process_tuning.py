@@ -118,6 +118,27 @@ def test_numpy_random_no_longer_loads_openssl():
     assert out.split() == ["True", "False"]
 
 
+_COMMAND_PROBE = """
+import atexit, sys
+def report():
+    with open("/proc/self/maps") as fh:
+        print("libcrypto mapped:", "libcrypto" in fh.read())
+atexit.register(report)
+from edgecvm.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")
+def test_a_learning_command_runs_without_openssl(tmp_path: Path, test_bundle: Path, samples_dir: Path):
+    """Nothing the device imports (the ConSE row cache hashes rows with BLAKE2) may load OpenSSL's libcrypto."""
+    out = subprocess.run([sys.executable, "-c", _COMMAND_PROBE, "learn", "--bundle", str(test_bundle), "--stream",
+                          str(samples_dir / "train"), "--state", str(tmp_path / "state"), "--limit", "40",
+                          "--shuffle", "0", "--json"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[-1] == "libcrypto mapped: False"
+
+
 _SMAPS = """\
 00400000-00452000 r-xp 00000000 08:02 173521      /usr/lib/libcode.so
 Rss:                 200 kB
