@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from edgecvm.device.device import Device
+from edgecvm.device.latency import AnswerLatency
 from edgecvm.device.memory_plan import MB
 from edgecvm.device.pipeline import FramePipeline
 from edgecvm.device.profiles import DeviceProfile
@@ -140,16 +141,16 @@ def camera_latency(extractor: FeatureExtractor, learner: Learner, video: Path, f
     """``video`` played at its frame rate through the pipeline, backbone and head (zero-shot over every
     anchor): p50/p95 ms from each frame's arrival to its answer, and the frames answered (a frame the
     consumer is too late for is skipped, as a camera replaces it: streams.VideoStream)."""
-    latencies = []
+    latency = AnswerLatency()
     with open_stream(str(video), limit=frames, realtime=True) as stream, \
             FramePipeline(stream, extractor.preprocess) as pipeline:
         for i, item in enumerate(pipeline):
-            if item.batch is None or item.frame.arrived is None:
+            if item.batch is None:
                 continue
             learner.predict_features(extractor.run(item.batch), top_k=5, vocab="all")
             if i >= WARMUP_FRAMES:
-                latencies.append(time.monotonic() - item.frame.arrived)
-    return {"source": str(video), "frames": len(latencies), **percentiles(latencies)}
+                latency.answered(item.frame)
+    return {"source": str(video), **latency.summary()}
 
 
 @dataclass(frozen=True)

@@ -64,6 +64,7 @@ class Accuracy:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from edgecvm.device.device import open_device
+    from edgecvm.device.latency import AnswerLatency
     from edgecvm.device.memory_plan import MB, peak_rss_bytes
     from edgecvm.device.pipeline import FramePipeline
     from edgecvm.errors import BadInputError
@@ -81,6 +82,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         return anchors.index_of(a) == anchors.index_of(b)
 
     accuracy = Accuracy()
+    latency = AnswerLatency()
     frames = bad = unknown_answers = 0
     started, cpu_started = time.monotonic(), time.process_time()
     with stream_from_args(args, device) as stream, StopOnSignal(stream) as stop, \
@@ -102,10 +104,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
                     log.warning("skipping %s: %s", frame.origin, frame.error)
                     continue
                 prediction = learner.predict_features(device.extractor.run(prepared.batch), args.top_k, vocab)[0]
+                seconds = latency.answered(frame)
                 unknown_answers += prediction.unknown
                 label = frame.label if score else None
                 hit = accuracy.update(label, prediction, same) if label is not None else None
-                _print_frame(frame.origin, label, prediction, hit, args.json)
+                _print_frame(frame.origin, label, prediction, hit, seconds, args.json)
     elapsed = time.monotonic() - started
     summary = {
         "event": "summary", "frames": frames, "bad_frames": bad, "predicted": frames - bad, "vocab": vocab,
@@ -117,12 +120,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
         "cpu_s": round(time.process_time() - cpu_started, 3),  # all threads of the process, user + system
         "state": args.state, "peak_rss_mb": round(peak_rss_bytes() / MB, 1), "interrupted_by": stop.name or None,
         "accuracy_note": no_accuracy or None,
+        "latency": latency.summary() if latency.frames else None,  # a live source's frames: arrival to answer
     }
     if args.json:
         print(json_line(summary), flush=True)
     else:
         print(f"{frames} frames ({bad} bad, skipped) in {elapsed:.1f} s, vocabulary {vocab} "
               f"({summary['vocab_size']} concepts){f', {unknown_answers} unknown' if unknown_answers else ''}")
+        if latency.frames:
+            print(f"answered {summary['latency']['p50_ms']} ms after a frame arrived (p50), "
+                  f"{summary['latency']['p95_ms']} ms (p95)")
         if no_accuracy:
             print(f"no accuracy: {no_accuracy}")
         elif accuracy.total:
@@ -140,12 +147,14 @@ def _why_no_accuracy(spec: str, unknown: list[str], anchors_name: str) -> str:
             "every image is predicted, but accuracy is left out")
 
 
-def _print_frame(origin: str, label: str | None, prediction: Prediction, hit: bool | None, as_json: bool) -> None:
+def _print_frame(origin: str, label: str | None, prediction: Prediction, hit: bool | None, latency_s: float | None,
+                 as_json: bool) -> None:
     if as_json:
         margin = None if prediction.known_margin is None else round(prediction.known_margin, 4)
         print(json_line({"event": "frame", "origin": origin, "concept": prediction.concept,
                          "score": round(prediction.score, 4), "top_k": [[n, round(s, 4)] for n, s in prediction.top_k],
-                         "unknown": prediction.unknown, "known_margin": margin, "label": label, "correct": hit}))
+                         "unknown": prediction.unknown, "known_margin": margin, "label": label, "correct": hit,
+                         "latency_ms": None if latency_s is None else round(latency_s * 1000, 2)}))
         return
     mark = "" if label is None else f"  [{'ok' if hit else 'WRONG'}: {label}]"
     nearest = f", nearest taught: {prediction.top_k[0][0]}" if prediction.unknown else ""

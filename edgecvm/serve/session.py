@@ -29,6 +29,7 @@ from PIL import Image
 
 from edgecvm.device.device import Device
 from edgecvm.device.image_files import decode_image
+from edgecvm.device.latency import AnswerLatency
 from edgecvm.device.learn_loop import FrameReport, LearnLoop
 from edgecvm.device.memory_plan import MB, current_rss_bytes, peak_rss_bytes
 from edgecvm.device.state import state_path
@@ -81,6 +82,7 @@ class ServeSession:
         self._preview_lock = threading.Lock()
         self._counts: dict[str, int] = dict(device.learner.counters.per_concept)
         self._times: collections.deque[float] = collections.deque(maxlen=_FPS_WINDOW)
+        self._latency = AnswerLatency()  # a live source's answers: arrival to answer
         self.stream_state = "starting"  # running, reconnecting, ended, lost, failed, stopped
         self.stream_error: str | None = None
         self.uploaded = 0
@@ -146,9 +148,12 @@ class ServeSession:
     def _on_prediction(self, frame: Frame, prediction: Prediction) -> None:
         """On the update worker, under the learner lock: the counts read here are consistent."""
         counts = dict(self.device.learner.counters.per_concept)
+        with self._guard:
+            seconds = self._latency.answered(frame)
         answer = {"concept": prediction.concept, "score": round(prediction.score, 4),
                   "top_k": [[name, round(score, 4)] for name, score in prediction.top_k],
-                  "frame": frame.origin, "among": "known" if counts else "all", "unknown": prediction.unknown}
+                  "frame": frame.origin, "among": "known" if counts else "all", "unknown": prediction.unknown,
+                  "latency_ms": None if seconds is None else round(seconds * 1000, 1)}
         with self._guard:
             self.answer, self.answer_seq = answer, self.answer_seq + 1
             self._frame, self._frame_seq = frame.image, self._frame_seq + 1
@@ -274,12 +279,13 @@ class ServeSession:
             recording = None if self.recording is None else {"concept": self.recording.concept,
                                                              "remaining": self.recording.remaining}
             paused, known = self.paused, len(self._counts)
+            latency = self._latency.summary() if self._latency.frames else None
         path = state_path(checkpointer.state_dir)
         rss = current_rss_bytes()
         return {
             "stream": {"source": self.stream.spec, "kind": self.stream.kind.value, "state": state,
                        "error": self.stream_error, "frames": self.loop.frames, "bad_frames": self.loop.bad_frames,
-                       "frames_per_s": self.frames_per_s()},
+                       "frames_per_s": self.frames_per_s(), "answer_latency": latency},
             "learning": {"paused": paused, "recording": recording, "known": known, "uploaded": self.uploaded,
                          "updates": device.learner.counters.updates, "head": device.learner.method.name},
             "memory": {"rss_mb": None if rss is None else round(rss / MB, 1),

@@ -247,3 +247,29 @@ def test_predict_on_folders_that_are_not_concepts_predicts_every_image_without_a
     assert "'holiday 2025', 'misc'" in summary["accuracy_note"] and "accuracy is left out" in summary["accuracy_note"]
     warnings = [r.getMessage() for r in caplog.records if "accuracy is left out" in r.getMessage()]
     assert len(warnings) == 1  # said once, also to a reader of the text output (as an `edgecvm: warning:` line)
+
+
+def test_predict_on_a_camera_says_how_long_after_each_frame_arrived_it_answered(
+        capsys, monkeypatch: pytest.MonkeyPatch, test_bundle: Path, samples_dir: Path, profile: Path) -> None:
+    from fake_opencv import FakeOpenCV
+
+    from edgecvm.device import streams
+
+    monkeypatch.setattr(streams, "import_cv2", lambda: FakeOpenCV(mode=(640, 480)))
+    run = run_cli(capsys, "predict", "--bundle", test_bundle, "--stream", "camera0", "--limit", "4",
+                  "--profile", profile, "--json")
+    assert run.code == 0, run.stderr
+    frames = [r for r in run.records if r["event"] == "frame"]
+    assert len(frames) == 4 and all(isinstance(r["latency_ms"], float) and r["latency_ms"] >= 0 for r in frames)
+    latency = run.summary["latency"]
+    assert latency["frames"] == 4 and 0 < latency["p50_ms"] <= latency["p95_ms"]
+    assert latency["p95_ms"] <= max(r["latency_ms"] for r in frames) * 1.01 + 0.01
+    text = run_cli(capsys, "predict", "--bundle", test_bundle, "--stream", "camera0", "--limit", "2",
+                   "--profile", profile)
+    assert text.code == 0 and re.search(r"answered [\d.]+ ms after a frame arrived \(p50\), [\d.]+ ms \(p95\)",
+                                        text.stdout)
+    # files arrive all at once: no latency to speak of
+    files = run_cli(capsys, "predict", "--bundle", test_bundle, "--stream", samples_dir / "val", "--limit", "2",
+                    "--profile", profile, "--json")
+    assert [r["latency_ms"] for r in files.records if r["event"] == "frame"] == [None, None]
+    assert files.summary["latency"] is None and "after a frame arrived" not in files.stdout

@@ -52,6 +52,22 @@ def test_the_feed_sends_answers(local_server: Server):
     events = read_events(local_server.port, 2)
     assert all({"concept", "score", "top_k", "frame"} <= set(e) for e in events)
     assert events[0]["frame"] != events[1]["frame"] and "clip.avi#" in events[0]["frame"]
+    # read as fast as it decodes, the video has no frame rate to arrive at: no latency to speak of
+    assert all(e["latency_ms"] is None for e in events) and local_server.status()["stream"]["answer_latency"] is None
+
+
+def test_a_live_source_says_how_long_after_each_frame_arrived_it_was_answered(test_bundle: Path, clip: Path,
+                                                                             tmp_path: Path):
+    servers = start_server(test_bundle, str(clip), tmp_path / "state", AccessPolicy(None, loopback=True),
+                           "127.0.0.1", loop=True, realtime=True)
+    server = next(servers)
+    try:
+        events = read_events(server.port, 3)
+        assert all(isinstance(e["latency_ms"], float) and e["latency_ms"] >= 0 for e in events)
+        latency = server.status()["stream"]["answer_latency"]
+        assert latency["frames"] >= 3 and 0 < latency["p50_ms"] <= latency["p95_ms"]
+    finally:
+        servers.close()
 
 
 # ---- bad requests: a clear error, never a traceback, nothing learned ----------------------------------

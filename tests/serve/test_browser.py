@@ -87,6 +87,8 @@ def test_teach_two_concepts_from_the_page(served, browser, samples_dir: Path, tm
     first, second = CLIP_CONCEPTS
     browser.get(url)
     wait_for(lambda: shown(browser)[1] is not None, what="the page's first answer")
+    # played in real time, the video's frames arrive as a camera's do: the page says how late each answer is
+    assert re.search(r"#\d+ · \d+ ms after it arrived", browser.find_element(By.ID, "answer-frame").text)
     wait_for(lambda: browser.execute_script("return document.getElementById('preview').naturalWidth > 0"),
              what="the preview")
     # typing completes from the server: a few matching names, not the whole vocabulary

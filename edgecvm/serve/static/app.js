@@ -55,7 +55,9 @@ function refreshPreview() {
 function showAnswer(answer) {
   $("answer-concept").textContent = answer.concept;
   $("answer-score").textContent = answer.score.toFixed(2);
-  $("answer-frame").textContent = answer.frame + (answer.among === "all" ? " · zero-shot, among every concept" : "")
+  $("answer-frame").textContent = answer.frame
+    + (answer.latency_ms === null ? "" : " · " + Math.round(answer.latency_ms) + " ms after it arrived")
+    + (answer.among === "all" ? " · zero-shot, among every concept" : "")
     + (answer.unknown ? " · none of the taught concepts; the nearest:" : "");
   const bars = $("bars");
   bars.replaceChildren(...answer.top_k.map(([name, score]) => {
