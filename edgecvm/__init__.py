@@ -28,6 +28,7 @@ __version__ = "0.1.0"
 _API = {
     "open_device": "edgecvm.device.device",
     "Device": "edgecvm.device.device",
+    "Answer": "edgecvm.device.device",
     "LearnLoop": "edgecvm.device.learn_loop",
     "open_stream": "edgecvm.device.streams",
     "merge_states": "edgecvm.device.state_merge",
@@ -40,12 +41,12 @@ _API = {
     "StreamLostError": "edgecvm.errors",
 }
 __all__ = [  # the names of _API, spelled out for tools that read them statically
-    "__version__", "open_device", "Device", "LearnLoop", "open_stream", "merge_states", "Prediction", "UpdateResult",
+    "__version__", "open_device", "Device", "Answer", "LearnLoop", "open_stream", "merge_states", "Prediction", "UpdateResult",
     "EdgeCVMError", "BadInputError", "IntegrityError", "BudgetExceededError", "StreamLostError",
 ]
 
 if TYPE_CHECKING:
-    from edgecvm.device.device import Device, open_device
+    from edgecvm.device.device import Answer, Device, open_device
     from edgecvm.device.learn_loop import LearnLoop
     from edgecvm.device.state_merge import merge_states
     from edgecvm.device.streams import open_stream

@@ -148,8 +148,9 @@ def camera_latency(extractor: FeatureExtractor, learner: Learner, video: Path, f
             if item.batch is None:
                 continue
             learner.predict_features(extractor.run(item.batch), top_k=5, vocab="all")
-            if i >= WARMUP_FRAMES:
-                latency.answered(item.frame)
+            seconds = item.frame.age_s()
+            if i >= WARMUP_FRAMES and seconds is not None:
+                latency.add(seconds)
     return {"source": str(video), **latency.summary()}
 
 

@@ -11,6 +11,7 @@ only read, never written.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -66,7 +67,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from edgecvm.device.device import open_device
     from edgecvm.device.latency import AnswerLatency
     from edgecvm.device.memory_plan import MB, peak_rss_bytes
-    from edgecvm.device.pipeline import FramePipeline
     from edgecvm.errors import BadInputError
 
     device = open_device(args.bundle, args.profile, args.state, read_only=True, tune_process=True,
@@ -86,29 +86,29 @@ def cmd_predict(args: argparse.Namespace) -> int:
     frames = bad = unknown_answers = 0
     started, cpu_started = time.monotonic(), time.process_time()
     with stream_from_args(args, device) as stream, StopOnSignal(stream) as stop, \
-            FramePipeline(stream, device.extractor.preprocess) as pipeline:
+            contextlib.closing(device.predict_stream(stream, args.top_k, vocab)) as answers:
         unknown = device.unknown_labels(stream)
         no_accuracy = _why_no_accuracy(stream.spec, [name for name, _ in unknown], device.bundle.anchors_path.name)
         if no_accuracy:
             log.warning("%s", no_accuracy)
         score = not no_accuracy
         with Progress(stream.total, "predict", unit="frames", enabled=None if args.json else False) as bar:
-            for prepared in pipeline:  # the next frame is decoded while the backbone runs on this one
-                frame = prepared.frame
+            for answer in answers:  # the next frame is decoded while the backbone runs on this one
+                frame, prediction = answer.frame, answer.prediction
                 if stop.stopped:
                     break
                 frames += 1
                 bar.update(1)
-                if prepared.batch is None:
+                if prediction is None:
                     bad += 1
                     log.warning("skipping %s: %s", frame.origin, frame.error)
                     continue
-                prediction = learner.predict_features(device.extractor.run(prepared.batch), args.top_k, vocab)[0]
-                seconds = latency.answered(frame)
+                if answer.latency_s is not None:
+                    latency.add(answer.latency_s)
                 unknown_answers += prediction.unknown
                 label = frame.label if score else None
                 hit = accuracy.update(label, prediction, same) if label is not None else None
-                _print_frame(frame.origin, label, prediction, hit, seconds, args.json)
+                _print_frame(frame.origin, label, prediction, hit, answer.latency_s, args.json)
     elapsed = time.monotonic() - started
     summary = {
         "event": "summary", "frames": frames, "bad_frames": bad, "predicted": frames - bad, "vocab": vocab,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Union
 
@@ -29,10 +29,11 @@ from edgecvm.device.frame_size import CAPTURE_SIZE, checked_frame_size
 from edgecvm.device.image_files import DecodeSize, decode_image, to_rgb
 from edgecvm.device.memory_plan import MemoryPlan, plan_for_learner
 from edgecvm.device.new_concepts import clean_name, embed_new_names, load_new_concepts, save_new_concepts
+from edgecvm.device.pipeline import FramePipeline
 from edgecvm.device.profiles import DeviceProfile, learner_config, load_profile
 from edgecvm.device.runtime import FeatureExtractor
 from edgecvm.device.state import Checkpointer, StateIdentity, load_state
-from edgecvm.device.streams import Stream, open_stream
+from edgecvm.device.streams import Frame, Stream, open_stream
 from edgecvm.errors import BadInputError
 from edgecvm.formats.anchors import AnchorSet
 from edgecvm.formats.bundle import Bundle, load_bundle, load_head_and_anchors
@@ -40,6 +41,15 @@ from edgecvm.learning.learner import Learner, Prediction, UpdateResult, Vocab
 
 ImageInput = Union[str, "os.PathLike[str]", Image.Image, np.ndarray]
 """A file path, a PIL image, or an (H, W, 3) uint8 RGB array (a camera frame)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Answer:
+    """One frame of a stream and what the device answered (``Device.predict_stream``)."""
+
+    frame: Frame
+    prediction: Prediction | None  # None: the frame could not be read, ``frame.error`` says why
+    latency_s: float | None  # from the frame's arrival at a live source to this answer; None for a file's frame
 
 
 @dataclasses.dataclass
@@ -128,6 +138,23 @@ class Device:
 
     def predict_features(self, features: np.ndarray, top_k: int = 5, vocab: Vocab | None = None) -> list[Prediction]:
         return self.learner.predict_features(features, top_k, vocab or self.default_vocab)
+
+    def predict_stream(self, stream: Stream, top_k: int = 5, vocab: Vocab | None = None) -> Iterator[Answer]:
+        """Answer every frame of ``stream`` as ``edgecvm predict`` does, in order.
+
+        The next frame is decoded and preprocessed on a worker thread while
+        the backbone runs on this one (pipeline.py), so a camera-sized frame
+        costs little more than the model; a live camera is answered on its
+        newest frame, never from a queue of old ones. Leaving the loop (a
+        ``break``, an exception, the iterator's ``close()``) stops the worker.
+        """
+        with FramePipeline(stream, self.extractor.preprocess) as pipeline:
+            for item in pipeline:
+                if item.batch is None:
+                    yield Answer(item.frame, None, None)
+                    continue
+                prediction = self.predict_features(self.extractor.run(item.batch), top_k, vocab)[0]
+                yield Answer(item.frame, prediction, item.frame.age_s())
 
     @property
     def default_vocab(self) -> Vocab:

@@ -85,6 +85,13 @@ class Frame:
     error: str | None = None
     arrived: float | None = None  # time.monotonic() when a live source delivered it (None for files)
 
+    def age_s(self, now: float | None = None) -> float | None:
+        """Seconds since a live source delivered the frame (at ``now``, a ``time.monotonic()`` reading; default:
+        this moment); None for a file's frame, which has no moment of arrival."""
+        if self.arrived is None:
+            return None
+        return max((time.monotonic() if now is None else now) - self.arrived, 0.0)
+
 
 class Stream:
     """Frames from one source; iterate once. Use as a context manager to release files and devices."""

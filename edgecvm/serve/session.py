@@ -148,8 +148,10 @@ class ServeSession:
     def _on_prediction(self, frame: Frame, prediction: Prediction) -> None:
         """On the update worker, under the learner lock: the counts read here are consistent."""
         counts = dict(self.device.learner.counters.per_concept)
-        with self._guard:
-            seconds = self._latency.answered(frame)
+        seconds = frame.age_s()
+        if seconds is not None:
+            with self._guard:
+                self._latency.add(seconds)
         answer = {"concept": prediction.concept, "score": round(prediction.score, 4),
                   "top_k": [[name, round(score, 4)] for name, score in prediction.top_k],
                   "frame": frame.origin, "among": "known" if counts else "all", "unknown": prediction.unknown,

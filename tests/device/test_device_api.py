@@ -134,6 +134,36 @@ def test_a_device_opens_streams_as_it_reads_frames(tmp_path: Path, test_bundle: 
         assert least_w <= width < 4032 and least_h <= height < 3024 and frame.label == "lemon"
 
 
+def test_a_stream_is_answered_frame_by_frame_as_predict_answers_each_image(
+        tmp_path: Path, test_bundle: Path, samples_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from edgecvm.device import streams
+
+    photos = tmp_path / "photos" / "lemon"
+    photos.mkdir(parents=True)
+    for path in _images(samples_dir, "lemon", "val")[:4]:
+        (photos / path.name).write_bytes(path.read_bytes())
+    (photos / "zz-broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    with edgecvm.open_device(test_bundle) as device:
+        with device.open_stream(str(tmp_path / "photos")) as stream:
+            answers = list(device.predict_stream(stream, top_k=3))
+        assert [Path(a.frame.origin).name for a in answers] == sorted(p.name for p in photos.iterdir())
+        *good, broken = answers
+        assert broken.prediction is None and "cannot decode image" in broken.frame.error
+        for answer in good:  # the same answer as for the image alone; a file has no moment of arrival
+            assert answer.prediction == device.predict(answer.frame.origin, top_k=3) and answer.latency_s is None
+
+        monkeypatch.setattr(streams, "import_cv2", lambda: FakeOpenCV(mode=(640, 480)))
+        with device.open_stream("camera0") as camera:
+            for n, answer in enumerate(device.predict_stream(camera)):  # a camera never ends: leave the loop
+                assert answer.prediction is not None and answer.latency_s is not None and answer.latency_s >= 0
+                assert "edgecvm-prepare" in {t.name for t in threading.enumerate()}  # the pipeline's worker
+                if n == 2:
+                    break
+            assert "edgecvm-prepare" not in {t.name for t in threading.enumerate()}  # leaving the loop stopped it
+
+
 @pytest.mark.parametrize("size", [(0, 480), (640.5, 480), (640,), "640x480"])
 def test_a_bad_frame_size_is_named(test_bundle: Path, size: object) -> None:
     with pytest.raises(edgecvm.BadInputError, match=r"frame_size must be \(width, height\) in whole pixels"):
