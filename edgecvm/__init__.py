@@ -41,8 +41,8 @@ _API = {
     "StreamLostError": "edgecvm.errors",
 }
 __all__ = [  # the names of _API, spelled out for tools that read them statically
-    "__version__", "open_device", "Device", "Answer", "LearnLoop", "open_stream", "merge_states", "Prediction", "UpdateResult",
-    "EdgeCVMError", "BadInputError", "IntegrityError", "BudgetExceededError", "StreamLostError",
+    "__version__", "open_device", "Device", "Answer", "LearnLoop", "open_stream", "merge_states", "Prediction",
+    "UpdateResult", "EdgeCVMError", "BadInputError", "IntegrityError", "BudgetExceededError", "StreamLostError",
 ]
 
 if TYPE_CHECKING:
