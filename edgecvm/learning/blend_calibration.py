@@ -80,18 +80,23 @@ class CalibrationPool:
                 "next": np.array([self._next])}
 
     def load_state_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
+        """Restore a saved pool. Saved by a profile with a larger pool (a state taught on a workstation, resumed on a
+        Raspberry Pi Zero), only its newest ``capacity`` rows are kept, as if the pool had always been this size."""
         features, labels, nxt = arrays["features"], arrays["labels"], arrays["next"]
         size = features.shape[0]
-        if (features.ndim != 2 or features.shape[1] != self.features.shape[1] or size > self.capacity
-                or labels.shape != (size,) or nxt.shape != (1,) or not 0 <= int(nxt[0]) < max(self.capacity, 1)):
+        if (features.ndim != 2 or features.shape[1] != self.features.shape[1] or labels.shape != (size,)
+                or nxt.shape != (1,) or not 0 <= int(nxt[0]) <= size):
             raise ValueError(f"calibration pool has shapes {features.shape}, {labels.shape}, {nxt.shape}")
         if (labels < 0).any() or not np.isfinite(features).all():
             raise ValueError("calibration pool holds negative labels or NaN/Inf")
         nxt = int(nxt[0])
-        if size < self.capacity and nxt != size:  # the full ring of a smaller pool: oldest first, then grow from it
-            order = np.roll(np.arange(size), -nxt)
-            features, labels, nxt = features[order], labels[order], size
-        self.features[:size], self.labels[:size] = features, labels
+        if size == self.capacity:  # the same ring, as saved
+            order = np.arange(size)
+        else:  # oldest first, the newest that fit kept; the ring then grows (or wraps) from the end
+            order = np.roll(np.arange(size), -nxt)[max(size - self.capacity, 0):]
+            size = order.size
+            nxt = size % self.capacity if self.capacity else 0
+        self.features[:size], self.labels[:size] = features[order], labels[order]
         self.size, self._next = size, nxt
 
     def nbytes(self) -> int:

@@ -70,6 +70,22 @@ def test_resume_uses_the_current_profile_replay_size(tmp_path):
     assert smaller.replay.capacity == 30 and smaller.replay.size == 30
 
 
+def test_a_state_taught_with_a_larger_replay_buffer_resumes_on_a_smaller_device(tmp_path):
+    """A workstation's profile pools more replayed samples for calibration than a Pi Zero's: the newest that fit are
+    kept, nothing is refused, and teaching goes on."""
+    learner = Learner(HEAD, ANCHORS, LearnerConfig(replay_bytes=2000 * F * 2, batch_size=8))
+    _teach(learner, 80)
+    assert learner.method.pool.size > 256  # more than the smaller device's pool holds
+    save_state(tmp_path, learner, IDENTITY)
+    smaller = _load(tmp_path, config=LearnerConfig(replay_bytes=300 * F * 2, batch_size=8))
+    assert smaller.method.pool.size == smaller.method.pool.capacity == 256 and smaller.known == learner.known
+    np.testing.assert_array_equal(smaller.method.pool.features[smaller.method.pool.usable_rows(np.full(6, 9))],
+                                  learner.method.pool.features[learner.method.pool.usable_rows(np.full(6, 9))][-256:])
+    assert [concept for concept, _ in _answers(smaller)] == [concept for concept, _ in _answers(learner)]
+    _teach(smaller, 20, seed=1)
+    assert smaller.counters.updates == 100
+
+
 def _two_checkpoints(state_dir) -> tuple[list, list]:
     learner = Learner(HEAD, ANCHORS, CONFIG)
     _teach(learner, 20)

@@ -118,9 +118,11 @@ def test_pool_keeps_the_newest_rows_and_round_trips():
     pool.add(np.full((1, F), 9, np.float32), np.array([0]))
     again.add(np.full((1, F), 9, np.float32), np.array([0]))
     np.testing.assert_array_equal(again.state_arrays()["features"], pool.state_arrays()["features"])
-    broken = {**pool.state_arrays(), "features": np.full((2, F), np.nan, np.float16), "labels": np.zeros(2, np.int64)}
+    broken = {"features": np.full((2, F), np.nan, np.float16), "labels": np.zeros(2, np.int64), "next": np.array([0])}
     with pytest.raises(ValueError, match="NaN"):
         CalibrationPool(4, F).load_state_arrays(broken)
+    with pytest.raises(ValueError, match="calibration pool has shapes"):  # a ring position past its rows
+        CalibrationPool(4, F).load_state_arrays({**pool.state_arrays(), "next": np.array([5])})
 
 
 def test_a_full_pool_saved_at_a_smaller_capacity_resumes_oldest_first_and_grows():
@@ -131,3 +133,21 @@ def test_a_full_pool_saved_at_a_smaller_capacity_resumes_oldest_first_and_grows(
     pool.load_state_arrays(small.state_arrays())
     pool.add(np.full((2, F), 6, np.float32), np.array([0, 0]))
     assert pool.features[pool.usable_rows(np.array([9])), 0].tolist() == [2.0, 3.0, 4.0, 5.0, 6.0, 6.0]
+
+
+@pytest.mark.parametrize(("saved", "added"), [(6, 2), (10, 1), (3, 2)])
+def test_a_pool_saved_at_a_larger_capacity_resumes_with_its_newest_rows(saved: int, added: int):
+    """A state taught on a workstation (its profile's larger pool) resumed by a smaller device: no error, the newest
+    rows kept, and the ring goes on as if it had always been this size."""
+    large = CalibrationPool(8, F)
+    for i in range(saved):
+        large.add(np.full((1, F), i, np.float32), np.array([0]))
+    pool, same = CalibrationPool(4, F), CalibrationPool(4, F)
+    pool.load_state_arrays(large.state_arrays())
+    for i in range(saved):
+        same.add(np.full((1, F), i, np.float32), np.array([0]))
+    for i in range(added):
+        for ring in (pool, same):
+            ring.add(np.full((1, F), 100 + i, np.float32), np.array([0]))
+    assert (pool.features[pool.usable_rows(np.array([9])), 0].tolist()
+            == same.features[same.usable_rows(np.array([9])), 0].tolist())
