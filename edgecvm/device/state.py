@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -44,6 +44,7 @@ STATE_VERSION = 1
 STATE_FILE = "state.npz"
 _FIX = "delete the state dir, or use another one, to start learning from scratch"
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -62,14 +63,14 @@ def state_path(state_dir: str | Path) -> Path:
     return Path(state_dir) / STATE_FILE
 
 
-def _prev_path(path: Path) -> Path:
+def previous_path(path: Path) -> Path:
     return path.with_name(path.name + ".prev")
 
 
 def has_state(state_dir: str | Path) -> bool:
     """True when the dir holds a checkpoint (latest or previous)."""
     path = state_path(state_dir)
-    return path.exists() or _prev_path(path).exists()
+    return path.exists() or previous_path(path).exists()
 
 
 # ---- writing ------------------------------------------------------------------------------------
@@ -179,21 +180,27 @@ def load_state(
         raise BadInputError(
             f"{path}: no learner state here; teach something into {state_dir} first"
         )
+    learner, read, latest_error = read_latest_or_previous(
+        path, lambda file: _restore(file, head, anchors, identity, config, extractor))
+    if latest_error is not None:
+        log.warning("%s is unusable (%s); resumed from the previous checkpoint %s (update %d)",
+                    path, latest_error, read, learner.counters.updates)
+    return learner
+
+
+def read_latest_or_previous(path: Path, read: Callable[[Path], T]) -> tuple[T, Path, IntegrityError | None]:
+    """``read`` the latest checkpoint file, or the one before it when the latest is unusable: (what was read, the
+    file it came from, why the latest was not used). ``IntegrityError`` naming both when neither can be read."""
     try:
-        return _restore(path, head, anchors, identity, config, extractor)
+        return read(path), path, None
     except IntegrityError as latest_error:
-        prev = _prev_path(path)
+        prev = previous_path(path)
         if not prev.exists():
             raise
         try:
-            learner = _restore(prev, head, anchors, identity, config, extractor)
+            return read(prev), prev, latest_error
         except IntegrityError as prev_error:
-            raise IntegrityError(
-                f"both state files are unusable: {latest_error} | {prev_error}"
-            ) from None
-        log.warning("%s is unusable (%s); resumed from the previous checkpoint %s (update %d)",
-                    path, latest_error, prev, learner.counters.updates)
-        return learner
+            raise IntegrityError(f"both state files are unusable: {latest_error} | {prev_error}") from None
 
 
 def _restore(
@@ -251,24 +258,34 @@ def _section(arrays: Mapping[str, np.ndarray], prefix: str) -> dict[str, np.ndar
     return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
 
 
-def _fill(learner: Learner, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> None:
-    """Load saved arrays and metadata into a freshly built learner (raises on any inconsistency)."""
-    learner.method.load_state_arrays(_section(arrays, "method."))
+def saved_known(meta: Mapping[str, Any]) -> list[str]:
+    """The known concepts a state file's metadata names, in teaching order (``ValueError`` if they are not names)."""
     known = meta["known"]
     if not (isinstance(known, list) and all(isinstance(n, str) for n in known) and len(set(known)) == len(known)):
         raise ValueError("known concepts are not a list of distinct names")
-    learner.restore_known(known)
+    return known
+
+
+def saved_counters(meta: Mapping[str, Any]) -> Counters:
+    """The counters a state file's metadata holds (``ValueError`` unless whole numbers >= 0)."""
+    counters = from_dict(Counters, meta["counters"], "counters")
+    counts = [v for k, v in dataclasses.asdict(counters).items() if k != "per_concept"]
+    counts += list(counters.per_concept.values())
+    if not all(isinstance(c, int) and c >= 0 for c in counts):  # the schema checks the dict, not its values
+        raise ValueError("counters must be whole numbers >= 0")
+    return counters
+
+
+def _fill(learner: Learner, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> None:
+    """Load saved arrays and metadata into a freshly built learner (raises on any inconsistency)."""
+    learner.method.load_state_arrays(_section(arrays, "method."))
+    learner.restore_known(saved_known(meta))
     replay = ReplayBuffer.from_state_arrays(
         _section(arrays, "replay."), learner.replay.capacity, learner.feature_dim, learner.config.seed
     )
     if replay.size and int(replay.labels[: replay.size].max()) >= len(learner.known):
         raise ValueError("replay labels refer to concepts that are not in the known list")
     learner.replay = replay
-    counters = from_dict(Counters, meta["counters"], "counters")
-    counts = [v for k, v in dataclasses.asdict(counters).items() if k != "per_concept"]
-    counts += list(counters.per_concept.values())
-    if not all(isinstance(c, int) and c >= 0 for c in counts):  # the schema checks the dict, not its values
-        raise ValueError("counters must be whole numbers >= 0")
-    learner.counters = counters
+    learner.counters = saved_counters(meta)
     learner.rng.bit_generator.state = meta["rng"]
     learner.replay.rng.bit_generator.state = meta["replay_rng"]

@@ -112,3 +112,56 @@ def test_inputs_that_do_not_merge_are_refused_by_name_and_nothing_is_written(cap
     assert run.code == 2 and run.stdout == ""
     assert run.stderr.count("\n") == 1 and run.stderr.startswith("edgecvm: error: ") and named in run.stderr
     assert {p: state_path(p).read_bytes() for p in (a, b, c)} == files
+
+
+def test_show_says_what_a_device_knows_before_and_after_a_merge(capsys, fleet: dict, tmp_path: Path,
+                                                                 test_bundle: Path):
+    a, b = _copy(fleet, tmp_path, "a", "b")
+    names = fleet["names"]
+    run = run_cli(capsys, "state", "show", a, "--json")
+    assert run.code == 0, run.stderr
+    (shown,) = run.records
+    assert shown["head"] == "lda" and shown["merged_samples"] is None and shown["resumes"] is None
+    assert shown["concepts"] == [{"name": names[0], "taught_here": 12, "in_statistics": 12},
+                                 {"name": names[1], "taught_here": 12, "in_statistics": 12}]
+    assert shown["updates"] == 1 and shown["frames_seen"] == 24 and shown["replay_samples"] == 24
+    assert shown["read_from"] == str(state_path(a)) and shown["latest_unusable"] is None
+    assert shown["bundle_sha256"] == _identity(test_bundle).bundle_sha256
+
+    assert run_cli(capsys, "state", "merge", "--bundle", test_bundle, "--profile", fleet["profile"], a, b,
+                   "--out", a).code == 0
+    run = run_cli(capsys, "state", "show", a, "--json", "--bundle", test_bundle, "--profile", fleet["profile"])
+    (merged,) = run.records
+    assert merged["merged_samples"] == 48 and merged["own_samples"] == 24 and merged["previous_checkpoint"]
+    assert {c["name"]: (c["taught_here"], c["in_statistics"]) for c in merged["concepts"]} == {
+        names[0]: (12, 12), names[1]: (12, 12), names[2]: (0, 12), names[3]: (0, 12)}
+    assert merged["resumes"]["profile"] == fleet["profile"].stem and merged["resumes"]["memory_plan_mb"] > 0
+    text = run_cli(capsys, "state", "show", a, "--bundle", test_bundle, "--profile", fleet["profile"]).stdout
+    assert "merged with other devices: 24 of the statistics' 48 samples were taught here" in text
+    assert f"resumes with {test_bundle}" in text and names[3] in text
+
+
+def test_show_reads_the_previous_checkpoint_when_the_latest_is_unusable_and_names_what_is_wrong(
+        capsys, fleet: dict, tmp_path: Path, test_bundle: Path):
+    assert "no learner state here" in run_cli(capsys, "state", "show", tmp_path / "empty").stderr
+    (sgd,) = _copy(fleet, tmp_path, "sgd")
+    (shown,) = run_cli(capsys, "state", "show", sgd, "--json").records
+    assert shown["head"] == "sgd" and shown["concepts"][0]["in_statistics"] is None  # no class statistics
+    # a state of another bundle: shown from its own file, refused when checked against this bundle
+    head, anchors = load_head_and_anchors(load_bundle(str(test_bundle)))
+    stranger = tmp_path / "stranger"
+    save_state(stranger, Learner(head, anchors), StateIdentity(bundle_sha256="b" * 64, anchors_sha256="a" * 64))
+    assert run_cli(capsys, "state", "show", stranger).code == 0
+    refused = run_cli(capsys, "state", "show", stranger, "--bundle", test_bundle)
+    assert refused.code == 2 and "learned with a different bundle (sha256 bbbbbbbbbbbb" in refused.stderr
+
+    (a,) = _copy(fleet, tmp_path, "a")
+    save_state(a, load_state(a, head, anchors, _identity(test_bundle)), _identity(test_bundle))  # a second one
+    latest = state_path(a)
+    latest.write_bytes(latest.read_bytes()[: latest.stat().st_size // 2])  # power lost mid-copy
+    (shown,) = run_cli(capsys, "state", "show", a, "--json").records
+    assert shown["read_from"] == f"{latest}.prev" and str(latest) in shown["latest_unusable"]
+    assert len(shown["concepts"]) == 2
+    latest.with_name("state.npz.prev").write_bytes(b"garbage")
+    run = run_cli(capsys, "state", "show", a)
+    assert run.code == 2 and "both state files are unusable" in run.stderr and "Traceback" not in run.stderr
