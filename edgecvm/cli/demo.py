@@ -164,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"\nDone in {time.monotonic() - started:.0f} s. Try it yourself:\n"
           f"  edgecvm predict --bundle {bundle} --state {state} --stream {SAMPLE / 'val'}\n"
-          f"  edgecvm learn --bundle {bundle} --state {state} --profile {PROFILE} --stream camera0 --label teapot")
+          f"  edgecvm learn --bundle {bundle} --state {state} --profile {PROFILE} --stream camera0 --label teapot\n"
+          f"  edgecvm state show {state}")
     return 0
 
 
