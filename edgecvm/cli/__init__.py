@@ -29,7 +29,7 @@ COMMANDS = {
     "learn": ("edgecvm.cli.learn", "teach concepts from a stream into a state dir (resumes it)"),
     "predict": ("edgecvm.cli.predict", "name the concept in each frame of a stream"),
     "serve": ("edgecvm.cli.serve", "teach and watch the device from a web page (and its JSON API) while it learns"),
-    "state": ("edgecvm.cli.state", "merge what several devices learned into one state dir (no server)"),
+    "state": ("edgecvm.cli.state", "show what a state dir holds, or merge several into one (no server)"),
     "fleet": ("edgecvm.cli.fleet", "fleet learning on Flower: what one device learns, every device knows"),
     "profiles": ("edgecvm.cli.profiles", "list the device profiles or show one"),
     "bench": ("edgecvm.cli.bench", "measure latency, frames/s and memory per device profile"),

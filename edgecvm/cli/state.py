@@ -66,7 +66,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
-        "state", help="show what a state dir holds, or merge what several devices learned into one (no server)",
+        "state", help="show what a state dir holds, or merge several into one (no server)",
         description="Work on learner state dirs (made by `edgecvm learn`, `serve` or open_device).")
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     show = actions.add_parser(
