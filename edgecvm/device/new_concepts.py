@@ -35,6 +35,9 @@ from edgecvm.formats.bundle import TEXT_ENCODER, Bundle
 NEW_CONCEPTS_FILE = "new-concepts.anchors.npz"
 DTYPE = "float16"  # as the shipped anchor files
 MAX_NAME_CHARS = 100
+# A damaged file of names the device embedded is not rebuilt from a concept list: the state's copy is what holds them
+UNREADABLE_FIX = ("restore the state dir from a copy; without these names the concepts the device learned under "
+                  "them cannot be resumed")
 log = logging.getLogger(__name__)
 
 
@@ -79,7 +82,7 @@ def load_new_concepts(state_dir: str | Path | None, base: AnchorSet) -> AnchorSe
 def _load(path: Path, base: AnchorSet) -> AnchorSet:
     if not path.exists():
         raise IntegrityError(f"{path}: missing")
-    own = load_anchors(path)
+    own = load_anchors(path, UNREADABLE_FIX)
     same_space = own.dim == base.dim and own.model == base.model and (
         own.model_probe is None if base.model_probe is None
         else own.model_probe is not None and np.array_equal(own.model_probe, base.model_probe))

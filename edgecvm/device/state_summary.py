@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from edgecvm.device.new_concepts import new_concepts_path
+from edgecvm.device.new_concepts import UNREADABLE_FIX, new_concepts_path
 from edgecvm.device.state import (
     STATE_FORMAT,
     STATE_VERSION,
@@ -129,6 +129,6 @@ def _new_concepts(state_dir: str | Path) -> list[str]:
     def names(file: Path) -> list[str]:
         if not file.exists():
             raise IntegrityError(f"{file}: missing")
-        return list(load_anchors(file).names)
+        return list(load_anchors(file, UNREADABLE_FIX).names)
 
     return read_latest_or_previous(path, names)[0]

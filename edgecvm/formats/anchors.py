@@ -179,20 +179,20 @@ def quantise(vectors: np.ndarray, dtype: str) -> dict[str, np.ndarray]:
 
 
 def _stored_rows(path: str | Path, arrays: dict[str, np.ndarray], dtype: object, count: int,
-                 dim: int) -> tuple[np.ndarray, np.ndarray | None]:
+                 dim: int, fix: str) -> tuple[np.ndarray, np.ndarray | None]:
     """float32 unit rows (float16 files), or the int8 codes and the factor that makes each a unit row (int8 files)."""
     stored = arrays.get("vectors")
     expected = {"float16": np.float16, "int8": np.int8}.get(dtype) if isinstance(dtype, str) else None
     if expected is None or stored is None or stored.dtype != expected or stored.ndim != 2 or len(stored) != count:
-        raise IntegrityError(f"{path}: anchor vectors are missing or not ({count}, D) {dtype}; {_FIX}")
+        raise IntegrityError(f"{path}: anchor vectors are missing or not ({count}, D) {dtype}; {fix}")
     vectors = stored.astype(np.float32) if dtype == "float16" else None
     if stored.shape[1] != dim or (vectors is not None and not np.isfinite(vectors).all()):
-        raise IntegrityError(f"{path}: anchor vectors are not {count}x{dim} finite numbers; {_FIX}")
+        raise IntegrityError(f"{path}: anchor vectors are not {count}x{dim} finite numbers; {fix}")
     if vectors is not None:
         return normalise_rows(vectors), None
     scales = arrays.get("scales")
     if scales is None or scales.shape != (count,) or not (np.isfinite(scales).all() and (scales > 0).all()):
-        raise IntegrityError(f"{path}: int8 anchors need one positive finite scale per row; {_FIX}")
+        raise IntegrityError(f"{path}: int8 anchors need one positive finite scale per row; {fix}")
     # A row's scale only sets its length, which re-normalising to unit length drops: code row / its norm is the row.
     return stored, 1.0 / np.maximum(_code_norms(stored), 1e-12)
 
@@ -224,29 +224,30 @@ def save_anchors(path: str | Path, anchors: AnchorSet, dtype: str = "float16", k
     return save_container(path, ANCHORS_FORMAT, ANCHORS_VERSION, arrays, meta, keep_previous)
 
 
-def load_anchors(path: str | Path) -> AnchorSet:
-    """Read and verify an anchor file (checksum, fields, shapes): unit rows, held as int8 when the file is."""
-    arrays, meta = load_container(path, ANCHORS_FORMAT, (ANCHORS_VERSION,), _FIX)
+def load_anchors(path: str | Path, fix: str = _FIX) -> AnchorSet:
+    """Read and verify an anchor file (checksum, fields, shapes): unit rows, held as int8 when the file is.
+    ``fix``: what an error tells the user to do (a state dir's own anchors are not rebuilt from a concept list)."""
+    arrays, meta = load_container(path, ANCHORS_FORMAT, (ANCHORS_VERSION,), fix)
     try:
         names = json.loads(arrays["names"].tobytes().decode("utf-8"))
         model, dtype, dim, count = meta["model"], meta["dtype"], meta["dim"], meta["count"]
         templates = meta["templates"]
     except (KeyError, ValueError) as exc:
-        raise IntegrityError(f"{path}: anchor file lacks a valid field ({exc}); {_FIX}") from None
+        raise IntegrityError(f"{path}: anchor file lacks a valid field ({exc}); {fix}") from None
     if not (isinstance(count, int) and isinstance(dim, int)):  # checked first: both go into the messages below
-        raise IntegrityError(f"{path}: anchor count and dim are not whole numbers; {_FIX}")
+        raise IntegrityError(f"{path}: anchor count and dim are not whole numbers; {fix}")
     if not (isinstance(names, list) and all(isinstance(n, str) for n in names) and len(names) == count):
-        raise IntegrityError(f"{path}: concept names are not a list of {count} strings; {_FIX}")
+        raise IntegrityError(f"{path}: concept names are not a list of {count} strings; {fix}")
     if not (isinstance(templates, list) and all(isinstance(t, str) for t in templates)):
-        raise IntegrityError(f"{path}: templates are not a list of strings; {_FIX}")
-    stored, row_scales = _stored_rows(path, arrays, dtype, count, dim)
+        raise IntegrityError(f"{path}: templates are not a list of strings; {fix}")
+    stored, row_scales = _stored_rows(path, arrays, dtype, count, dim, fix)
     probe = arrays.get("model_probe")
     if probe is not None and not (probe.dtype == np.float32 and probe.shape == (dim,) and np.isfinite(probe).all()):
-        raise IntegrityError(f"{path}: model_probe is not {dim} finite float32 numbers; {_FIX}")
+        raise IntegrityError(f"{path}: model_probe is not {dim} finite float32 numbers; {fix}")
     try:
         return AnchorSet(tuple(names), stored, str(model), tuple(templates), dtype, probe, row_scales=row_scales)
     except BadInputError as exc:
-        raise IntegrityError(f"{path}: {exc}; {_FIX}") from None
+        raise IntegrityError(f"{path}: {exc}; {fix}") from None
 
 
 def nearest_pairs(anchors: AnchorSet, k: int = 5, block: int = 1024) -> list[tuple[str, str, float]]:

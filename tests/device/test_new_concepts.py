@@ -13,6 +13,7 @@ import edgecvm
 from edgecvm import resources
 from edgecvm.device.new_concepts import new_concepts_path
 from edgecvm.device.profiles import load_profile
+from edgecvm.device.state_summary import describe_state
 from edgecvm.device.text_encoder import open_text_encoder
 from edgecvm.formats.anchors import load_anchors
 from edgecvm.formats.bundle import load_bundle
@@ -94,6 +95,8 @@ def test_a_corrupt_file_falls_back_to_the_previous_one(tmp_path: Path, encoder_b
     with edgecvm.open_device(encoder_bundle, state=state) as device:
         assert device.add_concepts(["garden gnome"]) == ["garden gnome"]
         assert device.add_concepts(["blue mug", "red kite"], ["a drinking cup", ""]) == ["blue mug", "red kite"]
+        device.teach(np.full((64, 64, 3), 90, np.uint8), "garden gnome")  # a checkpoint for `state show` to read
+    assert describe_state(state).new_concepts == ["garden gnome", "blue mug", "red kite"]  # `edgecvm state show`
     path = new_concepts_path(state)
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
@@ -102,8 +105,10 @@ def test_a_corrupt_file_falls_back_to_the_previous_one(tmp_path: Path, encoder_b
         assert device.learner.anchors.names[200:] == ("garden gnome",)  # what the previous file held
     assert "unusable" in caplog.text and path.name in caplog.text
     path.with_name(path.name + ".prev").write_bytes(bytes(data))
-    with pytest.raises(edgecvm.IntegrityError, match="both files"):
+    with pytest.raises(edgecvm.IntegrityError, match="both files") as refused:
         edgecvm.open_device(encoder_bundle, state=state)
+    # a state dir's own names are restored from a copy, not rebuilt from a concept list like a shipped anchor file
+    assert "restore the state dir from a copy" in str(refused.value) and "anchors build" not in str(refused.value)
 
 
 def test_the_encoder_session_is_released_after_use(encoder_bundle: Path) -> None:
