@@ -32,6 +32,7 @@ _API = {
     "LearnLoop": "edgecvm.device.learn_loop",
     "open_stream": "edgecvm.device.streams",
     "merge_states": "edgecvm.device.state_merge",
+    "describe_state": "edgecvm.device.state_summary",
     "Prediction": "edgecvm.learning.learner",
     "UpdateResult": "edgecvm.learning.learner",
     "EdgeCVMError": "edgecvm.errors",
@@ -41,14 +42,15 @@ _API = {
     "StreamLostError": "edgecvm.errors",
 }
 __all__ = [  # the names of _API, spelled out for tools that read them statically
-    "__version__", "open_device", "Device", "Answer", "LearnLoop", "open_stream", "merge_states", "Prediction",
-    "UpdateResult", "EdgeCVMError", "BadInputError", "IntegrityError", "BudgetExceededError", "StreamLostError",
+    "__version__", "open_device", "Device", "Answer", "LearnLoop", "open_stream", "merge_states", "describe_state",
+    "Prediction", "UpdateResult", "EdgeCVMError", "BadInputError", "IntegrityError", "BudgetExceededError", "StreamLostError",
 ]
 
 if TYPE_CHECKING:
     from edgecvm.device.device import Answer, Device, open_device
     from edgecvm.device.learn_loop import LearnLoop
     from edgecvm.device.state_merge import merge_states
+    from edgecvm.device.state_summary import describe_state
     from edgecvm.device.streams import open_stream
     from edgecvm.errors import (
         BadInputError,
