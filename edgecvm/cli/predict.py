@@ -175,5 +175,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--vocab", choices=("known", "all"),
                         help="answer among the taught concepts (known; default with --state) or every anchor "
                         "(all; default without --state)")
-    parser.add_argument("--json", action="store_true", help="one JSON line per frame and a summary line on stdout")
+    parser.add_argument("--json", action="store_true",
+                        help="one JSON line per frame and a summary line on stdout; on a camera or a video played "
+                        "in real time, each says how long after the frame arrived it was answered (latency_ms) and "
+                        "the summary gives the p50/p95")
     parser.set_defaults(func=cmd_predict)
