@@ -51,6 +51,11 @@ def add_device_arguments(parser: argparse.ArgumentParser) -> None:
                              f"(default {DEFAULT_PROFILE})")
 
 
+def add_realtime_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--realtime", action="store_true",
+                        help="play a video file at its own frame rate, as a camera would deliver it")
+
+
 def add_unknown_arguments(parser: argparse.ArgumentParser) -> None:
     """``--unknown`` and ``--unknown-tpr``: the open-set answers of learning/open_set.py."""
     parser.add_argument("--unknown", choices=("on", "off"), default="on",

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from edgecvm.cli.common import (
     StopOnSignal,
     add_device_arguments,
+    add_realtime_argument,
     add_stream_arguments,
     add_unknown_arguments,
     json_line,
@@ -85,7 +86,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     latency = AnswerLatency()
     frames = bad = unknown_answers = 0
     started, cpu_started = time.monotonic(), time.process_time()
-    with stream_from_args(args, device) as stream, StopOnSignal(stream) as stop, \
+    with stream_from_args(args, device, realtime=args.realtime) as stream, StopOnSignal(stream) as stop, \
             contextlib.closing(device.predict_stream(stream, args.top_k, vocab)) as answers:
         unknown = device.unknown_labels(stream)
         no_accuracy = _why_no_accuracy(stream.spec, [name for name, _ in unknown], device.bundle.anchors_path.name)
@@ -170,6 +171,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_device_arguments(parser)
     add_stream_arguments(parser)
     add_unknown_arguments(parser)
+    add_realtime_argument(parser)
     parser.add_argument("--state", metavar="DIR", help="state dir written by `edgecvm learn` (read only)")
     parser.add_argument("--top-k", type=positive_int, default=5, metavar="K", help="alternatives per frame (default 5)")
     parser.add_argument("--vocab", choices=("known", "all"),

@@ -18,6 +18,7 @@ from edgecvm.cli.common import (
     HEAD_METHOD_CHOICES,
     StopOnSignal,
     add_device_arguments,
+    add_realtime_argument,
     add_stream_arguments,
     add_unknown_arguments,
     json_line,
@@ -105,8 +106,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--token", help="token the page and API need (default: none on 127.0.0.1, a generated one "
                                         "printed in the URL on any other address)")
     parser.add_argument("--loop", action="store_true", help="read a finite source (video, folder) again when it ends")
-    parser.add_argument("--realtime", action="store_true",
-                        help="play a video file at its own frame rate, as a camera would deliver it")
+    add_realtime_argument(parser)
     parser.add_argument("--top-k", type=positive_int, default=5, metavar="K", help="answers shown per frame (default 5)")
     parser.add_argument("--max-upload-mb", type=float, default=8.0, metavar="MB",
                         help="largest request body, e.g. one upload of several images (default 8)")

@@ -273,3 +273,21 @@ def test_predict_on_a_camera_says_how_long_after_each_frame_arrived_it_answered(
                     "--profile", profile, "--json")
     assert [r["latency_ms"] for r in files.records if r["event"] == "frame"] == [None, None]
     assert files.summary["latency"] is None and "after a frame arrived" not in files.stdout
+
+
+def test_predict_on_a_video_played_in_real_time_measures_latency_as_on_a_camera(
+        capsys, tmp_path: Path, test_bundle: Path, samples_dir: Path, profile: Path) -> None:
+    cv2 = pytest.importorskip("cv2")
+    clip = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (160, 160))
+    for image in sorted((samples_dir / "val" / "lemon").iterdir())[:8]:
+        writer.write(cv2.resize(cv2.imread(str(image)), (160, 160)))
+    writer.release()
+    live = run_cli(capsys, "predict", "--bundle", test_bundle, "--stream", clip, "--realtime", "--profile", profile,
+                   "--json")
+    assert live.code == 0, live.stderr
+    frames = [r for r in live.records if r["event"] == "frame"]
+    assert frames and all(isinstance(r["latency_ms"], float) for r in frames)  # a late frame may be skipped
+    assert live.summary["latency"]["frames"] == len(frames)
+    decoded = run_cli(capsys, "predict", "--bundle", test_bundle, "--stream", clip, "--profile", profile, "--json")
+    assert decoded.summary["frames"] == 8 and decoded.summary["latency"] is None  # as fast as it decodes: no arrival
