@@ -145,8 +145,11 @@ class Device:
         The next frame is decoded and preprocessed on a worker thread while
         the backbone runs on this one (pipeline.py), so a camera-sized frame
         costs little more than the model; a live camera is answered on its
-        newest frame, never from a queue of old ones. Leaving the loop (a
-        ``break``, an exception, the iterator's ``close()``) stops the worker.
+        newest frame, never from a queue of old ones. That frame is read as
+        the loop takes the answer before it, so a loop that works long
+        between answers gets answers that much older (``latency_s`` says by
+        how much). Leaving the loop (a ``break``, an exception, the iterator's
+        ``close()``) stops the worker.
         """
         with FramePipeline(stream, self.extractor.preprocess) as pipeline:
             for item in pipeline:
