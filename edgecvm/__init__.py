@@ -43,7 +43,8 @@ _API = {
 }
 __all__ = [  # the names of _API, spelled out for tools that read them statically
     "__version__", "open_device", "Device", "Answer", "LearnLoop", "open_stream", "merge_states", "describe_state",
-    "Prediction", "UpdateResult", "EdgeCVMError", "BadInputError", "IntegrityError", "BudgetExceededError", "StreamLostError",
+    "Prediction", "UpdateResult", "EdgeCVMError", "BadInputError", "IntegrityError", "BudgetExceededError",
+    "StreamLostError",
 ]
 
 if TYPE_CHECKING:
