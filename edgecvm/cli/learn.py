@@ -20,6 +20,7 @@ from edgecvm.cli.common import (
     HEAD_METHOD_CHOICES,
     StopOnSignal,
     add_device_arguments,
+    add_realtime_argument,
     add_stream_arguments,
     json_line,
     positive_int,
@@ -54,7 +55,7 @@ def cmd_learn(args: argparse.Namespace) -> int:
         if args.json:
             print(json_line({"event": "checkpoint", **dataclasses.asdict(report)}), flush=True)
 
-    with stream_from_args(args, device) as stream, StopOnSignal(stream) as stop, \
+    with stream_from_args(args, device, realtime=args.realtime) as stream, StopOnSignal(stream) as stop, \
             Progress(stream.total, "learn", unit="frames") as bar:
         if args.label is None and not stream.labels:
             raise BadInputError(f"{args.stream} gives unlabelled frames; say what they show with --label CONCEPT")
@@ -109,6 +110,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "3 memory budget exceeded, 4 camera lost, 130 interrupted (after a clean checkpoint).")
     add_device_arguments(parser)
     add_stream_arguments(parser)
+    add_realtime_argument(parser)
     parser.add_argument("--label", metavar="CONCEPT",
                         help="every frame shows this concept (teach mode; overrides the source's labels); a name "
                         "the anchor file lacks is embedded on the device when the bundle carries the text encoder "

@@ -291,3 +291,8 @@ def test_predict_on_a_video_played_in_real_time_measures_latency_as_on_a_camera(
     assert live.summary["latency"]["frames"] == len(frames)
     decoded = run_cli(capsys, "predict", "--bundle", test_bundle, "--stream", clip, "--profile", profile, "--json")
     assert decoded.summary["frames"] == 8 and decoded.summary["latency"] is None  # as fast as it decodes: no arrival
+    # learn takes the same option, to rehearse teaching from a camera with a recorded clip
+    taught = run_cli(capsys, "learn", "--bundle", test_bundle, "--stream", clip, "--realtime", "--label", "lemon",
+                     "--state", tmp_path / "state", "--profile", profile, "--json")
+    assert taught.code == 0, taught.stderr
+    assert taught.summary["known"] == ["lemon"] and 1 <= taught.summary["updates"] <= 8
