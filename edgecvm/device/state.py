@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
@@ -33,7 +33,13 @@ from edgecvm.errors import BadInputError, EdgeCVMError, IntegrityError
 from edgecvm.formats.anchors import AnchorSet
 from edgecvm.formats.bundle import Bundle
 from edgecvm.formats.head_file import HeadParams
-from edgecvm.formats.integrity import load_container, remove_stale_temps, save_container
+from edgecvm.formats.integrity import (
+    load_container,
+    previous_path,
+    read_latest_or_previous,
+    remove_stale_temps,
+    save_container,
+)
 from edgecvm.formats.schema import from_dict
 from edgecvm.learning.head_methods import HEAD_METHODS
 from edgecvm.learning.learner import Counters, FeatureExtractor, Learner, LearnerConfig
@@ -44,7 +50,6 @@ STATE_VERSION = 1
 STATE_FILE = "state.npz"
 _FIX = "delete the state dir, or use another one, to start learning from scratch"
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -61,10 +66,6 @@ class StateIdentity:
 
 def state_path(state_dir: str | Path) -> Path:
     return Path(state_dir) / STATE_FILE
-
-
-def previous_path(path: Path) -> Path:
-    return path.with_name(path.name + ".prev")
 
 
 def has_state(state_dir: str | Path) -> bool:
@@ -186,21 +187,6 @@ def load_state(
         log.warning("%s is unusable (%s); resumed from the previous checkpoint %s (update %d)",
                     path, latest_error, read, learner.counters.updates)
     return learner
-
-
-def read_latest_or_previous(path: Path, read: Callable[[Path], T]) -> tuple[T, Path, IntegrityError | None]:
-    """``read`` the latest checkpoint file, or the one before it when the latest is unusable: (what was read, the
-    file it came from, why the latest was not used). ``IntegrityError`` naming both when neither can be read."""
-    try:
-        return read(path), path, None
-    except IntegrityError as latest_error:
-        prev = previous_path(path)
-        if not prev.exists():
-            raise
-        try:
-            return read(prev), prev, latest_error
-        except IntegrityError as prev_error:
-            raise IntegrityError(f"both state files are unusable: {latest_error} | {prev_error}") from None
 
 
 def _restore(

@@ -22,15 +22,13 @@ from edgecvm.device.state import (
     STATE_FORMAT,
     STATE_VERSION,
     has_state,
-    previous_path,
-    read_latest_or_previous,
     saved_counters,
     saved_known,
     state_path,
 )
 from edgecvm.errors import BadInputError, EdgeCVMError, IntegrityError
 from edgecvm.formats.anchors import load_anchors
-from edgecvm.formats.integrity import load_container
+from edgecvm.formats.integrity import load_container, previous_path, read_latest_or_previous
 
 _FIX = "its device cannot resume it either; restore the state dir from a copy, or start a new one"
 

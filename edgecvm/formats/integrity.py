@@ -24,11 +24,13 @@ import shutil
 import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 import numpy as np
 
 from edgecvm.errors import BadInputError, IntegrityError
+
+T = TypeVar("T")
 
 META_KEY = "__meta__"
 _CHUNK = 1 << 20
@@ -96,9 +98,28 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
+def previous_path(path: Path) -> Path:
+    return path.with_name(path.name + ".prev")
+
+
+def read_latest_or_previous(path: Path, read: Callable[[Path], T]) -> tuple[T, Path, IntegrityError | None]:
+    """``read`` the latest checkpoint file, or the one before it when the latest is unusable: (what was read, the
+    file it came from, why the latest was not used). ``IntegrityError`` naming both when neither can be read."""
+    try:
+        return read(path), path, None
+    except IntegrityError as latest_error:
+        prev = previous_path(path)
+        if not prev.exists():
+            raise
+        try:
+            return read(prev), prev, latest_error
+        except IntegrityError as prev_error:
+            raise IntegrityError(f"both state files are unusable: {latest_error} | {prev_error}") from None
+
+
 def _keep_previous(path: Path) -> None:
     """Make ``path.prev`` a copy of the current file before it is replaced."""
-    prev = path.with_name(path.name + ".prev")
+    prev = previous_path(path)
     tmp_prev = path.with_name(path.name + ".prev.tmp")
     try:
         with contextlib.suppress(FileNotFoundError):
