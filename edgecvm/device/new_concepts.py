@@ -31,12 +31,13 @@ from edgecvm.device.text_encoder import open_text_encoder
 from edgecvm.errors import BadInputError, IntegrityError
 from edgecvm.formats.anchors import AnchorSet, load_anchors, normalise_rows, save_anchors
 from edgecvm.formats.bundle import TEXT_ENCODER, Bundle
+from edgecvm.formats.integrity import previous_path, read_latest_or_previous
 
 NEW_CONCEPTS_FILE = "new-concepts.anchors.npz"
 DTYPE = "float16"  # as the shipped anchor files
 MAX_NAME_CHARS = 100
 # A damaged file of names the device embedded is not rebuilt from a concept list: the state's copy is what holds them
-UNREADABLE_FIX = ("restore the state dir from a copy; without these names the concepts the device learned under "
+_UNREADABLE_FIX = ("restore the state dir from a copy; without these names the concepts the device learned under "
                   "them cannot be resumed")
 log = logging.getLogger(__name__)
 
@@ -55,34 +56,29 @@ def clean_name(name: object) -> str:
     return clean
 
 
-def load_new_concepts(state_dir: str | Path | None, base: AnchorSet) -> AnchorSet | None:
-    """The state dir's own anchors (None when it has none), checked to extend ``base``'s concept space.
+def load_new_concepts(state_dir: str | Path | None, base: AnchorSet | None) -> AnchorSet | None:
+    """The state dir's own anchors (None when it has none), checked to extend ``base``'s concept space (``base``
+    None: read without the bundle, as `edgecvm state show` does).
 
     A corrupt file falls back to its ``.prev`` (which lacks only the newest names) with a warning."""
     if state_dir is None:
         return None
     path = new_concepts_path(state_dir)
-    prev = path.with_name(path.name + ".prev")
-    if not path.exists() and not prev.exists():
+    if not path.exists() and not previous_path(path).exists():
         return None
-    try:
-        return _load(path, base)
-    except IntegrityError as latest_error:
-        if not prev.exists():
-            raise
-        try:
-            own = _load(prev, base)
-        except IntegrityError as prev_error:
-            raise IntegrityError(f"both files of the device's new concepts are unusable: {latest_error} | "
-                                 f"{prev_error}") from None
-        log.warning("%s is unusable (%s); using the previous one, %s (%d concepts)", path, latest_error, prev, len(own))
-        return own
+    own, read, latest_error = read_latest_or_previous(path, lambda file: _load(file, base),
+                                                      "files of the device's new concepts")
+    if latest_error is not None:
+        log.warning("%s is unusable (%s); using the previous one, %s (%d concepts)", path, latest_error, read, len(own))
+    return own
 
 
-def _load(path: Path, base: AnchorSet) -> AnchorSet:
+def _load(path: Path, base: AnchorSet | None) -> AnchorSet:
     if not path.exists():
         raise IntegrityError(f"{path}: missing")
-    own = load_anchors(path, UNREADABLE_FIX)
+    own = load_anchors(path, _UNREADABLE_FIX)
+    if base is None:
+        return own
     same_space = own.dim == base.dim and own.model == base.model and (
         own.model_probe is None if base.model_probe is None
         else own.model_probe is not None and np.array_equal(own.model_probe, base.model_probe))

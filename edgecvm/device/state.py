@@ -182,7 +182,7 @@ def load_state(
             f"{path}: no learner state here; teach something into {state_dir} first"
         )
     learner, read, latest_error = read_latest_or_previous(
-        path, lambda file: _restore(file, head, anchors, identity, config, extractor))
+        path, lambda file: _restore(file, head, anchors, identity, config, extractor), "state files")
     if latest_error is not None:
         log.warning("%s is unusable (%s); resumed from the previous checkpoint %s (update %d)",
                     path, latest_error, read, learner.counters.updates)

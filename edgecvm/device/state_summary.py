@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from edgecvm.device.new_concepts import UNREADABLE_FIX, new_concepts_path
+from edgecvm.device.new_concepts import load_new_concepts
 from edgecvm.device.state import (
     STATE_FORMAT,
     STATE_VERSION,
@@ -27,7 +27,6 @@ from edgecvm.device.state import (
     state_path,
 )
 from edgecvm.errors import BadInputError, EdgeCVMError, IntegrityError
-from edgecvm.formats.anchors import load_anchors
 from edgecvm.formats.integrity import load_container, previous_path, read_latest_or_previous
 
 _FIX = "its device cannot resume it either; restore the state dir from a copy, or start a new one"
@@ -72,7 +71,7 @@ def describe_state(state_dir: str | Path) -> StateSummary:
     path = state_path(state_dir)
     if not has_state(state_dir):
         raise BadInputError(f"{path}: no learner state here (`edgecvm learn --state {state_dir}` makes one)")
-    summary, read, latest_error = read_latest_or_previous(path, lambda file: _summarise(file, state_dir))
+    summary, read, latest_error = read_latest_or_previous(path, lambda file: _summarise(file, state_dir), "state files")
     return replace(summary, latest_unusable=None if latest_error is None else str(latest_error),
                    previous_checkpoint=read == path and previous_path(path).exists(),
                    new_concepts=_new_concepts(state_dir))
@@ -120,13 +119,5 @@ def _counts(arrays: Mapping[str, np.ndarray], key: str, known: int) -> np.ndarra
 
 
 def _new_concepts(state_dir: str | Path) -> list[str]:
-    path = new_concepts_path(state_dir)
-    if not path.exists() and not previous_path(path).exists():
-        return []
-
-    def names(file: Path) -> list[str]:
-        if not file.exists():
-            raise IntegrityError(f"{file}: missing")
-        return list(load_anchors(file, UNREADABLE_FIX).names)
-
-    return read_latest_or_previous(path, names)[0]
+    own = load_new_concepts(state_dir, None)
+    return [] if own is None else list(own.names)

@@ -102,9 +102,10 @@ def previous_path(path: Path) -> Path:
     return path.with_name(path.name + ".prev")
 
 
-def read_latest_or_previous(path: Path, read: Callable[[Path], T]) -> tuple[T, Path, IntegrityError | None]:
-    """``read`` the latest checkpoint file, or the one before it when the latest is unusable: (what was read, the
-    file it came from, why the latest was not used). ``IntegrityError`` naming both when neither can be read."""
+def read_latest_or_previous(path: Path, read: Callable[[Path], T], what: str) -> tuple[T, Path, IntegrityError | None]:
+    """``read`` the latest file written with ``keep_previous``, or the one before it when the latest is unusable:
+    (what was read, the file it came from, why the latest was not used). ``IntegrityError`` naming both (``what``:
+    the files, in its message) when neither can be read."""
     try:
         return read(path), path, None
     except IntegrityError as latest_error:
@@ -114,7 +115,7 @@ def read_latest_or_previous(path: Path, read: Callable[[Path], T]) -> tuple[T, P
         try:
             return read(prev), prev, latest_error
         except IntegrityError as prev_error:
-            raise IntegrityError(f"both state files are unusable: {latest_error} | {prev_error}") from None
+            raise IntegrityError(f"both {what} are unusable: {latest_error} | {prev_error}") from None
 
 
 def _keep_previous(path: Path) -> None:
