@@ -42,14 +42,16 @@ class AnswerLatency:
 
     def summary(self) -> dict[str, float | int | None]:
         """Answers counted and their p50/p95 in milliseconds (None before the first)."""
-        return {"frames": self.frames, "p50_ms": self._percentile_ms(50), "p95_ms": self._percentile_ms(95)}
+        cumulative = np.cumsum(self._counts)
+        total = int(cumulative[-1])
 
-    def _percentile_ms(self, q: float) -> float | None:
-        total = self.frames
-        if not total:
-            return None
-        index = int(np.searchsorted(np.cumsum(self._counts), math.ceil(total * q / 100)))
-        return round(_LOWEST_S * _RATIO**index * 1000, 2)
+        def percentile_ms(q: float) -> float | None:
+            if not total:
+                return None
+            index = int(np.searchsorted(cumulative, math.ceil(total * q / 100)))
+            return round(_LOWEST_S * _RATIO**index * 1000, 2)
+
+        return {"frames": total, "p50_ms": percentile_ms(50), "p95_ms": percentile_ms(95)}
 
 
 def _bin(seconds: float) -> int:

@@ -149,14 +149,13 @@ class ServeSession:
         """On the update worker, under the learner lock: the counts read here are consistent."""
         counts = dict(self.device.learner.counters.per_concept)
         seconds = frame.age_s()
-        if seconds is not None:
-            with self._guard:
-                self._latency.add(seconds)
         answer = {"concept": prediction.concept, "score": round(prediction.score, 4),
                   "top_k": [[name, round(score, 4)] for name, score in prediction.top_k],
                   "frame": frame.origin, "among": "known" if counts else "all", "unknown": prediction.unknown,
                   "latency_ms": None if seconds is None else round(seconds * 1000, 1)}
         with self._guard:
+            if seconds is not None:
+                self._latency.add(seconds)
             self.answer, self.answer_seq = answer, self.answer_seq + 1
             self._frame, self._frame_seq = frame.image, self._frame_seq + 1
             self._counts = counts
