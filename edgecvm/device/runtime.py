@@ -37,6 +37,9 @@ Why the session is set up this way (figures in docs/benchmarks.md):
   sleep between operators) cut CPU per frame by 6 % in ``predict`` and 12 %
   in ``learn``, ``learn`` ran 8 % more frames/s and ``predict`` as many.
   ``device.open_device`` sets ``spinning=False``.
+- int8 sums. On x86 CPUs without VNNI, ONNX Runtime's fast int8 kernels
+  clamp sums of products to 16 bits; an int8 bundle's session asks for exact
+  ones there (``int8_kernels``).
 - Threads. numpy's BLAS pool and ORT's pool, each as wide as the cores,
   thrash when the head's matmuls run between backbone calls (100x slower on 2
   cores), so the device process runs BLAS on one thread and gives the
@@ -52,6 +55,7 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
+from edgecvm.device.int8_kernels import ask_exact_int8
 from edgecvm.device.preprocess import Preprocessor
 from edgecvm.device.profiles import DeviceProfile
 from edgecvm.errors import BadInputError, IntegrityError
@@ -92,7 +96,7 @@ def session_options(profile: DeviceProfile, spinning: bool = True) -> ort.Sessio
     options.enable_cpu_mem_arena = profile.ort_cpu_arena
     options.enable_mem_pattern = True  # with or without the arena (module docstring)
     options.log_severity_level = 3
-    return options
+    return ask_exact_int8(options)
 
 
 def make_session(bundle: Bundle, profile: DeviceProfile, spinning: bool = True) -> ort.InferenceSession:

@@ -29,6 +29,7 @@ from types import TracebackType
 import numpy as np
 import onnxruntime as ort
 
+from edgecvm.device.int8_kernels import ask_exact_int8
 from edgecvm.device.profiles import DeviceProfile
 from edgecvm.device.runtime import select_providers
 from edgecvm.errors import BadInputError, IntegrityError
@@ -73,6 +74,7 @@ class TextEncoder:
         options.inter_op_num_threads = 1
         options.enable_cpu_mem_arena = False  # a few runs, then the session is dropped: nothing to pool for
         options.log_severity_level = 3
+        ask_exact_int8(options)
         path = folder / TEXT_ENCODER
         try:
             self.session: ort.InferenceSession | None = ort.InferenceSession(

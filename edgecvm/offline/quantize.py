@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from edgecvm.device.image_files import FileReader, decode_image, folder_items
+from edgecvm.device.int8_kernels import ask_exact_int8
 from edgecvm.device.preprocess import Preprocessor
 from edgecvm.errors import BadInputError
 from edgecvm.reporting import ProgressBar, ProgressFactory, no_log, silent
@@ -125,6 +126,7 @@ def feature_agreement(fp32_path: Path, int8_path: Path, origins: tuple[str, ...]
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    ask_exact_int8(options)  # the sums a device's session computes (device/int8_kernels.py)
     sessions = [ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"]) for p in (fp32_path, int8_path)]
     ref, got = (_features(s, load_inputs(origins, preprocess)) for s in sessions)
     norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1)

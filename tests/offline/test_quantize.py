@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 import yaml
 from device_cli import run_cli
@@ -14,8 +14,10 @@ from PIL import Image
 
 from edgecvm import resources
 from edgecvm.device.preprocess import Preprocessor
+from edgecvm.device.profiles import load_profile
+from edgecvm.device.runtime import FeatureExtractor
 from edgecvm.errors import BadInputError
-from edgecvm.formats.bundle import BACKBONE, load_bundle
+from edgecvm.formats.bundle import load_bundle
 from edgecvm.offline.quantize import CALIBRATION_STRIDE, split_calibration_folder
 
 pytest.importorskip("torch")
@@ -52,8 +54,11 @@ def _run(args: list[object]) -> str:
 
 
 def features(bundle_dir: Path, batch: np.ndarray) -> np.ndarray:
-    session = ort.InferenceSession(str(bundle_dir / BACKBONE), providers=["CPUExecutionProvider"])
-    return session.run(None, {session.get_inputs()[0].name: batch})[0]
+    """As a device computes them: the session ``open_device`` builds, exact int8 sums included where the CPU needs
+    them (device/int8_kernels.py)."""
+    bundle = load_bundle(bundle_dir)
+    profile = dataclasses.replace(load_profile("host"), resolution=bundle.manifest.input_size)
+    return FeatureExtractor(bundle, profile).run(batch)
 
 
 def test_int8_bundle_is_smaller_and_records_its_quantization(int8_bundle, test_bundle: Path) -> None:
