@@ -53,6 +53,12 @@ class ConseCodes:
     (rows x F) @ (F x 1,000), at every fit costs a quarter of that head's
     update CPU over a 200-frame stream (docs/benchmarks.md). A row's codes take 80 bytes, not the 1.5 kB
     of its embedding. Rows are keyed by a 128-bit BLAKE2 digest of their bytes.
+
+    Each missing row's codes are computed on their own, a vector-matrix product: BLAS rounds a row of a
+    matrix product differently with the rows beside it (OpenBLAS on AVX2 does), so codes computed in
+    whatever groups happened to miss would make a state resumed from its checkpoint, whose codes are all
+    missing, drift from the run that wrote it. Alone, a row gets the same codes in every history, for about
+    0.05 ms more per row than in a block.
     """
 
     def __init__(self, branch: ConseBranch, chunk: int) -> None:
@@ -66,17 +72,16 @@ class ConseCodes:
         return rows * (top_t * 8 + 128)  # class and weight per top-T entry, a digest and its dict slot
 
     def embed(self, rows: np.ndarray) -> np.ndarray:
-        """(n, D) float32 ``conse_embed`` of ``rows`` (n, F), computed ``chunk`` rows at a time for the rows not
-        asked for last time; afterwards the codes of exactly these rows are kept."""
+        """(n, D) float32 ``conse_embed`` of ``rows`` (n, F), the classes of rows not asked for last time computed
+        afresh, the embeddings ``chunk`` rows at a time; afterwards the codes of exactly these rows are kept."""
         keys = [new_blake2b(np.ascontiguousarray(row), digest_size=16).digest() for row in rows]
         known = np.array([self._row_of.get(key, -1) for key in keys], dtype=np.int64)
         have, missing = np.flatnonzero(known >= 0), np.flatnonzero(known < 0)
         top = np.empty((len(keys), self._top.shape[1]), dtype=np.int32)
         w = np.empty((len(keys), self._w.shape[1]), dtype=np.float32)
         top[have], w[have] = self._top[known[have]], self._w[known[have]]
-        for start in range(0, missing.size, self.chunk):
-            rows_now = missing[start: start + self.chunk]
-            top[rows_now], w[rows_now] = conse_weights(rows[rows_now].astype(np.float32), self.branch)
+        for row in missing.tolist():  # one at a time: see the class docstring
+            top[row], w[row] = conse_weights(rows[row: row + 1].astype(np.float32), self.branch)
         self._row_of = {key: i for i, key in enumerate(keys)}
         self._top, self._w = top, w
         embedded = [_embed_weighted(top[i: i + self.chunk], w[i: i + self.chunk], self.branch)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edgecvm.formats.anchors import normalise_rows
-from edgecvm.learning.conse import build_conse_branch, conse_embed, conse_weights
+from edgecvm.learning.conse import ConseCodes, build_conse_branch, conse_embed, conse_weights
 
 
 def reference_conse(feature: np.ndarray, fc_w: np.ndarray, fc_b: np.ndarray, anchors: np.ndarray, t: int) -> np.ndarray:
@@ -56,18 +56,32 @@ def test_codes_embed_as_conse_embed_and_compute_each_row_once_while_it_is_asked_
     branch = build_conse_branch(rng.standard_normal((40, 16)), rng.standard_normal(40),
                                 normalise_rows(rng.standard_normal((40, 8))), top_t=5)
     rows = (rng.random((12, 16)) * 3).astype(np.float16)  # pooled rows are float16, as the replay buffer's
-    want = [conse_embed(rows[i: i + 4].astype(np.float32), branch) for i in (0, 4, 8)]  # chunk by chunk
+    want = np.concatenate([conse_embed(rows[i: i + 1].astype(np.float32), branch) for i in range(12)])  # each alone
     computed: list[int] = []
     real = conse.conse_weights
     monkeypatch.setattr(conse, "conse_weights", lambda x, b: computed.append(len(x)) or real(x, b))
     codes = conse.ConseCodes(branch, chunk=4)
 
     first = codes.embed(rows[:8])
-    np.testing.assert_array_equal(first, np.concatenate(want[:2]))
-    assert computed == [4, 4]
+    np.testing.assert_array_equal(first, want[:8])
+    assert computed == [1] * 8
     again = codes.embed(rows[4:12])  # rows 4-7 kept, 8-11 new
-    assert computed == [4, 4, 4]
-    np.testing.assert_array_equal(again, np.concatenate(want[1:]))
+    assert computed == [1] * 12
+    np.testing.assert_array_equal(again, want[4:])
     codes.embed(rows[:4])  # rows 0-3 were dropped when the second call did not ask for them
-    assert computed == [4, 4, 4, 4]
+    assert computed == [1] * 16
     assert codes.embed(rows[:0]).shape == (0, 8)
+
+
+def test_codes_do_not_depend_on_which_rows_were_missing_together() -> None:
+    """A resumed state computes every pooled row's codes at once; the run that wrote it had computed them a few
+    at a time. Both must give the same bits (BLAS may round a row differently beside other rows)."""
+    rng = np.random.default_rng(4)
+    branch = build_conse_branch(rng.standard_normal((1000, 1280)), rng.standard_normal(1000),
+                                normalise_rows(rng.standard_normal((1000, 16))), top_t=10)
+    rows = rng.standard_normal((48, 1280)).astype(np.float16)
+    at_once = ConseCodes(branch, chunk=32).embed(rows)
+    bit_by_bit = ConseCodes(branch, chunk=32)
+    for end in range(5, 48, 5):
+        bit_by_bit.embed(rows[:end])
+    np.testing.assert_array_equal(bit_by_bit.embed(rows), at_once)
