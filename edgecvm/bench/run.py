@@ -18,7 +18,8 @@ and precision (a profile asking 160 px int8 is measured with a 224 px fp32
 bundle unless one matching it is passed as another ``--bundle``), at most as
 many ONNX Runtime threads as this machine has cores, and whichever execution
 provider this onnxruntime build has (a Jetson profile's TensorRT/CUDA fall
-back to the CPU here). Each of these is said in the result's ``notes``.
+back to the CPU here), and int8 with exact kernels where this CPU's fast ones would
+clamp (``device/int8_kernels.py``). Each of these is said in the result's ``notes``.
 The child runs get the profile with its budget raised to its RAM, so that
 ``learn`` neither refuses to start nor sheds replay and its real peak is
 seen; the verdict then compares that peak with the real budget, and
@@ -61,6 +62,7 @@ from edgecvm.bench.rounds import (
 )
 from edgecvm.device.device import open_device
 from edgecvm.device.frame_size import CAPTURE_SIZE
+from edgecvm.device.int8_kernels import this_cpu_saturates
 from edgecvm.device.memory_plan import MB
 from edgecvm.device.profiles import DeviceProfile, profile_as_dict
 from edgecvm.errors import BadInputError
@@ -119,6 +121,10 @@ def measured_profile(profile: DeviceProfile, bundle: Bundle) -> tuple[DeviceProf
         notes.append(f"the profile asks {profile.threads} threads; this machine has {cores} cores: measured with "
                      f"{threads}")
     precision = bundle.manifest.precision
+    if precision == "int8" and this_cpu_saturates():
+        notes.append("int8 ran ONNX Runtime's exact int8 kernels, slower than its fast ones: on this x86 CPU "
+                     "without VNNI the fast ones clamp their sums (docs/benchmarks.md, int8 on x86 without VNNI); "
+                     "an ARM board or a CPU with VNNI runs the fast ones")
     measured = dataclasses.replace(profile, resolution=bundle.manifest.input_size, precision=precision,
                                    threads=threads, cpu_cores=max(cores, threads))
     return measured, notes

@@ -217,6 +217,20 @@ def test_each_profile_gets_the_closest_bundle(test_bundle: Path) -> None:
     assert chosen is b224 and "lite0-160.yaml --quantize int8" in notes[0]
 
 
+@pytest.mark.parametrize("saturates", [True, False])
+def test_an_int8_bundle_on_a_cpu_needing_exact_sums_is_noted(monkeypatch: pytest.MonkeyPatch, test_bundle: Path,
+                                                             saturates: bool) -> None:
+    from edgecvm.bench import run
+
+    monkeypatch.setattr(run, "this_cpu_saturates", lambda: saturates)
+    b224 = load_bundle(test_bundle)
+    b160 = Bundle(Path("lite0-160-int8"), dataclasses.replace(b224.manifest, input_size=160, precision="int8"))
+    pi4 = load_profile("raspberry-pi-4")
+    exact = [n for n in run.measured_profile(pi4, b160)[1] if "exact int8 kernels" in n]
+    assert len(exact) == (1 if saturates else 0)
+    assert not [n for n in run.measured_profile(load_profile("host"), b224)[1] if "int8" in n]
+
+
 def test_camera_sized_input_is_generated_at_the_frame_size_asked_for() -> None:
     from PIL import Image
 
