@@ -10,8 +10,9 @@ AVX2, docs/benchmarks.md) the Lite0-160 int8 backbone's features agreed with
 fp32 at mean cosine 0.88 instead of 0.99. ONNX Runtime's session entry
 ``session.x64quantprecision`` rewrites the weights to uint8 and runs its
 uint8 x uint8 kernels, which sum in 32 bits: the same model then agrees at
-0.99, and still runs faster than fp32 there. VNNI sums in 32 bits by itself,
-and ARM's kernels never saturate, so elsewhere the entry is left unset.
+0.99, for some of the speed the fast kernels had. VNNI sums in 32 bits by
+itself, and ONNX Runtime names only x86 for the clamp (its ARM kernels do
+not clamp), so elsewhere the entry is left unset.
 """
 
 from __future__ import annotations

@@ -58,7 +58,7 @@ class ConseCodes:
     matrix product differently with the rows beside it (OpenBLAS on AVX2 does), so codes computed in
     whatever groups happened to miss would make a state resumed from its checkpoint, whose codes are all
     missing, drift from the run that wrote it. Alone, a row gets the same codes in every history, for about
-    0.05 ms more per row than in a block.
+    0.1 ms more CPU per ``lda`` update (docs/benchmarks.md).
     """
 
     def __init__(self, branch: ConseBranch, chunk: int) -> None:
