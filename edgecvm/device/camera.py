@@ -73,6 +73,7 @@ class LiveCamera:
         self._latest: np.ndarray | None = None
         self._latest_at = 0.0
         self._seq = 0
+        self._yielded_seq = 0  # the sequence number frames() yielded last
         self._lost: str | None = None
         self._stopped = threading.Event()
         self._capture: Capture | None = None
@@ -123,7 +124,13 @@ class LiveCamera:
                 if self._seq - last < every:
                     raise StreamLostError(self._lost)
                 last, frame, arrived = self._seq, self._latest, self._latest_at
+                self._yielded_seq = last
             yield last, frame, arrived
+
+    def newer_frame_ready(self, every: int = 1) -> bool:
+        """``frames(every)`` would yield its next frame without waiting: ``every`` new ones since its last."""
+        with self._cond:
+            return self._seq - self._yielded_seq >= every
 
     # ---- reader thread --------------------------------------------------------------------------
 

@@ -42,6 +42,10 @@ from edgecvm.learning.learner import Learner, Prediction, UpdateResult, Vocab
 ImageInput = Union[str, "os.PathLike[str]", Image.Image, np.ndarray]
 """A file path, a PIL image, or an (H, W, 3) uint8 RGB array (a camera frame)."""
 
+STALE_FRAME_S = 0.1
+"""A live frame waiting this long for ``predict_stream``'s loop is replaced by the camera's newest: three frames of
+a 30 frames/s camera, so a loop that keeps up with the camera is never made to wait for a replacement."""
+
 
 @dataclasses.dataclass(frozen=True)
 class Answer:
@@ -139,19 +143,22 @@ class Device:
     def predict_features(self, features: np.ndarray, top_k: int = 5, vocab: Vocab | None = None) -> list[Prediction]:
         return self.learner.predict_features(features, top_k, vocab or self.default_vocab)
 
-    def predict_stream(self, stream: Stream, top_k: int = 5, vocab: Vocab | None = None) -> Iterator[Answer]:
+    def predict_stream(self, stream: Stream, top_k: int = 5, vocab: Vocab | None = None,
+                       max_frame_age_s: float | None = STALE_FRAME_S) -> Iterator[Answer]:
         """Answer every frame of ``stream`` as ``edgecvm predict`` does, in order.
 
         The next frame is decoded and preprocessed on a worker thread while
         the backbone runs on this one (pipeline.py), so a camera-sized frame
         costs little more than the model; a live camera is answered on its
         newest frame, never from a queue of old ones. That frame is read as
-        the loop takes the answer before it, so a loop that works long
-        between answers gets answers that much older (``latency_s`` says by
-        how much). Leaving the loop (a ``break``, an exception, the iterator's
+        the loop takes the answer before it; when the loop worked so long
+        that it is older than ``max_frame_age_s`` and the camera has a newer
+        one, the newer one is answered instead (the loop waits one decode
+        for it; None keeps every frame read). ``latency_s`` says how old each
+        answer is. Leaving the loop (a ``break``, an exception, the iterator's
         ``close()``) stops the worker.
         """
-        with FramePipeline(stream, self.extractor.preprocess) as pipeline:
+        with FramePipeline(stream, self.extractor.preprocess, max_frame_age_s) as pipeline:
             for item in pipeline:
                 if item.batch is None:
                     yield Answer(item.frame, None, None)

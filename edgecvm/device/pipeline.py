@@ -14,8 +14,14 @@ time) it means the answer is on what the source shows *now*: the frame read
 is the camera's newest (its reader keeps only that), at most one backbone run
 old, and no queue of stale frames builds up. Reading on and replacing a
 waiting frame with a newer one would prepare frames nobody uses, taking a
-core from the backbone on a 2-core board, and lose frames that ``--limit``
-counted.
+core from the backbone on a 2-core board.
+
+A consumer that works long between frames (robot code between answers)
+would still be handed a frame read as it took the one before, as old as
+that work. With ``max_age_s``, a waiting frame of a live source older than
+that is replaced when the source has a newer one ready: it is dropped
+unused (the stream does not count it toward its limit), and the consumer
+waits one decode and preprocess for the newest frame instead.
 
 The consumer iterates ``Prepared`` items in source order; an error raised by
 the stream (a lost camera) is re-raised in the consumer after the frames
@@ -52,8 +58,9 @@ _END = object()  # the stream ended; stored in the slot after the last frame
 class FramePipeline:
     """``with FramePipeline(stream, preprocess) as frames: for item in frames: backbone(item.batch)``."""
 
-    def __init__(self, stream: Stream, preprocess: Preprocessor) -> None:
-        self.stream, self.preprocess = stream, preprocess
+    def __init__(self, stream: Stream, preprocess: Preprocessor, max_age_s: float | None = None) -> None:
+        self.stream, self.preprocess, self.max_age_s = stream, preprocess, max_age_s
+        self.replaced = 0  # waiting frames dropped for newer ones (module docstring)
         self._cond = threading.Condition()
         self._slot: list[object] = []  # at most one item: a Prepared, _END or the stream's exception
         self._closed = False
@@ -72,12 +79,24 @@ class FramePipeline:
                 while not self._slot:
                     self._cond.wait()
                 item = self._slot.pop(0)
+                stale = self._stale(item)
+                if stale:  # the worker waits for room, outside the stream's iteration: safe to tell the stream
+                    self.stream.return_last()
+                    self.replaced += 1
                 self._cond.notify_all()
+            if stale:
+                continue
             if item is _END:
                 return
             if isinstance(item, BaseException):
                 raise item
             yield item  # type: ignore[misc]
+
+    def _stale(self, item: object) -> bool:
+        if self.max_age_s is None or not isinstance(item, Prepared):
+            return False
+        age = item.frame.age_s()
+        return age is not None and age > self.max_age_s and self.stream.newer_frame_ready()
 
     def _prepare(self, frame: Frame) -> Prepared:
         if frame.error is not None or frame.image is None:

@@ -113,6 +113,14 @@ class Stream:
     def interrupt(self) -> None:
         """Make iteration end soon (signal handlers); only live sources block long enough to need it."""
 
+    def newer_frame_ready(self) -> bool:
+        """A live source has a frame newer than the last one it yielded, which the next step of the iteration
+        would yield without waiting (a file source never has)."""
+        return False
+
+    def return_last(self) -> None:
+        """The last frame yielded was replaced by a newer one unused: it does not count toward the limit."""
+
     def close(self) -> None:
         """Release files and devices."""
 
@@ -191,11 +199,13 @@ class VideoStream(Stream):
         fps = self.capture.get(cv2.CAP_PROP_FPS)
         self.frame_interval_s = 1.0 / fps if realtime and fps > 0 else 0.0
         self._interrupted = threading.Event()
+        self._used = 0  # frames yielded and not returned: what the limit counts
+        self._next_due: float | None = None  # when the frame after the last one yielded is due (real time)
 
     def __iter__(self) -> Iterator[Frame]:
-        index = yielded = 0
+        index = 0
         started = time.monotonic()
-        while self.limit is None or yielded < self.limit:
+        while self.limit is None or self._used < self.limit:
             due = None
             if self.frame_interval_s:
                 due = started + index * self.frame_interval_s
@@ -209,10 +219,18 @@ class VideoStream(Stream):
             if index % self.every == 0:
                 ok, frame = self.capture.retrieve()
                 origin = f"{self.spec}#{index}"
+                self._used += 1
+                if due is not None:
+                    self._next_due = due + self.every * self.frame_interval_s
                 yield Frame(bgr_to_image(frame), None, origin, arrived=due) if ok else \
                     Frame(None, None, origin, "cannot decode frame", due)
-                yielded += 1
             index += 1
+
+    def newer_frame_ready(self) -> bool:
+        return self._next_due is not None and time.monotonic() >= self._next_due
+
+    def return_last(self) -> None:
+        self._used -= 1
 
     def interrupt(self) -> None:
         self._interrupted.set()
@@ -241,6 +259,12 @@ class LoopedStream(Stream):
                 return
             self._current = self._open_once()
 
+    def newer_frame_ready(self) -> bool:
+        return self._current.newer_frame_ready()
+
+    def return_last(self) -> None:
+        self._current.return_last()
+
     def interrupt(self) -> None:
         self._interrupted = True
         self._current.interrupt()
@@ -262,17 +286,25 @@ class CameraStream(Stream):
         super().__init__(kind, camera.name, limit)
         self.camera, self.every, self.limit, self.size = camera, every, limit, size
         self._delivered: tuple[int, int] | None = None
+        self._used = 0  # frames yielded and not returned: what the limit counts
 
     @property
     def reconnecting(self) -> bool:
         return self.camera.reconnecting
 
     def __iter__(self) -> Iterator[Frame]:
-        for n, (seq, frame, arrived) in enumerate(self.camera.frames(self.every)):
-            if self.limit is not None and n >= self.limit:
+        for seq, frame, arrived in self.camera.frames(self.every):
+            if self.limit is not None and self._used >= self.limit:
                 return
             self._check_size(frame)
+            self._used += 1
             yield Frame(bgr_to_image(frame), None, f"{self.spec}#{seq}", arrived=arrived)
+
+    def newer_frame_ready(self) -> bool:
+        return self.camera.newer_frame_ready(self.every)
+
+    def return_last(self) -> None:
+        self._used -= 1
 
     def _check_size(self, frame: np.ndarray) -> None:
         delivered = (int(frame.shape[1]), int(frame.shape[0]))

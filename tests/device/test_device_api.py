@@ -13,6 +13,7 @@ from fake_opencv import FakeOpenCV
 from PIL import Image
 
 import edgecvm
+from edgecvm.device.device import STALE_FRAME_S
 from edgecvm.device.state import state_path
 
 
@@ -137,6 +138,7 @@ def test_a_device_opens_streams_as_it_reads_frames(tmp_path: Path, test_bundle: 
 def test_a_stream_is_answered_frame_by_frame_as_predict_answers_each_image(
         tmp_path: Path, test_bundle: Path, samples_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import threading
+    import time
 
     from edgecvm.device import streams
 
@@ -162,6 +164,16 @@ def test_a_stream_is_answered_frame_by_frame_as_predict_answers_each_image(
                 if n == 2:
                     break
             assert "edgecvm-prepare" not in {t.name for t in threading.enumerate()}  # leaving the loop stopped it
+
+        with device.open_stream("camera0") as camera:  # robot code that thinks between answers
+            answers = device.predict_stream(camera)
+            next(answers)
+            thought_from = time.monotonic()
+            threading.Event().wait(2.5 * STALE_FRAME_S)  # longer than a waiting frame may get old
+            after = next(answers)
+            answers.close()
+        # The frame read while the loop thought is replaced by one the camera delivered after the thinking began.
+        assert after.frame.arrived is not None and after.frame.arrived > thought_from
 
 
 @pytest.mark.parametrize("size", [(0, 480), (640.5, 480), (640,), "640x480"])

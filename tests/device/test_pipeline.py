@@ -4,6 +4,7 @@ its newest frame; files lose nothing; errors and closing reach the right thread.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -30,6 +31,7 @@ class ScriptedStream(Stream):
     def __init__(self, n: int, fail_after: int | None = None) -> None:
         super().__init__(SourceKind.FOLDER, "scripted", n)
         self.n, self.fail_after = n, fail_after
+        self.age_s: float | None = None  # a live source's frames arrived this long before they are read
         self.read: list[int] = []
         self.yielded = [threading.Event() for _ in range(n)]
         self.gates: dict[int, threading.Event] = {}
@@ -46,9 +48,15 @@ class ScriptedStream(Stream):
             if self.fail_after is not None and i == self.fail_after:
                 raise StreamLostError("scripted: camera lost")
             self.read.append(i)
+            self._reading()
             self.yielded[i].set()
-            yield Frame(image(i), None, f"scripted#{i}") if i != 2 else Frame(None, None, "scripted#2", "corrupt")
+            arrived = None if self.age_s is None else time.monotonic() - self.age_s
+            yield Frame(image(i), None, f"scripted#{i}", arrived=arrived) if i != 2 else \
+                Frame(None, None, "scripted#2", "corrupt", arrived)
         self.finished.set()
+
+    def _reading(self) -> None:
+        """Called as a frame is read, before ``yielded`` says so."""
 
     def interrupt(self) -> None:
         self.interrupted.set()
@@ -132,6 +140,59 @@ def test_a_live_camera_is_answered_on_its_newest_frame_not_a_backlog() -> None:
     # backlog (a queue would have given seq(first) + 2).
     assert seq(waiting) > seq(first) and seq(newest) >= 60
     assert newest.frame.arrived is not None and newest.frame.arrived >= waiting.frame.arrived
+
+
+class LiveScripted(ScriptedStream):
+    """Live frames that arrived ``age_s`` before they are read; ``newer`` says whether the source has a newer one
+    ready (until it yields again); ``returned`` counts the frames handed back unused."""
+
+    def __init__(self, n: int, age_s: float) -> None:
+        super().__init__(n)
+        self.kind, self.age_s, self.newer, self.returned = SourceKind.CAMERA, age_s, False, 0
+
+    def _reading(self) -> None:
+        self.newer = False  # what it reads is its newest
+
+    def newer_frame_ready(self) -> bool:
+        return self.newer
+
+    def return_last(self) -> None:
+        self.returned += 1
+
+
+@pytest.mark.parametrize(("age_s", "max_age_s", "replaced"), [
+    (10.0, 1.0, True),    # a slow consumer: the waiting frame is ten seconds old and the camera has a newer one
+    (10.0, None, False),  # no limit asked for: every frame read is used
+    (0.0, 1.0, False),    # the waiting frame is recent: it is used, newer frame or not
+])
+def test_a_waiting_frame_too_old_for_the_consumer_is_replaced_by_the_newest(age_s: float, max_age_s: float | None,
+                                                                          replaced: bool) -> None:
+    stream = LiveScripted(4, age_s)
+    with FramePipeline(stream, PRE, max_age_s) as pipeline:
+        items = iter(pipeline)
+        assert next(items).frame.origin == "scripted#0"
+        assert stream.yielded[1].wait(WAIT_S)  # frame 1 waits while the consumer works on frame 0
+        stream.newer = True
+        stream.gates[2] = threading.Event()
+        stream.gates[2].set()
+        taken = next(items)
+        assert taken.frame.origin == ("scripted#2" if replaced else "scripted#1")
+        assert (pipeline.replaced, stream.returned) == ((1, 1) if replaced else (0, 0))
+        assert [i.frame.origin for i in items] == [f"scripted#{i}" for i in range(int(taken.frame.origin[-1]) + 1, 4)]
+
+
+def test_a_slow_consumer_of_a_camera_gets_its_newest_frame_and_its_limit() -> None:
+    capture = CountingCapture(until=60)
+    with CameraStream(LiveCamera("fakecam", lambda: capture), SourceKind.CAMERA, every=1, limit=2) as stream, \
+            FramePipeline(stream, PRE, max_age_s=0.0) as pipeline:
+        items = iter(pipeline)
+        first = next(items)
+        assert capture.delivered.wait(WAIT_S)  # the consumer works while the camera delivers dozens of frames
+        second = next(items)
+        rest = list(items)
+    # The frame prepared as the consumer took the first one is dropped for the camera's newest, and not counted.
+    assert int(second.frame.origin.split("#")[1]) >= 60 > int(first.frame.origin.split("#")[1])
+    assert pipeline.replaced >= 1 and rest == []
 
 
 def test_a_lost_camera_is_raised_to_the_consumer_after_the_frames_before_it() -> None:

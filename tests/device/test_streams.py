@@ -437,3 +437,53 @@ def test_a_realtime_video_skips_the_frames_a_slow_consumer_is_too_late_for(tmp_p
     indices = [int(f.origin.rsplit("#", 1)[1]) for f in frames]
     assert indices[0] == 0 and len(frames) < 12 and min(np.diff(indices)) >= 2  # no backlog of stale frames
     assert all(f.arrived is not None for f in frames)
+
+
+def _clip(path: Path, fps: float, frames: int) -> Path:
+    cv2 = pytest.importorskip("cv2")
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (32, 32))
+    for i in range(frames):
+        writer.write(np.full((32, 32, 3), i * 20, dtype=np.uint8))
+    writer.release()
+    return path
+
+
+def test_a_realtime_video_says_when_its_next_frame_is_due(tmp_path: Path):
+    with open_stream(str(_clip(tmp_path / "slow.avi", 0.5, 3)), realtime=True) as stream:
+        assert not stream.newer_frame_ready()  # nothing yielded yet
+        next(iter(stream))
+        assert not stream.newer_frame_ready()  # the next frame is due two seconds after this one
+    with open_stream(str(_clip(tmp_path / "fast.avi", 50.0, 3)), realtime=True) as stream:
+        next(iter(stream))
+        threading.Event().wait(0.1)  # five frame intervals: the next frame is due (a lower bound, never flaky)
+        assert stream.newer_frame_ready()
+
+
+@pytest.mark.parametrize("live", ["video", "camera"])
+def test_a_returned_frame_does_not_count_toward_the_limit(tmp_path: Path, live: str):
+    if live == "video":
+        stream = open_stream(str(_clip(tmp_path / "clip.avi", 50.0, 5)), realtime=True, limit=2)
+    else:
+        stream = CameraStream(LiveCamera("fakecam", lambda: FakeCamera([], 10_000, delay_s=0.002)),
+                              SourceKind.CAMERA, every=1, limit=2)
+    with stream:
+        frames = iter(stream)
+        next(frames)
+        next(frames)
+        stream.return_last()  # replaced unused by a newer one: two frames are still owed
+        assert next(frames).image is not None
+        assert next(frames, None) is None
+
+
+def test_a_camera_says_when_a_newer_frame_is_ready() -> None:
+    camera = LiveCamera("fastcam", lambda: FakeCamera([], 10_000, delay_s=0.002))
+    with CameraStream(camera, SourceKind.CAMERA, every=1, limit=None) as stream:
+        frames = iter(stream)
+        first = next(frames)
+        pause = threading.Event()  # never set: paces the polling below
+        for _ in range(3000):  # the reader thread delivers a frame every ~2 ms; 30 s at most
+            if stream.newer_frame_ready():
+                break
+            pause.wait(0.01)
+        assert stream.newer_frame_ready()  # and it stays ready until the stream yields again
+        assert int(next(frames).origin.rsplit("#", 1)[1]) > int(first.origin.rsplit("#", 1)[1])
