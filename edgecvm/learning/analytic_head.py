@@ -564,6 +564,8 @@ class AnalyticHead:
         arrays.update({f"blend.{k}": v for k, v in self.blend.items()})
         arrays.update({f"opt.{k}": v for k, v in self.optimizer.state_arrays().items()})
         arrays.update({f"pool.{k}": v for k, v in self.pool.state_arrays().items()})
+        if self._pool_conse is not None:  # a resumed run continues with the very codes (conse.ConseCodes)
+            arrays.update({f"conse_codes.{k}": v for k, v in self._pool_conse.state_arrays().items()})
         arrays["anchors"] = self.anchors
         if self._calibration is not None:
             arrays.update(self._calibration.state_arrays("openset."))
@@ -585,6 +587,9 @@ class AnalyticHead:
             pool = {k[5:]: v for k, v in arrays.items() if k.startswith("pool.")}
             if pool:  # states written before the pool existed have none: it refills from replay
                 self.pool.load_state_arrays(pool)
+            codes = {k[12:]: v for k, v in arrays.items() if k.startswith("conse_codes.")}
+            if codes and self._pool_conse is not None:  # without them, the next blend fit computes them afresh
+                self._pool_conse.load_state_arrays(codes)
         except KeyError as exc:
             raise ValueError(f"analytic head state lacks {exc}") from None
         if anchors.ndim != 2 or anchors.shape[1] != self.base.concept_dim or anchors.shape[0] < self.stats.counts.size:

@@ -56,32 +56,55 @@ def test_codes_embed_as_conse_embed_and_compute_each_row_once_while_it_is_asked_
     branch = build_conse_branch(rng.standard_normal((40, 16)), rng.standard_normal(40),
                                 normalise_rows(rng.standard_normal((40, 8))), top_t=5)
     rows = (rng.random((12, 16)) * 3).astype(np.float16)  # pooled rows are float16, as the replay buffer's
-    want = np.concatenate([conse_embed(rows[i: i + 1].astype(np.float32), branch) for i in range(12)])  # each alone
+    want = [conse_embed(rows[i: i + 4].astype(np.float32), branch) for i in (0, 4, 8)]  # chunk by chunk
     computed: list[int] = []
     real = conse.conse_weights
     monkeypatch.setattr(conse, "conse_weights", lambda x, b: computed.append(len(x)) or real(x, b))
     codes = conse.ConseCodes(branch, chunk=4)
 
     first = codes.embed(rows[:8])
-    np.testing.assert_array_equal(first, want[:8])
-    assert computed == [1] * 8
+    np.testing.assert_array_equal(first, np.concatenate(want[:2]))
+    assert computed == [4, 4]
     again = codes.embed(rows[4:12])  # rows 4-7 kept, 8-11 new
-    assert computed == [1] * 12
-    np.testing.assert_array_equal(again, want[4:])
+    assert computed == [4, 4, 4]
+    np.testing.assert_array_equal(again, np.concatenate(want[1:]))
     codes.embed(rows[:4])  # rows 0-3 were dropped when the second call did not ask for them
-    assert computed == [1] * 16
+    assert computed == [4, 4, 4, 4]
     assert codes.embed(rows[:0]).shape == (0, 8)
 
 
-def test_codes_do_not_depend_on_which_rows_were_missing_together() -> None:
-    """A resumed state computes every pooled row's codes at once; the run that wrote it had computed them a few
-    at a time. Both must give the same bits (BLAS may round a row differently beside other rows)."""
+def test_kept_codes_saved_and_loaded_continue_exactly_as_the_run_that_kept_them() -> None:
+    """A resumed state must not recompute the pool's codes in other groups: BLAS may round a row differently beside
+    other rows, and the resumed run would drift from the one that wrote the state."""
     rng = np.random.default_rng(4)
     branch = build_conse_branch(rng.standard_normal((1000, 1280)), rng.standard_normal(1000),
                                 normalise_rows(rng.standard_normal((1000, 16))), top_t=10)
     rows = rng.standard_normal((48, 1280)).astype(np.float16)
-    at_once = ConseCodes(branch, chunk=32).embed(rows)
-    bit_by_bit = ConseCodes(branch, chunk=32)
-    for end in range(5, 48, 5):
-        bit_by_bit.embed(rows[:end])
-    np.testing.assert_array_equal(bit_by_bit.embed(rows), at_once)
+    running = ConseCodes(branch, chunk=32)
+    for end in range(5, 40, 5):  # a few new rows per fit, as a stream adds them
+        running.embed(rows[max(0, end - 20): end])
+    resumed = ConseCodes(branch, chunk=32)
+    resumed.load_state_arrays(running.state_arrays())
+    for window in (rows[20:40], rows[25:48], rows[:48]):
+        np.testing.assert_array_equal(resumed.embed(window), running.embed(window))
+
+
+@pytest.mark.parametrize("damage", ["class out of range", "weight not finite", "rows disagree", "wrong top-T"])
+def test_kept_codes_that_do_not_fit_the_branch_are_refused(damage: str) -> None:
+    rng = np.random.default_rng(5)
+    branch = build_conse_branch(rng.standard_normal((40, 16)), rng.standard_normal(40),
+                                normalise_rows(rng.standard_normal((40, 8))), top_t=5)
+    codes = ConseCodes(branch, chunk=4)
+    codes.embed(rng.standard_normal((6, 16)).astype(np.float16))
+    arrays = {k: v.copy() for k, v in codes.state_arrays().items()}
+    assert arrays["keys"].shape == (6, 16) and arrays["top"].shape == arrays["w"].shape == (6, 5)
+    if damage == "class out of range":
+        arrays["top"][0, 0] = 40
+    elif damage == "weight not finite":
+        arrays["w"][1, 2] = np.nan
+    elif damage == "rows disagree":
+        arrays["w"] = arrays["w"][:5]
+    else:
+        arrays["top"], arrays["w"] = arrays["top"][:, :4], arrays["w"][:, :4]
+    with pytest.raises(ValueError, match="kept ConSE codes"):
+        ConseCodes(branch, chunk=4).load_state_arrays(arrays)
