@@ -20,8 +20,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[export,camera,plots,serve,dev]'
 	touch $(STAMP)
 
+# --durations: the slowest tests, in the log of every run (make test must stay under 15 minutes)
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=12
 
 lint: setup
 	$(BIN)/ruff check edgecvm tests
